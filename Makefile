@@ -1,0 +1,58 @@
+# The project's one entry point for people and CI: `make demo` and `make test` (see README).
+# Every install step lives here, so a fresh clone on a fresh machine needs nothing else.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# The venv is rebuilt when the dependencies change; the stamp records the last install.
+STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+
+.PHONY: help venv postgres control-plane lint typecheck test test-fast demo demo-down clean
+
+help:
+	@echo "make demo        the operator on a local control plane + PostgreSQL, simulated nodes"
+	@echo "make test        lint, type check and every test (real PostgreSQL and kube-apiserver)"
+	@echo "make test-fast   only the tests that need neither (pure logic)"
+	@echo "make demo-down   stop what 'make demo' started"
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		{ echo "error: Python 3.11+ needed (PYTHON=$(PYTHON))" >&2; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	rm -f $(VENV)/.installed-* && touch $@
+
+venv: $(STAMP)
+
+postgres:
+	@scripts/ensure-postgres
+
+# Builds kube-apiserver, kubectl and etcd once into ~/.cache (about 6 min the first time).
+control-plane: venv
+	$(BIN)/fogctl sandbox build
+
+lint: venv
+	$(BIN)/ruff check controller tests migrations
+	$(BIN)/ruff format --check controller tests migrations
+	$(BIN)/lint-imports
+
+typecheck: venv
+	$(BIN)/mypy
+
+test: lint typecheck postgres control-plane
+	$(BIN)/pytest
+
+test-fast: venv
+	$(BIN)/pytest tests/unit
+
+demo: venv postgres control-plane
+	@echo "make demo: the operator arrives with issue #4 (FogDeployment CRD and operator)."
+	@echo "Until then, try the local environment it will run on:"
+	@echo "  $(BIN)/fogctl sandbox up && source .sandbox/env && $(BIN)/fogctl db upgrade"
+
+demo-down: venv
+	-$(BIN)/fogctl sandbox down
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

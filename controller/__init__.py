@@ -1,0 +1,1 @@
+"""fog-controller: reconciles FogDeployment resources into a PostgreSQL record of fog replicas."""

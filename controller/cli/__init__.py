@@ -1,0 +1,1 @@
+"""`fogctl`, the project's one command line."""

@@ -1,0 +1,49 @@
+"""`fogctl`: the entry point that wires sub-commands and turns known errors into one line.
+
+Each sub-command lives in a module of its own that adds its parser (`register`) and the
+function to run; this module only dispatches. Errors the user can act on (a bad URL, an
+unreachable database, a missing binary) are printed as `fogctl: error: ...` with exit code 1,
+never as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from controller.cli import db_commands, sandbox_commands
+from controller.db.errors import DatabaseError
+from controller.sandbox.errors import SandboxError
+
+# Known failures a person can fix; anything else is a bug and keeps its traceback.
+USER_ERRORS = (DatabaseError, SandboxError)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command tree (also used by the docs and the CLI tests)."""
+    parser = argparse.ArgumentParser(
+        prog="fogctl", description="Operate fog-controller: database, sandbox, nodes, operator."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    db_commands.register(commands)
+    sandbox_commands.register(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; the return value is the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result: int = args.handler(args)
+    except USER_ERRORS as exc:
+        print(f"fogctl: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130  # the shell's convention for a command ended by SIGINT
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Database adapters: tables, engine, snapshot, apply."""

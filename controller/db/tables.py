@@ -1,0 +1,348 @@
+"""The PostgreSQL schema: the INFRA-02 seed's tables plus the two it assumed (`users`, `nodes`).
+
+Names follow the seed exactly (tables, enum types, indexes) because other tools of the platform
+read these tables. What we add is what a reconciler needs and the seed left open:
+
+* `users` is the tenant: one row per Kubernetes namespace, created on first use, so the seed's
+  unique `(user_id, name)` is Kubernetes' own `(namespace, name)` rule.
+* `nodes` carries capacity and the totals allocated to replicas that hold it. A trigger keeps
+  the totals and CHECK constraints make over-commit impossible even when two operators race
+  (see docs/design/capacity-and-history.md).
+* Each replica row carries its own resource request and template revision: during a rolling
+  update old and new replicas hold different amounts, so the amount released when a replica
+  stops must be the one it was placed with, not the deployment's current request.
+* `replica_status_history` sits beside `deployment_status_history` because the two status
+  columns are different PostgreSQL enum types. Triggers write both histories in the same
+  statement as the status change, so no transition can be missed or invented.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Enum,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    false,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from controller.model.nodes import NodeStatus
+from controller.model.states import DeploymentStatus, ReplicaStatus
+
+# Kubernetes object names are DNS subdomains (253 characters at most); namespaces and labels
+# are shorter, but one width for every name keeps the columns interchangeable.
+K8S_NAME_MAX = 253
+# The seed's deployment name limit (1-100 characters).
+DEPLOYMENT_NAME_MAX = 100
+# The seed's image limit (1-500 characters).
+IMAGE_MAX = 500
+# A SHA-256 hex digest of the pod template, as `controller.model` computes it.
+REVISION_MAX = 64
+# Container runtimes print 64-hex IDs; 255 leaves room for a runtime prefix (containerd://...).
+CONTAINER_ID_MAX = 255
+# Actors are "operator", "agent:<node>" or a Kubernetes field manager (at most 128 characters).
+ACTOR_MAX = 255
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def _values(enum_cls: type[Any]) -> list[str]:
+    """Store an enum's values (lowercase, as the seed lists them) rather than member names."""
+    return [member.value for member in enum_cls]
+
+
+deployment_status_enum = Enum(
+    DeploymentStatus, name="deploymentstatus", values_callable=_values, validate_strings=True
+)
+replica_status_enum = Enum(
+    ReplicaStatus, name="replicastatus", values_callable=_values, validate_strings=True
+)
+node_status_enum = Enum(
+    NodeStatus, name="nodestatus", values_callable=_values, validate_strings=True
+)
+
+
+class Base(DeclarativeBase):
+    """Declarative base with a naming convention, so migrations name constraints predictably."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def _uuid_pk() -> Mapped[uuid.UUID]:
+    return mapped_column(
+        UUID(as_uuid=True), primary_key=True, server_default=text("gen_random_uuid()")
+    )
+
+
+def _created_at() -> Mapped[datetime]:
+    return mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
+
+
+def _updated_at() -> Mapped[datetime]:
+    return mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now(), onupdate=func.now()
+    )
+
+
+class User(Base):
+    """A tenant: one Kubernetes namespace."""
+
+    __tablename__ = "users"
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    name: Mapped[str] = mapped_column(String(K8S_NAME_MAX), nullable=False, unique=True)
+    created_at: Mapped[datetime] = _created_at()
+
+
+class Node(Base):
+    """A fog node: capacity, what is allocated on it, and whether it may take replicas."""
+
+    __tablename__ = "nodes"
+    __table_args__ = (
+        CheckConstraint("cpu_cores >= 0", name="cpu_cores_nonnegative"),
+        CheckConstraint("memory_mb >= 0", name="memory_mb_nonnegative"),
+        CheckConstraint("gpu_units >= 0", name="gpu_units_nonnegative"),
+        CheckConstraint("storage_gb >= 0", name="storage_gb_nonnegative"),
+        # The last line of defence against over-commit: whatever the planner believed, a
+        # transaction that would allocate past capacity fails here and is re-planned.
+        CheckConstraint(
+            "allocated_cpu_millicores BETWEEN 0 AND round(cpu_cores * 1000)",
+            name="cpu_not_overcommitted",
+        ),
+        CheckConstraint(
+            "allocated_memory_mb BETWEEN 0 AND memory_mb", name="memory_not_overcommitted"
+        ),
+        CheckConstraint(
+            "allocated_gpu_units BETWEEN 0 AND gpu_units", name="gpu_not_overcommitted"
+        ),
+        CheckConstraint(
+            "allocated_storage_gb BETWEEN 0 AND storage_gb", name="storage_not_overcommitted"
+        ),
+    )
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    name: Mapped[str] = mapped_column(String(K8S_NAME_MAX), nullable=False, unique=True)
+    status: Mapped[NodeStatus] = mapped_column(
+        node_status_enum, nullable=False, server_default=NodeStatus.ONLINE.value
+    )
+    cpu_cores: Mapped[float] = mapped_column(Float, nullable=False)
+    memory_mb: Mapped[int] = mapped_column(Integer, nullable=False)
+    gpu_units: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    storage_gb: Mapped[int] = mapped_column(Integer, nullable=False)
+    # Cordoned nodes take no new replicas; draining ones also have theirs moved away.
+    cordoned: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=false())
+    draining: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=false())
+    labels: Mapped[dict[str, str]] = mapped_column(
+        JSONB, nullable=False, server_default=text("'{}'::jsonb")
+    )
+    # Totals of replicas that hold capacity here; maintained by the trigger in migration 0001.
+    allocated_cpu_millicores: Mapped[int] = mapped_column(
+        Integer, nullable=False, server_default="0"
+    )
+    allocated_memory_mb: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    allocated_gpu_units: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    allocated_storage_gb: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    last_heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = _created_at()
+    updated_at: Mapped[datetime] = _updated_at()
+
+
+class Deployment(Base):
+    """The Postgres record of one FogDeployment (the seed's `deployments`)."""
+
+    __tablename__ = "deployments"
+    __table_args__ = (
+        Index("ix_deployments_user_id_deleted_at", "user_id", "deleted_at"),
+        Index(
+            "uq_deployments_user_id_name_active",
+            "user_id",
+            "name",
+            unique=True,
+            postgresql_where=text("deleted_at IS NULL"),
+        ),
+        CheckConstraint("target_replicas BETWEEN 0 AND 100", name="target_replicas_range"),
+        CheckConstraint("char_length(name) BETWEEN 1 AND 100", name="name_length"),
+        CheckConstraint("char_length(container_image) BETWEEN 1 AND 500", name="image_length"),
+    )
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), nullable=False
+    )
+    name: Mapped[str] = mapped_column(String(DEPLOYMENT_NAME_MAX), nullable=False)
+    container_image: Mapped[str] = mapped_column(String(IMAGE_MAX), nullable=False)
+    target_replicas: Mapped[int] = mapped_column(Integer, nullable=False)
+    status: Mapped[DeploymentStatus] = mapped_column(
+        deployment_status_enum, nullable=False, server_default=DeploymentStatus.PENDING.value
+    )
+    # The rest of the container spec (env, ports, command, args): the seed's flexible JSONB.
+    container_spec: Mapped[dict[str, Any]] = mapped_column(
+        JSONB, nullable=False, server_default=text("'{}'::jsonb")
+    )
+    node_selector: Mapped[dict[str, str]] = mapped_column(
+        JSONB, nullable=False, server_default=text("'{}'::jsonb")
+    )
+    placement_strategy: Mapped[str] = mapped_column(
+        String(16), nullable=False, server_default="Spread"
+    )
+    # Hash of image + resources + container spec; replicas of another revision are rolled.
+    revision: Mapped[str] = mapped_column(String(REVISION_MAX), nullable=False)
+    # The Kubernetes object this row belongs to; a re-created object has a new uid.
+    k8s_uid: Mapped[str | None] = mapped_column(String(64))
+    observed_generation: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    # Next replica ordinal: replica names are <deployment>-<ordinal>, never reused.
+    next_ordinal: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    # Why and by whom the status last changed; the history trigger copies them.
+    status_reason: Mapped[str | None] = mapped_column(Text)
+    status_actor: Mapped[str | None] = mapped_column(String(ACTOR_MAX))
+    status_changed_by: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    created_at: Mapped[datetime] = _created_at()
+    updated_at: Mapped[datetime] = _updated_at()
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    resources: Mapped[DeploymentResource | None] = relationship(
+        back_populates="deployment", uselist=False, passive_deletes=True
+    )
+    replicas: Mapped[list[DeploymentReplica]] = relationship(
+        back_populates="deployment", passive_deletes=True
+    )
+
+
+class DeploymentResource(Base):
+    """Per-replica resource request of a deployment (one-to-one, the seed's limits as CHECKs)."""
+
+    __tablename__ = "deployment_resources"
+    __table_args__ = (
+        CheckConstraint("cpu_cores BETWEEN 0.5 AND 32", name="cpu_cores_range"),
+        CheckConstraint("memory_mb BETWEEN 512 AND 65536", name="memory_mb_range"),
+        CheckConstraint("gpu_units BETWEEN 0 AND 8", name="gpu_units_range"),
+        CheckConstraint("storage_gb BETWEEN 1 AND 1000", name="storage_gb_range"),
+    )
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    deployment_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("deployments.id", ondelete="CASCADE"), nullable=False, unique=True
+    )
+    cpu_cores: Mapped[float] = mapped_column(Float, nullable=False)
+    memory_mb: Mapped[int] = mapped_column(Integer, nullable=False)
+    gpu_units: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    storage_gb: Mapped[int] = mapped_column(Integer, nullable=False)
+    created_at: Mapped[datetime] = _created_at()
+    updated_at: Mapped[datetime] = _updated_at()
+
+    deployment: Mapped[Deployment] = relationship(back_populates="resources")
+
+
+class DeploymentReplica(Base):
+    """One replica instance: where it is placed, what it holds, and its status."""
+
+    __tablename__ = "deployment_replicas"
+    __table_args__ = (
+        Index("ix_deployment_replicas_deployment_id_status", "deployment_id", "status"),
+        Index("ix_deployment_replicas_node_id", "node_id"),
+        Index(
+            "uq_deployment_replicas_deployment_id_ordinal", "deployment_id", "ordinal", unique=True
+        ),
+        CheckConstraint("cpu_millicores >= 0", name="cpu_millicores_nonnegative"),
+        CheckConstraint("memory_mb >= 0", name="memory_mb_nonnegative"),
+        CheckConstraint("gpu_units >= 0", name="gpu_units_nonnegative"),
+        CheckConstraint("storage_gb >= 0", name="storage_gb_nonnegative"),
+    )
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    deployment_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("deployments.id", ondelete="CASCADE"), nullable=False
+    )
+    node_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("nodes.id", ondelete="SET NULL"))
+    status: Mapped[ReplicaStatus] = mapped_column(
+        replica_status_enum, nullable=False, server_default=ReplicaStatus.PENDING.value
+    )
+    container_id: Mapped[str | None] = mapped_column(String(CONTAINER_ID_MAX))
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    stopped_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    ordinal: Mapped[int] = mapped_column(Integer, nullable=False)
+    revision: Mapped[str] = mapped_column(String(REVISION_MAX), nullable=False)
+    cpu_millicores: Mapped[int] = mapped_column(Integer, nullable=False)
+    memory_mb: Mapped[int] = mapped_column(Integer, nullable=False)
+    gpu_units: Mapped[int] = mapped_column(Integer, nullable=False)
+    storage_gb: Mapped[int] = mapped_column(Integer, nullable=False)
+    status_reason: Mapped[str | None] = mapped_column(Text)
+    status_actor: Mapped[str | None] = mapped_column(String(ACTOR_MAX))
+    created_at: Mapped[datetime] = _created_at()
+    updated_at: Mapped[datetime] = _updated_at()
+
+    deployment: Mapped[Deployment] = relationship(back_populates="replicas")
+
+
+class DeploymentStatusHistory(Base):
+    """Immutable audit trail of deployment status changes (written by a trigger)."""
+
+    __tablename__ = "deployment_status_history"
+    __table_args__ = (
+        Index(
+            "ix_deployment_status_history_deployment_id_changed_at", "deployment_id", "changed_at"
+        ),
+        Index("ix_deployment_status_history_changed_by", "changed_by"),
+    )
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    deployment_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("deployments.id", ondelete="CASCADE"), nullable=False
+    )
+    old_status: Mapped[DeploymentStatus | None] = mapped_column(deployment_status_enum)
+    new_status: Mapped[DeploymentStatus] = mapped_column(deployment_status_enum, nullable=False)
+    changed_by: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL")
+    )
+    actor: Mapped[str | None] = mapped_column(String(ACTOR_MAX))
+    reason: Mapped[str | None] = mapped_column(Text)
+    changed_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.clock_timestamp()
+    )
+
+
+class ReplicaStatusHistory(Base):
+    """Immutable audit trail of replica status changes (written by a trigger)."""
+
+    __tablename__ = "replica_status_history"
+    __table_args__ = (
+        Index("ix_replica_status_history_deployment_id_changed_at", "deployment_id", "changed_at"),
+        Index("ix_replica_status_history_replica_id", "replica_id"),
+    )
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    replica_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("deployment_replicas.id", ondelete="CASCADE"), nullable=False
+    )
+    deployment_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("deployments.id", ondelete="CASCADE"), nullable=False
+    )
+    old_status: Mapped[ReplicaStatus | None] = mapped_column(replica_status_enum)
+    new_status: Mapped[ReplicaStatus] = mapped_column(replica_status_enum, nullable=False)
+    node_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    actor: Mapped[str | None] = mapped_column(String(ACTOR_MAX))
+    reason: Mapped[str | None] = mapped_column(Text)
+    changed_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.clock_timestamp()
+    )

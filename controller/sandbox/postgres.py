@@ -1,0 +1,184 @@
+"""A throwaway PostgreSQL server on a free loopback port, for tests, benchmarks and the demo.
+
+The project's tests must run against a real server, never a mock, and on a fresh machine there is
+no server running: so we start our own with the distribution's `initdb` and `pg_ctl`, in a folder
+of our own, and stop it when done. PostgreSQL refuses to run as root, so when we are root the
+server's files belong to, and its processes run as, the `postgres` system user.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from controller.sandbox import ports
+from controller.sandbox.errors import SandboxError
+
+# The Debian package that brings the server binaries; named in the error when they are missing.
+DEBIAN_PACKAGE = "postgresql"
+# PostgreSQL refuses to run as root; Debian's package creates this user.
+SERVICE_USER = "postgres"
+# A cold start on this 2-core machine takes about 1 s; 60 s leaves room for a loaded CI run.
+START_TIMEOUT_SECONDS = 60
+# How often we retry on a port another process grabbed between our probe and the server's bind.
+START_ATTEMPTS = 3
+# Throwaway data: durability settings off make tests and the demo several times faster.
+FAST_SETTINGS = ("fsync=off", "synchronous_commit=off", "full_page_writes=off")
+# The operator, agents, tests and benchmarks together open well over the default 100.
+MAX_CONNECTIONS = 300
+
+
+@dataclass(frozen=True, slots=True)
+class PostgresServer:
+    """A running throwaway server: where its files are and how to reach it."""
+
+    bin_dir: str
+    data_dir: str
+    port: int
+    host: str = "127.0.0.1"
+    user: str = SERVICE_USER
+
+    def url(self, database: str = "postgres") -> str:
+        """A SQLAlchemy URL for one database of this server (trust auth on loopback)."""
+        return f"postgresql+psycopg://{self.user}@{self.host}:{self.port}/{database}"
+
+
+def find_bin_dir() -> Path:
+    """Find the folder holding `initdb` and `pg_ctl`: PATH first, then Debian's layout."""
+    on_path = shutil.which("pg_ctl")
+    if on_path and shutil.which("initdb"):
+        return Path(os.path.realpath(on_path)).parent
+    candidates = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin"),
+        key=lambda path: int(Path(path).parent.name) if Path(path).parent.name.isdigit() else 0,
+    )
+    for candidate in reversed(candidates):
+        if (Path(candidate) / "pg_ctl").exists() and (Path(candidate) / "initdb").exists():
+            return Path(candidate)
+    raise SandboxError(
+        "PostgreSQL server binaries (initdb, pg_ctl) not found on PATH or in "
+        f"/usr/lib/postgresql/*/bin: install the Debian package '{DEBIAN_PACKAGE}'"
+    )
+
+
+def _run_as() -> str | None:
+    """The user the server must run as: `postgres` when we are root, else ourselves."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        pwd.getpwnam(SERVICE_USER)
+    except KeyError as exc:
+        raise SandboxError(
+            f"running as root, but there is no '{SERVICE_USER}' user to run PostgreSQL as: "
+            f"install the Debian package '{DEBIAN_PACKAGE}'"
+        ) from exc
+    return SERVICE_USER
+
+
+def _make_data_parent(parent: Path | None, user: str | None) -> Path:
+    """Create the folder for the cluster, readable by the user the server runs as.
+
+    When we are root the folder goes under the system temp dir, not under `parent`: the
+    `postgres` user usually cannot traverse root's home (mode 0700) where a checkout may live.
+    """
+    if user is None:
+        base = parent if parent is not None else Path(tempfile.gettempdir())
+        base.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix="fog-pg-", dir=base))
+    folder = Path(tempfile.mkdtemp(prefix="fog-pg-"))
+    entry = pwd.getpwnam(user)
+    os.chown(folder, entry.pw_uid, entry.pw_gid)
+    return folder
+
+
+def _pg(
+    bin_dir: Path, tool: str, args: list[str], user: str | None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(bin_dir / tool), *args],
+        user=user,
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd="/",  # the server user may not be allowed into our working directory
+    )
+
+
+def start(parent: Path | None = None) -> PostgresServer:
+    """Initialise and start a server; return once it accepts connections."""
+    bin_dir = find_bin_dir()
+    user = _run_as()
+    root = _make_data_parent(parent, user)
+    data_dir = root / "data"
+    init = _pg(
+        bin_dir,
+        "initdb",
+        ["-D", str(data_dir), "-U", SERVICE_USER, "--auth=trust", "-E", "UTF8", "--no-sync"],
+        user,
+    )
+    if init.returncode != 0:
+        shutil.rmtree(root, ignore_errors=True)
+        raise SandboxError(f"initdb failed: {init.stderr.strip().splitlines()[-1:]}")
+    last_error = ""
+    for _ in range(START_ATTEMPTS):
+        port = ports.free_port()
+        options = " ".join(
+            [
+                f"-c port={port}",
+                "-c listen_addresses=127.0.0.1",
+                f"-c unix_socket_directories={data_dir}",
+                f"-c max_connections={MAX_CONNECTIONS}",
+                *(f"-c {setting}" for setting in FAST_SETTINGS),
+            ]
+        )
+        result = _pg(
+            bin_dir,
+            "pg_ctl",
+            [
+                "start",
+                "-D",
+                str(data_dir),
+                "-l",
+                str(root / "postgres.log"),
+                "-o",
+                options,
+                "-w",
+                "-t",
+                str(START_TIMEOUT_SECONDS),
+            ],
+            user,
+        )
+        if result.returncode == 0:
+            return PostgresServer(bin_dir=str(bin_dir), data_dir=str(data_dir), port=port)
+        last_error = _log_tail(root / "postgres.log") or result.stderr.strip()
+        time.sleep(0.2)
+    shutil.rmtree(root, ignore_errors=True)
+    raise SandboxError(f"PostgreSQL did not start: {last_error}")
+
+
+def _log_tail(log: Path) -> str:
+    with contextlib.suppress(OSError):
+        lines = log.read_text(errors="replace").strip().splitlines()
+        return lines[-1] if lines else ""
+    return ""
+
+
+def stop(server: PostgresServer) -> None:
+    """Stop the server at once and delete its files (the data is throwaway by design)."""
+    data_dir = Path(server.data_dir)
+    if data_dir.exists():
+        _pg(
+            Path(server.bin_dir),
+            "pg_ctl",
+            ["stop", "-D", str(data_dir), "-m", "immediate"],
+            _run_as(),
+        )
+    shutil.rmtree(data_dir.parent, ignore_errors=True)

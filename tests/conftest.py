@@ -1,0 +1,96 @@
+"""Shared fixtures: a real PostgreSQL server per session, a fresh migrated database per test.
+
+Following procrastinate's harness: the schema is migrated once into a template database, and
+each test gets `CREATE DATABASE ... TEMPLATE`, which copies files instead of replaying
+migrations (milliseconds per test). With FOG_TEST_DATABASE_URL set, that server is used
+instead of a throwaway one (the URL's user must be allowed to create databases).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from controller.db import migrate
+from controller.sandbox import postgres
+
+TEST_DATABASE_ENV = "FOG_TEST_DATABASE_URL"
+REPO = Path(__file__).resolve().parents[1]
+_names = itertools.count()
+
+
+def _admin_execute(server_url: URL, statement: str) -> None:
+    with psycopg.connect(
+        host=server_url.host,
+        port=server_url.port,
+        user=server_url.username,
+        password=server_url.password,
+        dbname=server_url.database,
+        autocommit=True,
+    ) as connection:
+        connection.execute(statement.encode())
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url() -> Iterator[URL]:
+    """A URL of a database on a server we may create databases on."""
+    given = os.environ.get(TEST_DATABASE_ENV)
+    if given:
+        yield make_url(given).set(drivername="postgresql+psycopg")
+        return
+    server = postgres.start()
+    try:
+        yield make_url(server.url())
+    finally:
+        postgres.stop(server)
+
+
+@pytest.fixture(scope="session")
+def template_database(postgres_server_url: URL) -> Iterator[str]:
+    """A database migrated to head once per session, copied by each test."""
+    name = f"fog_template_{os.getpid()}"
+    _admin_execute(postgres_server_url, f'CREATE DATABASE "{name}"')
+    try:
+        migrate.upgrade(postgres_server_url.set(database=name))
+        yield name
+    finally:
+        _admin_execute(postgres_server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _fresh_database(server_url: URL, template: str | None) -> Iterator[URL]:
+    name = f"fog_test_{os.getpid()}_{next(_names)}"
+    suffix = f' TEMPLATE "{template}"' if template else ""
+    _admin_execute(server_url, f'CREATE DATABASE "{name}"{suffix}')
+    try:
+        yield server_url.set(database=name)
+    finally:
+        _admin_execute(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def database_url(postgres_server_url: URL, template_database: str) -> Iterator[URL]:
+    """A fresh database at the newest schema revision, dropped after the test."""
+    yield from _fresh_database(postgres_server_url, template_database)
+
+
+@pytest.fixture
+def empty_database_url(postgres_server_url: URL) -> Iterator[URL]:
+    """A fresh database with no schema at all (for migration tests)."""
+    yield from _fresh_database(postgres_server_url, None)
+
+
+@pytest.fixture
+async def engine(database_url: URL) -> AsyncIterator[AsyncEngine]:
+    """An async engine on the test's own database."""
+    engine = create_async_engine(database_url)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
