@@ -86,6 +86,9 @@ def _apiserver_argv(
         f"--secure-port={port}",
         "--bind-address=127.0.0.1",
         "--advertise-address=127.0.0.1",
+        # The `kubernetes` Service endpoints may not point at loopback, and no pod would use
+        # them: leave them unmanaged.
+        "--endpoint-reconciler-type=none",
         f"--cert-dir={folder}",
         f"--tls-cert-file={keys.serving_cert}",
         f"--tls-private-key-file={keys.serving_key}",
@@ -196,8 +199,8 @@ def start(folder: Path, *, attached: bool) -> ControlPlane:
         )
         plane = ControlPlane(
             folder=str(folder),
-            etcd_pid=etcd.pid,
-            apiserver_pid=apiserver.pid,
+            etcd_pid=etcd,
+            apiserver_pid=apiserver,
             etcd_port=etcd_port,
             apiserver_port=api_port,
             kubeconfig=str(folder / "kubeconfig"),

@@ -29,25 +29,35 @@ def _die_with_parent() -> None:
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def spawn(argv: list[str], *, log: Path, attached: bool) -> subprocess.Popen[bytes]:
-    """Start `argv` with its output in `log`; `attached` ties it to this process's life."""
+# Children started by this process, kept so they are reaped (no zombies, no ResourceWarning
+# from a Popen collected while its process runs) when `stop` ends them.
+_children: dict[int, subprocess.Popen[bytes]] = {}
+
+
+def spawn(argv: list[str], *, log: Path, attached: bool) -> int:
+    """Start `argv` with its output in `log` and return its pid.
+
+    `attached` ties the process to this one's life; otherwise it outlives us.
+    """
     with log.open("ab") as output:
-        return subprocess.Popen(
+        child = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
             stdout=output,
             stderr=subprocess.STDOUT,
             start_new_session=not attached,
+            # preexec_fn is unsafe with threads; the sandbox starts before any thread.
             preexec_fn=_die_with_parent if attached else None,
         )
+    _children[child.pid] = child
+    return child.pid
 
 
 def alive(pid: int) -> bool:
     """Whether a process with this pid exists (and is not a zombie of ours)."""
-    with contextlib.suppress(ChildProcessError):
-        reaped, _ = os.waitpid(pid, os.WNOHANG)
-        if reaped == pid:
-            return False
+    child = _children.get(pid)
+    if child is not None:
+        return child.poll() is None
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -65,5 +75,6 @@ def stop(pid: int, timeout: float = STOP_TIMEOUT_SECONDS) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not alive(pid):
+                _children.pop(pid, None)
                 return
             time.sleep(POLL_SECONDS)
