@@ -1,0 +1,192 @@
+"""The replica plan for one deployment: what to create, assign and stop to approach the spec.
+
+Planning is level-triggered: it looks only at the desired state and the current rows, never
+at what happened before, so a missed or repeated event cannot confuse it, and planning again
+on the state a plan produced yields an empty plan. Keeping it pure lets the reconciler
+apply the plan in one transaction and lets tests replay whole rollouts without a database.
+"""
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+from controller.model.placement import NodeCapacity, Strategy, place
+from controller.model.replicas import ReplicaState
+from controller.model.resources import Resources
+from controller.model.states import ReplicaStatus, check_replica_transition
+
+# Kubernetes Deployments default to maxUnavailable: 25%, rounded down; we do the same so a
+# FogDeployment rolls out the way its users expect from Kubernetes.
+MAX_UNAVAILABLE_PERCENT = 25
+
+
+def max_unavailable(*, desired: int) -> int:
+    """How many of the desired replicas a rolling update may take out of service at a time.
+
+    25% of desired rounded down, as in Kubernetes, but at least 1: with no surge a rollout
+    of fewer than 4 replicas could otherwise never start.
+    """
+    return max(1, desired * MAX_UNAVAILABLE_PERCENT // 100)
+
+
+class StopReason(StrEnum):
+    """Why the planner stops a replica."""
+
+    SCALED_DOWN = "ScaledDown"
+    ROLLING_UPDATE = "RollingUpdate"
+
+
+@dataclass(frozen=True, slots=True)
+class DesiredState:
+    """The deployment spec as the planner needs it.
+
+    revision identifies image + resources + container spec (hashed elsewhere); a replica on
+    another revision is replaced.
+    """
+
+    replicas: int
+    revision: str
+    request: Resources
+    strategy: Strategy
+    node_selector: Mapping[str, str]
+
+    def __post_init__(self) -> None:
+        if self.replicas < 0:
+            raise ValueError(f"replicas must be >= 0, got {self.replicas}")
+
+
+@dataclass(frozen=True, slots=True)
+class NewReplica:
+    """A row to insert: status pending, the desired revision, on node_id (None: no room yet)."""
+
+    node_id: uuid.UUID | None
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    """Give an existing unassigned pending replica a node."""
+
+    replica_id: uuid.UUID
+    node_id: uuid.UUID
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaTransition:
+    """A status change for an existing replica; illegal changes cannot be constructed."""
+
+    replica_id: uuid.UUID
+    from_status: ReplicaStatus
+    to_status: ReplicaStatus
+    reason: str
+
+    def __post_init__(self) -> None:
+        check_replica_transition(old=self.from_status, new=self.to_status)
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """Changes that move one deployment toward its desired state.
+
+    Apply assign before create: assignments were placed first. unplaced/shortfall report
+    replicas left without a node; they are not actions, so is_empty ignores them.
+    allocated is the resulting allocation of every node that received a replica (see
+    Placement.allocated).
+    """
+
+    create: tuple[NewReplica, ...]
+    assign: tuple[Assignment, ...]
+    transitions: tuple[ReplicaTransition, ...]
+    unplaced: int
+    shortfall: str | None
+    allocated: Mapping[uuid.UUID, Resources]
+
+    @property
+    def is_empty(self) -> bool:
+        """Whether there is nothing to write."""
+        return not (self.create or self.assign or self.transitions)
+
+
+# Order in which surplus replicas are stopped: those that serve nobody yet go first.
+_SCALE_DOWN_TIER = {ReplicaStatus.PENDING: 1, ReplicaStatus.STARTING: 2, ReplicaStatus.RUNNING: 3}
+_UNASSIGNED_TIER = 0  # a replica waiting for a node costs nothing to drop
+
+
+def _scale_down_order(replica: ReplicaState, *, revision: str) -> tuple[int, bool, int]:
+    """Sort key: not-running before running, old revision before current, newest first."""
+    tier = _UNASSIGNED_TIER if replica.is_unassigned else _SCALE_DOWN_TIER[replica.status]
+    return (tier, replica.revision == revision, -replica.created_seq)
+
+
+def _rollout_victims(*, kept: Sequence[ReplicaState], desired: DesiredState) -> list[ReplicaState]:
+    """Old-revision replicas to replace now, within the max_unavailable budget.
+
+    Old replicas that are not running serve nobody, so replacing them costs no budget.
+    """
+    old = [replica for replica in kept if replica.revision != desired.revision]
+    old_running = sorted(
+        (replica for replica in old if replica.is_available), key=lambda r: r.created_seq
+    )
+    available = sum(1 for replica in kept if replica.is_available)
+    min_available = desired.replicas - max_unavailable(desired=desired.replicas)
+    budget = max(0, available - min_available)
+    return [replica for replica in old if not replica.is_available] + old_running[:budget]
+
+
+def _stop(replica: ReplicaState, *, reason: StopReason) -> ReplicaTransition:
+    # An unassigned replica runs nowhere, so there is nothing to wait for.
+    target = ReplicaStatus.STOPPED if replica.is_unassigned else ReplicaStatus.STOPPING
+    return ReplicaTransition(
+        replica_id=replica.replica_id,
+        from_status=replica.status,
+        to_status=target,
+        reason=reason,
+    )
+
+
+def plan(
+    *, desired: DesiredState, replicas: Sequence[ReplicaState], nodes: Sequence[NodeCapacity]
+) -> Plan:
+    """Plan one step toward desired for a deployment with these replicas.
+
+    nodes are the candidate nodes, their allocation already including every replica that
+    holds capacity (stopping ones too: they still run). Surplus replicas stop first, then
+    old-revision ones are replaced within the rollout budget, then unassigned pending
+    replicas and missing ones get nodes.
+    """
+    active = sorted(
+        (replica for replica in replicas if replica.is_active),
+        key=lambda r: _scale_down_order(r, revision=desired.revision),
+    )
+    surplus = max(0, len(active) - desired.replicas)
+    scaled_down, kept = active[:surplus], active[surplus:]
+    replaced = _rollout_victims(kept=kept, desired=desired)
+    replaced_ids = {replica.replica_id for replica in replaced}
+    survivors = [replica for replica in kept if replica.replica_id not in replaced_ids]
+    unassigned = sorted(
+        (replica for replica in survivors if replica.is_unassigned), key=lambda r: r.created_seq
+    )
+    to_create = desired.replicas - len(survivors)
+    placement = place(
+        request=desired.request,
+        count=len(unassigned) + to_create,
+        nodes=nodes,
+        strategy=desired.strategy,
+        node_selector=desired.node_selector,
+        already_placed=len(survivors) - len(unassigned),
+    )
+    assigned_nodes = placement.node_ids[: len(unassigned)]
+    new_nodes = placement.node_ids[len(unassigned) :]
+    return Plan(
+        create=tuple(NewReplica(node_id=node_id) for node_id in new_nodes)
+        + (NewReplica(node_id=None),) * (to_create - len(new_nodes)),
+        assign=tuple(
+            Assignment(replica_id=replica.replica_id, node_id=node_id)
+            for replica, node_id in zip(unassigned, assigned_nodes, strict=False)
+        ),
+        transitions=tuple(_stop(r, reason=StopReason.SCALED_DOWN) for r in scaled_down)
+        + tuple(_stop(r, reason=StopReason.ROLLING_UPDATE) for r in replaced),
+        unplaced=placement.unplaced,
+        shortfall=placement.shortfall,
+        allocated=placement.allocated,
+    )

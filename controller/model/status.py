@@ -1,0 +1,207 @@
+"""The FogDeployment `.status` computed from the replicas, as a pure function.
+
+Users and tools read a deployment's health from `.status` alone, so it must be derived the
+same way every time from the same facts; doing it here, without I/O, lets the reconciler
+compare the result with the live status and skip patches that would change nothing.
+"""
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from types import MappingProxyType
+from typing import Any
+
+from controller.model.conditions import Condition, ConditionType, make_condition
+from controller.model.replicas import ReplicaState
+from controller.model.states import DeploymentStatus, ReplicaStatus
+
+
+class Phase(StrEnum):
+    """The one-word summary shown in `.status.phase`; values are spelled as in the CRD."""
+
+    PENDING = "Pending"
+    SCHEDULED = "Scheduled"
+    RUNNING = "Running"
+    STOPPED = "Stopped"
+    FAILED = "Failed"
+
+
+PHASE_STATUS: Mapping[Phase, DeploymentStatus] = MappingProxyType(
+    {
+        Phase.PENDING: DeploymentStatus.PENDING,
+        Phase.SCHEDULED: DeploymentStatus.SCHEDULED,
+        Phase.RUNNING: DeploymentStatus.RUNNING,
+        Phase.STOPPED: DeploymentStatus.STOPPED,
+        Phase.FAILED: DeploymentStatus.FAILED,
+    }
+)
+"""The database status recorded for each phase."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Counts:
+    desired: int
+    active: int  # any revision
+    ready: int  # running, any revision
+    updated: int  # active on the desired revision
+    unassigned: int  # pending without a node
+    stopping: int
+
+    @classmethod
+    def of(cls, *, desired: int, revision: str, replicas: Sequence[ReplicaState]) -> "_Counts":
+        active = [replica for replica in replicas if replica.is_active]
+        return cls(
+            desired=desired,
+            active=len(active),
+            ready=sum(1 for replica in active if replica.is_available),
+            updated=sum(1 for replica in active if replica.revision == revision),
+            unassigned=sum(1 for replica in active if replica.is_unassigned),
+            stopping=sum(1 for replica in replicas if replica.status is ReplicaStatus.STOPPING),
+        )
+
+    def waiting(self, *, unplaced: int) -> int:
+        """Replicas without a node: the planner's count, or the rows if they say more."""
+        return max(unplaced, self.unassigned)
+
+
+@dataclass(frozen=True, slots=True)
+class _Summary:
+    verdict: ConditionType  # the one condition that is True
+    reason: str
+    message: str
+
+
+def _summarize(
+    *, counts: _Counts, revision: str, unplaced: int, shortfall: str | None, stalled: str | None
+) -> _Summary:
+    """One reason and message for the whole status; every condition shares them."""
+    waiting = counts.waiting(unplaced=unplaced)
+    running = f"{counts.ready} of {counts.desired} replicas running"
+    if stalled is not None:
+        return _Summary(
+            ConditionType.STALLED, stalled, f"reconciliation stalled: {stalled}; {running}"
+        )
+    if waiting:
+        message = shortfall or f"{waiting} replicas wait for a node with room"
+        if counts.stopping:
+            # Stopping replicas still hold capacity (a rollout on a full cluster waits for
+            # them); that is progress, not a dead end, so do not report Stalled yet.
+            message = f"{message}; waiting for {counts.stopping} stopping replicas"
+            return _Summary(ConditionType.RECONCILING, "AwaitingCapacity", message)
+        return _Summary(ConditionType.STALLED, "InsufficientCapacity", message)
+    if counts.updated < counts.active:
+        message = f"{counts.updated} of {counts.desired} replicas on revision {revision}; {running}"
+        return _Summary(ConditionType.RECONCILING, "RollingUpdate", message)
+    if counts.ready < counts.desired:
+        return _Summary(ConditionType.RECONCILING, "ScalingUp", running)
+    if counts.active > counts.desired:
+        message = f"{counts.active} replicas active, {counts.desired} desired"
+        return _Summary(ConditionType.RECONCILING, "ScalingDown", message)
+    if counts.stopping:
+        return _Summary(
+            ConditionType.RECONCILING, "Terminating", f"{counts.stopping} replicas stopping"
+        )
+    return _Summary(ConditionType.READY, "AllReplicasReady", f"{running} revision {revision}")
+
+
+def _phase(*, counts: _Counts, unplaced: int, stalled: str | None) -> Phase:
+    if counts.desired == 0:
+        return Phase.STOPPED
+    if stalled is not None:
+        return Phase.FAILED
+    if counts.waiting(unplaced=unplaced) or counts.active < counts.desired:
+        return Phase.PENDING
+    if counts.ready == counts.updated == counts.active == counts.desired:
+        return Phase.RUNNING
+    return Phase.SCHEDULED
+
+
+@dataclass(frozen=True, slots=True)
+class FogDeploymentStatus:
+    """The computed `.status`; as_patch() gives the JSON to send.
+
+    `.status.selector` (the scale subresource's label selector) is not computed here: it
+    depends on how the caller labels things, not on the replicas.
+    """
+
+    phase: Phase
+    observed_generation: int
+    revision: str
+    desired_replicas: int
+    replicas: int  # active, any revision
+    ready_replicas: int  # running, any revision
+    updated_replicas: int  # active on the current revision
+    unplaced_replicas: int  # waiting for a node with room
+    conditions: tuple[Condition, ...]
+
+    @property
+    def deployment_status(self) -> DeploymentStatus:
+        """The status to record in the database for this phase."""
+        return PHASE_STATUS[self.phase]
+
+    def as_patch(self) -> dict[str, Any]:
+        """The `.status` body in the CRD's camelCase shape."""
+        return {
+            "phase": str(self.phase),
+            "observedGeneration": self.observed_generation,
+            "revision": self.revision,
+            "replicas": self.replicas,
+            "readyReplicas": self.ready_replicas,
+            "updatedReplicas": self.updated_replicas,
+            "unplacedReplicas": self.unplaced_replicas,
+            "ready": f"{self.ready_replicas}/{self.desired_replicas}",  # the printer column
+            "conditions": [condition.as_dict() for condition in self.conditions],
+        }
+
+
+def compute_status(
+    *,
+    generation: int,
+    desired_replicas: int,
+    revision: str,
+    replicas: Sequence[ReplicaState],
+    unplaced: int,
+    shortfall: str | None,
+    previous_conditions: Sequence[Mapping[str, Any]],
+    stalled_reason: str | None,
+    now: datetime,
+) -> FogDeploymentStatus:
+    """Compute `.status` from the replicas as they are after the plan was applied.
+
+    stalled_reason (a CamelCase token, e.g. from crash-loop detection) marks the deployment
+    Failed; it is ignored at zero desired replicas, where nothing is meant to run.
+    """
+    counts = _Counts.of(desired=desired_replicas, revision=revision, replicas=replicas)
+    stalled = stalled_reason if desired_replicas > 0 else None
+    summary = _summarize(
+        counts=counts, revision=revision, unplaced=unplaced, shortfall=shortfall, stalled=stalled
+    )
+    conditions = tuple(
+        make_condition(
+            type_=type_,
+            status=summary.verdict is type_,
+            reason=summary.reason,
+            message=summary.message,
+            generation=generation,
+            previous=previous_conditions,
+            now=now,
+        )
+        for type_ in ConditionType
+    )
+    return FogDeploymentStatus(
+        phase=_phase(counts=counts, unplaced=unplaced, stalled=stalled),
+        observed_generation=generation,
+        revision=revision,
+        desired_replicas=desired_replicas,
+        replicas=counts.active,
+        ready_replicas=counts.ready,
+        updated_replicas=counts.updated,
+        unplaced_replicas=counts.waiting(unplaced=unplaced),
+        conditions=conditions,
+    )
+
+
+def status_changed(*, old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    """Whether patching new over the live status old would change any field new sets."""
+    return any(old.get(key) != value for key, value in new.items())

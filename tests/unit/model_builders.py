@@ -1,0 +1,220 @@
+"""Builders and a tiny in-memory cluster for the model's unit tests.
+
+The cluster applies plans the way the reconciler and the node agents will (allocations grow
+on assignment, shrink when a replica stops), so tests can replay several reconcile loops.
+"""
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+
+from hypothesis import settings
+from hypothesis import strategies as st
+
+from controller.model.placement import NodeCapacity, Strategy
+from controller.model.planner import DesiredState, Plan, plan
+from controller.model.replicas import ReplicaState
+from controller.model.resources import ZERO, Resources
+from controller.model.states import ReplicaStatus, check_replica_transition, holds_capacity
+
+# Modest example counts: the suite must stay fast on a busy 2-core machine; no example
+# database so test runs leave nothing behind in the work tree.
+PROPERTY = settings(max_examples=200, deadline=None, database=None)
+
+_IDS = uuid.UUID("00000000-0000-0000-0000-00000000f09c")
+
+
+def node_id(name: str) -> uuid.UUID:
+    return uuid.uuid5(_IDS, f"node/{name}")
+
+
+def replica_id(seq: int) -> uuid.UUID:
+    return uuid.uuid5(_IDS, f"replica/{seq}")
+
+
+def res(
+    cpu_millis: int = 0, memory_mb: int = 0, gpu_units: int = 0, storage_gb: int = 0
+) -> Resources:
+    return Resources(
+        cpu_millis=cpu_millis, memory_mb=memory_mb, gpu_units=gpu_units, storage_gb=storage_gb
+    )
+
+
+def node(
+    name: str,
+    capacity: Resources,
+    allocated: Resources = ZERO,
+    *,
+    labels: Mapping[str, str] | None = None,
+    schedulable: bool = True,
+) -> NodeCapacity:
+    return NodeCapacity(
+        node_id=node_id(name),
+        name=name,
+        labels=labels or {},
+        capacity=capacity,
+        allocated=allocated,
+        schedulable=schedulable,
+    )
+
+
+def replica(
+    seq: int,
+    status: ReplicaStatus = ReplicaStatus.RUNNING,
+    *,
+    on: str | None = "n1",
+    revision: str = "r1",
+) -> ReplicaState:
+    return ReplicaState(
+        replica_id=replica_id(seq),
+        node_id=None if on is None else node_id(on),
+        status=status,
+        revision=revision,
+        created_seq=seq,
+    )
+
+
+def desired(
+    replicas: int,
+    *,
+    revision: str = "r1",
+    request: Resources | None = None,
+    strategy: Strategy = Strategy.SPREAD,
+    node_selector: Mapping[str, str] | None = None,
+) -> DesiredState:
+    return DesiredState(
+        replicas=replicas,
+        revision=revision,
+        request=request or res(500, 512),
+        strategy=strategy,
+        node_selector=node_selector or {},
+    )
+
+
+@dataclass
+class Cluster:
+    """Nodes and one deployment's replicas, with each replica's request remembered."""
+
+    nodes: dict[uuid.UUID, NodeCapacity]
+    replicas: dict[uuid.UUID, ReplicaState] = field(default_factory=dict)
+    requests: dict[uuid.UUID, Resources] = field(default_factory=dict)
+    next_seq: int = 1
+
+    @classmethod
+    def of(cls, *nodes: NodeCapacity) -> "Cluster":
+        return cls(nodes={n.node_id: n for n in nodes})
+
+    def _allocate(self, where: uuid.UUID, amount: Resources) -> None:
+        if where in self.nodes:
+            current = self.nodes[where]
+            self.nodes[where] = replace(current, allocated=current.allocated + amount)
+
+    def _set_status(self, rid: uuid.UUID, status: ReplicaStatus) -> None:
+        current = self.replicas[rid]
+        check_replica_transition(old=current.status, new=status)
+        held = holds_capacity(status=current.status, has_node=current.node_id is not None)
+        if (
+            current.node_id is not None
+            and held
+            and not holds_capacity(status=status, has_node=True)
+        ):
+            self._allocate(current.node_id, self.requests[rid] * -1)
+        self.replicas[rid] = replace(current, status=status)
+
+    def plan(self, spec: DesiredState) -> Plan:
+        return plan(
+            desired=spec, replicas=list(self.replicas.values()), nodes=list(self.nodes.values())
+        )
+
+    def apply(self, step: Plan, spec: DesiredState) -> None:
+        """Write a plan the way the reconciler will: assignments, creations, transitions."""
+        for assignment in step.assign:
+            current = self.replicas[assignment.replica_id]
+            assert current.is_unassigned
+            # Only current-revision replicas are assigned, so the spec's request is theirs.
+            self.replicas[current.replica_id] = replace(current, node_id=assignment.node_id)
+            self.requests[current.replica_id] = spec.request
+            self._allocate(assignment.node_id, spec.request)
+        for new in step.create:
+            rid = replica_id(self.next_seq)
+            self.replicas[rid] = ReplicaState(
+                replica_id=rid,
+                node_id=new.node_id,
+                status=ReplicaStatus.PENDING,
+                revision=spec.revision,
+                created_seq=self.next_seq,
+            )
+            self.requests[rid] = spec.request
+            self.next_seq += 1
+            if new.node_id is not None:
+                self._allocate(new.node_id, spec.request)
+        for transition in step.transitions:
+            assert self.replicas[transition.replica_id].status is transition.from_status
+            self._set_status(transition.replica_id, transition.to_status)
+
+    def agents_act(self) -> None:
+        """Every agent starts its pending replicas and finishes stopping its stopping ones."""
+        for rid, current in list(self.replicas.items()):
+            if current.status is ReplicaStatus.PENDING and current.node_id is not None:
+                self._set_status(rid, ReplicaStatus.STARTING)
+                self._set_status(rid, ReplicaStatus.RUNNING)
+            elif current.status is ReplicaStatus.STOPPING:
+                self._set_status(rid, ReplicaStatus.STOPPED)
+
+    def available(self) -> int:
+        return sum(1 for r in self.replicas.values() if r.is_available)
+
+    def active(self) -> list[ReplicaState]:
+        return [r for r in self.replicas.values() if r.is_active]
+
+    def held(self) -> dict[uuid.UUID, Resources]:
+        """Capacity this deployment's replicas hold, per node, recomputed from the rows."""
+        totals: dict[uuid.UUID, Resources] = {}
+        for rid, current in self.replicas.items():
+            if current.node_id is not None and holds_capacity(status=current.status, has_node=True):
+                totals[current.node_id] = totals.get(current.node_id, ZERO) + self.requests[rid]
+        return totals
+
+
+# --- hypothesis strategies ----------------------------------------------------------------
+
+amounts = st.builds(
+    res, st.integers(0, 4000), st.integers(0, 8192), st.integers(0, 2), st.integers(0, 100)
+)
+requests = st.builds(
+    res, st.integers(0, 2000), st.integers(0, 4096), st.integers(0, 1), st.integers(0, 50)
+)
+selectors = st.dictionaries(st.sampled_from(["zone", "gpu"]), st.sampled_from("ab"), max_size=1)
+
+
+@st.composite
+def node_sets(
+    draw: st.DrawFn, *, min_size: int = 0, room_for: Resources = ZERO
+) -> list[NodeCapacity]:
+    """Up to six nodes with some labels, mostly schedulable, partly allocated.
+
+    Each node gets free room for 0-4 extra replicas of room_for on top of a random rest, so
+    examples are not dominated by nodes that fit nothing.
+    """
+    result = []
+    for index in range(draw(st.integers(min_size, 6))):
+        used = draw(amounts)
+        capacity = used + draw(amounts) + room_for * draw(st.integers(0, 4))
+        labels = draw(st.dictionaries(st.sampled_from(["zone", "gpu"]), st.sampled_from("ab")))
+        schedulable = draw(st.integers(0, 3)) > 0  # 3 in 4, so most nodes are candidates
+        result.append(node(f"n{index}", capacity, used, labels=labels, schedulable=schedulable))
+    return result
+
+
+UNBOUNDED = 10**9  # a zero request fits any number of times
+
+
+def slots(n: NodeCapacity, request: Resources) -> int:
+    """How many replicas of request fit on n, counted independently of any algorithm."""
+    free = n.free
+    if not free.is_non_negative:
+        return 0
+    per_dimension = [
+        have // need for have, need in zip(free.as_tuple(), request.as_tuple(), strict=True) if need
+    ]
+    return min(per_dimension, default=UNBOUNDED)
