@@ -12,12 +12,20 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from controller.cli import db_commands, sandbox_commands
+from controller.cli import (
+    agent_commands,
+    db_commands,
+    history_command,
+    node_commands,
+    run_command,
+    sandbox_commands,
+)
+from controller.cli.errors import CommandError
 from controller.db.errors import DatabaseError
 from controller.sandbox.errors import SandboxError
 
 # Known failures a person can fix; anything else is a bug and keeps its traceback.
-USER_ERRORS = (DatabaseError, SandboxError)
+USER_ERRORS = (CommandError, DatabaseError, SandboxError)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,6 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     db_commands.register(commands)
     sandbox_commands.register(commands)
+    run_command.register(commands)
+    node_commands.register(commands)
+    agent_commands.register(commands)
+    history_command.register(commands)
     return parser
 
 

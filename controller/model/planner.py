@@ -8,7 +8,7 @@ apply the plan in one transaction and lets tests replay whole rollouts without a
 
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from controller.model.placement import NodeCapacity, Strategy, place
@@ -35,6 +35,7 @@ class StopReason(StrEnum):
 
     SCALED_DOWN = "ScaledDown"
     ROLLING_UPDATE = "RollingUpdate"
+    DELETED = "DeploymentDeleted"
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,4 +190,50 @@ def plan(
         unplaced=placement.unplaced,
         shortfall=placement.shortfall,
         allocated=placement.allocated,
+    )
+
+
+def outcome(
+    *,
+    replicas: Sequence[ReplicaState],
+    plan: Plan,
+    revision: str,
+    new_ids: Sequence[uuid.UUID],
+    first_seq: int,
+) -> tuple[ReplicaState, ...]:
+    """The deployment's replicas as they are once `plan` is applied.
+
+    The status is computed from this, inside the same reconcile, so that `.status` describes
+    what was just written rather than what was read. `new_ids` are the ids the caller gives
+    the plan's new rows (in `plan.create` order); `first_seq` is the first free ordinal.
+    """
+    if len(new_ids) != len(plan.create):
+        raise ValueError(f"{len(plan.create)} new replicas need as many ids, got {len(new_ids)}")
+    moved = {change.replica_id: change.to_status for change in plan.transitions}
+    assigned = {assignment.replica_id: assignment.node_id for assignment in plan.assign}
+    existing = tuple(
+        replace(
+            replica,
+            status=moved.get(replica.replica_id, replica.status),
+            node_id=assigned.get(replica.replica_id, replica.node_id),
+        )
+        for replica in replicas
+    )
+    created = tuple(
+        ReplicaState(
+            replica_id=new_id,
+            node_id=new.node_id,
+            status=ReplicaStatus.PENDING,
+            revision=revision,
+            created_seq=first_seq + offset,
+        )
+        for offset, (new_id, new) in enumerate(zip(new_ids, plan.create, strict=True))
+    )
+    return existing + created
+
+
+def stop_all(*, replicas: Sequence[ReplicaState]) -> tuple[ReplicaTransition, ...]:
+    """Stop every active replica because its deployment is deleted."""
+    return tuple(
+        _stop(replica, reason=StopReason.DELETED) for replica in replicas if replica.is_active
     )

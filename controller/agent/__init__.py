@@ -1,0 +1,1 @@
+"""Node agents: the simulated agent that lets the whole system run on one machine."""

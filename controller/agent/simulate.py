@@ -1,0 +1,111 @@
+"""A simulated node agent: heartbeats its nodes and runs their replicas in name only.
+
+Real agents pull images and start containers; this one moves each assigned replica along the
+happy path (`pending -> starting -> running`, `stopping -> stopped`) after a configurable
+start delay, through the same protocol functions a real agent calls. One process can stand
+in for many nodes, so the demo, the tests and the benchmarks need no edge hardware.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from controller.db import nodes as db_nodes
+from controller.db import reports
+from controller.model.states import ReplicaStatus
+
+# How often the agent looks for work and heartbeats: well inside the 40 s heartbeat grace,
+# and short enough that a replica starts within about half a second of being placed.
+DEFAULT_TICK_SECONDS = 0.5
+
+
+def container_id(replica_id: uuid.UUID) -> str:
+    """A stable fake container id, shaped like a runtime's (64 hex digits)."""
+    return hashlib.sha256(replica_id.bytes).hexdigest()
+
+
+@dataclass
+class Simulator:
+    """The agent's memory between ticks: when each replica began starting."""
+
+    start_delay: float
+    clock: Callable[[], float] = time.monotonic
+    started: dict[uuid.UUID, float] = field(default_factory=dict)
+
+    def decide(self, work: Sequence[reports.Assignment]) -> list[list[reports.Report]]:
+        """The reports due now, in rounds: a replica moves at most one step per round.
+
+        With no start delay a placed replica goes pending -> starting -> running in one tick:
+        two rounds, because a replica may change only once per batch of reports.
+        """
+        now = self.clock()
+        first: list[reports.Report] = []
+        second: list[reports.Report] = []
+        for item in work:
+            if item.status is ReplicaStatus.PENDING:
+                self.started[item.replica_id] = now
+                first.append(self._report(item, ReplicaStatus.STARTING, "Starting"))
+                if self.start_delay <= 0:
+                    second.append(self._report(item, ReplicaStatus.RUNNING, "Started"))
+            elif item.status is ReplicaStatus.STARTING:
+                began = self.started.setdefault(item.replica_id, now)
+                if now - began >= self.start_delay:
+                    first.append(self._report(item, ReplicaStatus.RUNNING, "Started"))
+            elif item.status is ReplicaStatus.STOPPING:
+                first.append(self._report(item, ReplicaStatus.STOPPED, "Stopped"))
+        live = {item.replica_id for item in work}
+        for gone in self.started.keys() - live:
+            del self.started[gone]
+        return [batch for batch in (first, second) if batch]
+
+    @staticmethod
+    def _report(item: reports.Assignment, status: ReplicaStatus, reason: str) -> reports.Report:
+        return reports.Report(
+            node=item.node,
+            replica_id=item.replica_id,
+            status=status,
+            reason=reason,
+            container_id=container_id(item.replica_id),
+        )
+
+
+async def tick(
+    sessions: async_sessionmaker[AsyncSession], simulator: Simulator, nodes: Sequence[str]
+) -> int:
+    """One round trip of the agent: heartbeat, read assignments, report; one transaction.
+
+    Returns how many reports were written.
+    """
+    written = 0
+    async with sessions() as session, session.begin():
+        await db_nodes.heartbeat(session, names=nodes)
+        work = await reports.assignments(session, nodes=nodes)
+        for batch in simulator.decide(work):
+            written += (await reports.report(session, batch)).accepted
+    return written
+
+
+async def run(
+    sessions: async_sessionmaker[AsyncSession],
+    *,
+    nodes: Sequence[str],
+    start_delay: float,
+    tick_seconds: float = DEFAULT_TICK_SECONDS,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Act as the agent of `nodes` until `stop` is set (or forever)."""
+    simulator = Simulator(start_delay=start_delay)
+    stop = stop or asyncio.Event()
+    while not stop.is_set():
+        await tick(sessions, simulator, nodes)
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=tick_seconds)
+        except TimeoutError:
+            continue

@@ -1,0 +1,5 @@
+"""The CLI's own error: a request that cannot be carried out as given; the text says why."""
+
+
+class CommandError(RuntimeError):
+    """Printed as one line by `fogctl`, exit code 1."""

@@ -1,0 +1,135 @@
+"""`fogctl node register | list`: the fog nodes replicas are placed on."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from controller.cli import database
+from controller.cli.db_commands import add_database_url
+from controller.cli.tables import render
+from controller.db import nodes as db_nodes
+from controller.model.resources import Resources
+
+# Heartbeat ages are shown in seconds below two minutes, then in minutes, like kubectl's AGE.
+SECONDS_SHOWN_UP_TO = 120
+
+
+def _label(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"labels are KEY=VALUE, got {text!r}")
+    return key, value
+
+
+def _non_negative(kind: type[int] | type[float]) -> Any:
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a {kind.__name__}: {text!r}") from None
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+        return value
+
+    return parse
+
+
+def register(commands: Any) -> None:
+    """Add `node` and its sub-commands to the `fogctl` parser."""
+    node = commands.add_parser("node", help="fog nodes: register, list")
+    actions = node.add_subparsers(dest="node_command", required=True, metavar="ACTION")
+
+    add = actions.add_parser("register", help="create or update a node")
+    add.add_argument("name")
+    add.add_argument("--cpu", type=_non_negative(float), required=True, help="CPU cores")
+    add.add_argument("--memory-mb", type=_non_negative(int), required=True)
+    add.add_argument("--gpu", type=_non_negative(int), default=0, help="GPU units (default 0)")
+    add.add_argument("--storage-gb", type=_non_negative(int), required=True)
+    add.add_argument("--label", type=_label, action="append", default=[], metavar="KEY=VALUE")
+    add_database_url(add)
+    add.set_defaults(handler=_register)
+
+    listing = actions.add_parser("list", help="nodes with capacity, allocation and heartbeat")
+    listing.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    add_database_url(listing)
+    listing.set_defaults(handler=_list)
+
+
+def _register(args: argparse.Namespace) -> int:
+    capacity = Resources.from_cores(
+        cpu_cores=args.cpu, memory_mb=args.memory_mb, gpu_units=args.gpu, storage_gb=args.storage_gb
+    )
+
+    async def job(sessions: async_sessionmaker[AsyncSession]) -> None:
+        async with sessions() as session, session.begin():
+            await db_nodes.register(
+                session, name=args.name, capacity=capacity, labels=dict(args.label)
+            )
+
+    database.run(args.database_url, job)
+    print(f"node {args.name} registered")
+    return 0
+
+
+def _age(moment: datetime | None) -> str:
+    if moment is None:
+        return "never"
+    seconds = int((datetime.now(UTC) - moment).total_seconds())
+    return f"{seconds}s" if seconds < SECONDS_SHOWN_UP_TO else f"{seconds // 60}m"
+
+
+def _as_json(node: db_nodes.NodeRecord) -> dict[str, Any]:
+    def amounts(value: Resources) -> dict[str, Any]:
+        return {
+            "cpuCores": value.cpu_cores,
+            "memoryMB": value.memory_mb,
+            "gpuUnits": value.gpu_units,
+            "storageGB": value.storage_gb,
+        }
+
+    return {
+        "name": node.name,
+        "status": str(node.status),
+        "cordoned": node.cordoned,
+        "draining": node.draining,
+        "labels": dict(node.labels),
+        "capacity": amounts(node.capacity),
+        "allocated": amounts(node.allocated),
+        "lastHeartbeatAt": node.last_heartbeat_at.isoformat() if node.last_heartbeat_at else None,
+    }
+
+
+def _list(args: argparse.Namespace) -> int:
+    async def job(sessions: async_sessionmaker[AsyncSession]) -> list[db_nodes.NodeRecord]:
+        async with sessions() as session:
+            return await db_nodes.list_nodes(session)
+
+    found = database.run(args.database_url, job)
+    if args.output == "json":
+        print(json.dumps({"nodes": [_as_json(node) for node in found]}, indent=2))
+        return 0
+    rows = [
+        [
+            node.name,
+            str(node.status) + (",cordoned" if node.cordoned else ""),
+            f"{node.allocated.cpu_cores:g}/{node.capacity.cpu_cores:g}",
+            f"{node.allocated.memory_mb}/{node.capacity.memory_mb}",
+            f"{node.allocated.gpu_units}/{node.capacity.gpu_units}",
+            f"{node.allocated.storage_gb}/{node.capacity.storage_gb}",
+            _age(node.last_heartbeat_at),
+            ",".join(f"{k}={v}" for k, v in sorted(node.labels.items())) or "<none>",
+        ]
+        for node in found
+    ]
+    print(
+        render(
+            ["NAME", "STATUS", "CPU", "MEMORY(MB)", "GPU", "STORAGE(GB)", "HEARTBEAT", "LABELS"],
+            rows,
+        )
+    )
+    return 0

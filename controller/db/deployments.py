@@ -1,0 +1,464 @@
+"""Observe and apply for one deployment: the reconcile's only database code.
+
+One reconcile is one transaction: take the deployment's advisory lock, read a snapshot with a
+fixed number of statements, and write the plan back with a fixed number of batched statements,
+however many replicas are involved. History rows and node allocation totals are written by
+triggers in the same statements (docs/design/capacity-and-history.md).
+
+Conflicts are expected and cheap: an agent may have moved a replica between our read and our
+write (each UPDATE is guarded by the status we read), or another deployment took the room we
+planned to use (the node CHECK constraints refuse it). Either way the transaction rolls back
+whole and `ConflictError` tells the reconciler to plan again from a fresh snapshot.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, column, func, insert, select, update, values
+from sqlalchemy.dialects.postgresql import UUID
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from controller.db.tables import (
+    Deployment,
+    DeploymentReplica,
+    DeploymentResource,
+    Node,
+    User,
+)
+from controller.model.nodes import NodeStatus
+from controller.model.placement import NodeCapacity
+from controller.model.planner import Plan, ReplicaTransition
+from controller.model.replicas import ReplicaState
+from controller.model.resources import Resources
+from controller.model.states import (
+    CAPACITY_HOLDING_STATUSES,
+    DeploymentStatus,
+    ReplicaStatus,
+    deployment_path,
+)
+
+
+class ConflictError(RuntimeError):
+    """Someone changed what we planned on; roll back and plan again."""
+
+
+@dataclass(frozen=True, slots=True)
+class DesiredRecord:
+    """What the deployment row and its resources should say (from the FogDeployment spec)."""
+
+    name: str
+    image: str
+    replicas: int
+    container_spec: Mapping[str, Any]
+    node_selector: Mapping[str, str]
+    strategy: str
+    request: Resources
+    revision: str
+    k8s_uid: str
+    generation: int
+
+    def row_values(self) -> dict[str, Any]:
+        """The `deployments` columns this record sets."""
+        return {
+            "container_image": self.image,
+            "target_replicas": self.replicas,
+            "container_spec": dict(self.container_spec),
+            "node_selector": dict(self.node_selector),
+            "placement_strategy": self.strategy,
+            "revision": self.revision,
+            "k8s_uid": self.k8s_uid,
+            "observed_generation": self.generation,
+        }
+
+    def resource_values(self) -> dict[str, Any]:
+        """The `deployment_resources` columns this record sets."""
+        return {
+            "cpu_cores": self.request.cpu_cores,
+            "memory_mb": self.request.memory_mb,
+            "gpu_units": self.request.gpu_units,
+            "storage_gb": self.request.storage_gb,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class StoredDeployment:
+    """The deployment row as read in the snapshot."""
+
+    id: uuid.UUID
+    status: DeploymentStatus
+    next_ordinal: int
+    values: Mapping[str, Any]
+    resources: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Everything one reconcile decides on, read once under the deployment's lock."""
+
+    user_id: uuid.UUID | None
+    deployment: StoredDeployment | None
+    replicas: tuple[ReplicaState, ...]
+    nodes: tuple[NodeCapacity, ...]
+
+
+def lock_key(namespace: str, name: str) -> str:
+    """The advisory-lock key of one deployment: reconciles of it run one at a time."""
+    return f"fogdeployment/{namespace}/{name}"
+
+
+async def lock(session: AsyncSession, *, namespace: str, name: str) -> None:
+    """Take the deployment's transaction-scoped advisory lock (released at commit)."""
+    key = func.hashtextextended(lock_key(namespace, name), 0)
+    await session.execute(select(func.pg_advisory_xact_lock(key)))
+
+
+_TRACKED_COLUMNS = (
+    Deployment.container_image,
+    Deployment.target_replicas,
+    Deployment.container_spec,
+    Deployment.node_selector,
+    Deployment.placement_strategy,
+    Deployment.revision,
+    Deployment.k8s_uid,
+    Deployment.observed_generation,
+)
+_RESOURCE_COLUMNS = (
+    DeploymentResource.cpu_cores,
+    DeploymentResource.memory_mb,
+    DeploymentResource.gpu_units,
+    DeploymentResource.storage_gb,
+)
+
+
+async def _read_deployment(
+    session: AsyncSession, *, namespace: str, name: str
+) -> tuple[uuid.UUID | None, StoredDeployment | None]:
+    statement = (
+        select(
+            User.id.label("user_id"),
+            Deployment.id,
+            Deployment.status,
+            Deployment.next_ordinal,
+            *_TRACKED_COLUMNS,
+            *_RESOURCE_COLUMNS,
+        )
+        .select_from(User)
+        .outerjoin(
+            Deployment,
+            and_(
+                Deployment.user_id == User.id,
+                Deployment.name == name,
+                Deployment.deleted_at.is_(None),
+            ),
+        )
+        .outerjoin(DeploymentResource, DeploymentResource.deployment_id == Deployment.id)
+        .where(User.name == namespace)
+    )
+    row = (await session.execute(statement)).mappings().one_or_none()
+    if row is None:
+        return None, None
+    if row["id"] is None:
+        return row["user_id"], None
+    return row["user_id"], StoredDeployment(
+        id=row["id"],
+        status=row["status"],
+        next_ordinal=row["next_ordinal"],
+        values={column.key: row[column.key] for column in _TRACKED_COLUMNS},
+        resources={column.key: row[column.key] for column in _RESOURCE_COLUMNS},
+    )
+
+
+async def _read_replicas(
+    session: AsyncSession, deployment_id: uuid.UUID
+) -> tuple[ReplicaState, ...]:
+    statement = select(
+        DeploymentReplica.id,
+        DeploymentReplica.node_id,
+        DeploymentReplica.status,
+        DeploymentReplica.revision,
+        DeploymentReplica.ordinal,
+    ).where(
+        DeploymentReplica.deployment_id == deployment_id,
+        DeploymentReplica.status.in_(CAPACITY_HOLDING_STATUSES),
+    )
+    return tuple(
+        ReplicaState(
+            replica_id=row.id,
+            node_id=row.node_id,
+            status=row.status,
+            revision=row.revision,
+            created_seq=row.ordinal,
+        )
+        for row in await session.execute(statement)
+    )
+
+
+def _node_capacity(row: Any) -> NodeCapacity:
+    return NodeCapacity(
+        node_id=row.id,
+        name=row.name,
+        labels=row.labels,
+        capacity=Resources.from_cores(
+            cpu_cores=row.cpu_cores,
+            memory_mb=row.memory_mb,
+            gpu_units=row.gpu_units,
+            storage_gb=row.storage_gb,
+        ),
+        allocated=Resources(
+            cpu_millis=row.allocated_cpu_millicores,
+            memory_mb=row.allocated_memory_mb,
+            gpu_units=row.allocated_gpu_units,
+            storage_gb=row.allocated_storage_gb,
+        ),
+        schedulable=True,
+    )
+
+
+async def _read_candidate_nodes(
+    session: AsyncSession, node_selector: Mapping[str, str]
+) -> tuple[NodeCapacity, ...]:
+    """Nodes that may take new replicas: online, not cordoned, carrying the selector's labels."""
+    statement = select(
+        Node.id,
+        Node.name,
+        Node.labels,
+        Node.cpu_cores,
+        Node.memory_mb,
+        Node.gpu_units,
+        Node.storage_gb,
+        Node.allocated_cpu_millicores,
+        Node.allocated_memory_mb,
+        Node.allocated_gpu_units,
+        Node.allocated_storage_gb,
+    ).where(Node.status == NodeStatus.ONLINE, Node.cordoned.is_(False))
+    if node_selector:
+        statement = statement.where(Node.labels.contains(dict(node_selector)))
+    return tuple(_node_capacity(row) for row in await session.execute(statement))
+
+
+async def observe(
+    session: AsyncSession, *, namespace: str, name: str, node_selector: Mapping[str, str]
+) -> Snapshot:
+    """Lock the deployment and read what the planner needs (at most four statements)."""
+    await lock(session, namespace=namespace, name=name)
+    user_id, deployment = await _read_deployment(session, namespace=namespace, name=name)
+    replicas = await _read_replicas(session, deployment.id) if deployment else ()
+    nodes = await _read_candidate_nodes(session, node_selector)
+    return Snapshot(user_id=user_id, deployment=deployment, replicas=replicas, nodes=nodes)
+
+
+async def _ensure_user(session: AsyncSession, namespace: str) -> uuid.UUID:
+    """The tenant row of a namespace, created on first use."""
+    statement = (
+        pg_insert(User)
+        .values(name=namespace)
+        .on_conflict_do_update(index_elements=[User.name], set_={"name": namespace})
+        .returning(User.id)
+    )
+    user_id: uuid.UUID = (await session.execute(statement)).scalar_one()
+    return user_id
+
+
+async def _write_deployment(
+    session: AsyncSession, snapshot: Snapshot, namespace: str, desired: DesiredRecord, actor: str
+) -> StoredDeployment:
+    """Insert the row or update what changed; return the row as it now is."""
+    stored = snapshot.deployment
+    values = desired.row_values()
+    resources = desired.resource_values()
+    if stored is None:
+        user_id = snapshot.user_id or await _ensure_user(session, namespace)
+        deployment_id = uuid.uuid4()
+        await session.execute(
+            insert(Deployment).values(
+                id=deployment_id,
+                user_id=user_id,
+                name=desired.name,
+                status=DeploymentStatus.PENDING,
+                status_actor=actor,
+                status_reason="Created",
+                **values,
+            )
+        )
+        await session.execute(
+            insert(DeploymentResource).values(deployment_id=deployment_id, **resources)
+        )
+        return StoredDeployment(
+            id=deployment_id,
+            status=DeploymentStatus.PENDING,
+            next_ordinal=0,
+            values=values,
+            resources=resources,
+        )
+    if dict(stored.values) != values:
+        await session.execute(update(Deployment).where(Deployment.id == stored.id).values(**values))
+    if dict(stored.resources) != resources:
+        await session.execute(
+            update(DeploymentResource)
+            .where(DeploymentResource.deployment_id == stored.id)
+            .values(**resources)
+        )
+    return stored
+
+
+async def _insert_replicas(
+    session: AsyncSession,
+    stored: StoredDeployment,
+    plan: Plan,
+    new_ids: Sequence[uuid.UUID],
+    desired: DesiredRecord,
+    actor: str,
+) -> int:
+    """Insert the plan's new replicas in one statement; return the next free ordinal.
+
+    `new_ids[i]` and ordinal `next_ordinal + i` belong to `plan.create[i]`, as the status
+    computation assumed (planner.outcome).
+    """
+    if not plan.create:
+        return stored.next_ordinal
+    request = desired.request
+    rows = [
+        {
+            "id": new_id,
+            "deployment_id": stored.id,
+            "node_id": replica.node_id,
+            "ordinal": stored.next_ordinal + offset,
+            "revision": desired.revision,
+            "cpu_millicores": request.cpu_millis,
+            "memory_mb": request.memory_mb,
+            "gpu_units": request.gpu_units,
+            "storage_gb": request.storage_gb,
+            "status_actor": actor,
+            "status_reason": "Scheduled" if replica.node_id else "Unschedulable",
+        }
+        for offset, (new_id, replica) in enumerate(zip(new_ids, plan.create, strict=True))
+    ]
+    # Sorted by node so concurrent reconciles lock node rows (via the trigger) in one order.
+    rows.sort(key=lambda row: str(row["node_id"]))
+    await session.execute(insert(DeploymentReplica), rows)
+    return stored.next_ordinal + len(rows)
+
+
+async def _assign(session: AsyncSession, plan: Plan) -> None:
+    """Give waiting replicas their nodes in one UPDATE ... FROM (VALUES ...).
+
+    Each must still be pending without a node, or the plan is stale.
+    """
+    if not plan.assign:
+        return
+    pairs = values(
+        column("replica_id", UUID(as_uuid=True)),
+        column("target_node", UUID(as_uuid=True)),
+        name="assignment",
+    ).data([(a.replica_id, a.node_id) for a in sorted(plan.assign, key=lambda a: str(a.node_id))])
+    result = await session.execute(
+        update(DeploymentReplica)
+        .where(
+            DeploymentReplica.id == pairs.c.replica_id,
+            DeploymentReplica.status == ReplicaStatus.PENDING,
+            DeploymentReplica.node_id.is_(None),
+        )
+        .values(node_id=pairs.c.target_node, status_reason="Scheduled")
+    )
+    if result.rowcount != len(plan.assign):  # type: ignore[attr-defined]
+        raise ConflictError("a replica changed while it was being assigned")
+
+
+async def transition(
+    session: AsyncSession, transitions: Sequence[ReplicaTransition], actor: str
+) -> None:
+    """Apply status changes, one UPDATE per (from, to, reason) group, each guarded by `from`."""
+    groups: dict[tuple[ReplicaStatus, ReplicaStatus, str], list[uuid.UUID]] = defaultdict(list)
+    for change in transitions:
+        groups[(change.from_status, change.to_status, change.reason)].append(change.replica_id)
+    for (old, new, reason), ids in groups.items():
+        values: dict[str, Any] = {"status": new, "status_reason": reason, "status_actor": actor}
+        if new in (ReplicaStatus.STOPPED, ReplicaStatus.FAILED):
+            values["stopped_at"] = func.now()
+        result = await session.execute(
+            update(DeploymentReplica)
+            .where(DeploymentReplica.id.in_(ids), DeploymentReplica.status == old)
+            .values(**values)
+        )
+        if result.rowcount != len(ids):  # type: ignore[attr-defined]
+            raise ConflictError(f"{len(ids) - result.rowcount} replicas left {old} meanwhile")  # type: ignore[attr-defined]
+
+
+async def set_status(
+    session: AsyncSession,
+    deployment_id: uuid.UUID,
+    *,
+    old: DeploymentStatus,
+    new: DeploymentStatus,
+    reason: str,
+    actor: str,
+    extra: Mapping[str, Any] | None = None,
+) -> None:
+    """Move the deployment to `new` along legal steps: one history row per step."""
+    steps = deployment_path(old=old, new=new) or (old,)
+    for step in steps:
+        values: dict[str, Any] = {"status": step, "status_reason": reason, "status_actor": actor}
+        if step == steps[-1] and extra:
+            values.update(extra)
+        await session.execute(
+            update(Deployment).where(Deployment.id == deployment_id).values(**values)
+        )
+
+
+async def apply(
+    session: AsyncSession,
+    *,
+    snapshot: Snapshot,
+    namespace: str,
+    desired: DesiredRecord,
+    plan: Plan,
+    new_ids: Sequence[uuid.UUID],
+    status: DeploymentStatus,
+    reason: str,
+    actor: str,
+) -> uuid.UUID:
+    """Write the spec, the plan and the new status; return the deployment's id."""
+    stored = await _write_deployment(session, snapshot, namespace, desired, actor)
+    next_ordinal = await _insert_replicas(session, stored, plan, new_ids, desired, actor)
+    await _assign(session, plan)
+    await transition(session, plan.transitions, actor)
+    if status != stored.status or next_ordinal != stored.next_ordinal:
+        await set_status(
+            session,
+            stored.id,
+            old=stored.status,
+            new=status,
+            reason=reason,
+            actor=actor,
+            extra={"next_ordinal": next_ordinal},
+        )
+    return stored.id
+
+
+async def soft_delete(
+    session: AsyncSession,
+    *,
+    snapshot: Snapshot,
+    transitions: Sequence[ReplicaTransition],
+    actor: str,
+) -> None:
+    """Mark the deployment deleted and stop its replicas; the rows stay as the record."""
+    stored = snapshot.deployment
+    if stored is None:
+        return
+    await transition(session, transitions, actor)
+    await set_status(
+        session,
+        stored.id,
+        old=stored.status,
+        new=DeploymentStatus.DELETED,
+        reason="Deleted",
+        actor=actor,
+        extra={"deleted_at": func.now()},
+    )

@@ -1,0 +1,39 @@
+"""The async engine and session factory the operator and agents share.
+
+psycopg 3 under SQLAlchemy's AsyncEngine keeps the event loop free: one blocking database call
+would stall every kopf watch in the process.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+# Concurrent reconciles (kopf runs one worker per object) each hold one connection for one
+# short transaction; 10 + 10 overflow covers bursts without exhausting the server's slots.
+POOL_SIZE = 10
+MAX_OVERFLOW = 10
+# A connection that cannot be made in 10 s means the database is down: fail the reconcile and
+# let kopf retry with backoff rather than hang a worker.
+CONNECT_TIMEOUT_SECONDS = 10
+
+
+def make_engine(url: URL) -> AsyncEngine:
+    """An async engine for `url` with liveness checks on pooled connections."""
+    return create_async_engine(
+        url,
+        pool_size=POOL_SIZE,
+        max_overflow=MAX_OVERFLOW,
+        pool_pre_ping=True,  # a restarted server leaves dead pooled connections behind
+        connect_args={"connect_timeout": CONNECT_TIMEOUT_SECONDS},
+    )
+
+
+def make_sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Sessions whose objects stay readable after commit (we never lazy-load)."""
+    return async_sessionmaker(engine, expire_on_commit=False)

@@ -1,0 +1,193 @@
+"""The agent protocol's database side: what a node should run, and what it reports back.
+
+Agents never write SQL. They ask `assignments` which replicas are on their nodes and in which
+state each should move next, and send `Report`s; every report is checked against the replica
+state machine and the replica's node before it is written, and the history trigger records it
+with the agent (`agent:<node>`) as actor. A batch of reports from many nodes is two statements.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import String, case, cast, column, func, select, update, values
+from sqlalchemy.dialects.postgresql import UUID
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from controller.db.tables import (
+    CONTAINER_ID_MAX,
+    Deployment,
+    DeploymentReplica,
+    Node,
+    User,
+    replica_status_enum,
+)
+from controller.model.states import (
+    CAPACITY_HOLDING_STATUSES,
+    IllegalTransitionError,
+    ReplicaStatus,
+    check_replica_transition,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    """A replica placed on one of the agent's nodes, with what it must run."""
+
+    replica_id: uuid.UUID
+    node: str
+    status: ReplicaStatus
+    namespace: str
+    deployment: str
+    ordinal: int
+    image: str
+    container_spec: dict[str, Any]
+    container_id: str | None
+
+    @property
+    def replica_name(self) -> str:
+        """A readable replica name: `<deployment>-<ordinal>`."""
+        return f"{self.deployment}-{self.ordinal}"
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """One status change an agent reports for a replica on its node."""
+
+    node: str
+    replica_id: uuid.UUID
+    status: ReplicaStatus
+    reason: str
+    container_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReportResult:
+    """Which reports were written and why the others were refused."""
+
+    accepted: int
+    refused: list[tuple[uuid.UUID, str]] = field(default_factory=list)
+
+
+def agent_actor(node: str) -> str:
+    """The history actor of an agent's reports."""
+    return f"agent:{node}"
+
+
+async def assignments(session: AsyncSession, *, nodes: Sequence[str]) -> list[Assignment]:
+    """Replicas on these nodes that hold capacity there: the agents' to-do list."""
+    statement = (
+        select(
+            DeploymentReplica.id,
+            Node.name.label("node"),
+            DeploymentReplica.status,
+            User.name.label("namespace"),
+            Deployment.name.label("deployment"),
+            DeploymentReplica.ordinal,
+            Deployment.container_image,
+            Deployment.container_spec,
+            DeploymentReplica.container_id,
+        )
+        .join(Node, Node.id == DeploymentReplica.node_id)
+        .join(Deployment, Deployment.id == DeploymentReplica.deployment_id)
+        .join(User, User.id == Deployment.user_id)
+        .where(Node.name.in_(nodes), DeploymentReplica.status.in_(CAPACITY_HOLDING_STATUSES))
+        .order_by(Node.name, DeploymentReplica.created_at)
+    )
+    return [
+        Assignment(
+            replica_id=row.id,
+            node=row.node,
+            status=row.status,
+            namespace=row.namespace,
+            deployment=row.deployment,
+            ordinal=row.ordinal,
+            image=row.container_image,
+            container_spec=row.container_spec,
+            container_id=row.container_id,
+        )
+        for row in await session.execute(statement)
+    ]
+
+
+def _check(report: Report, current: tuple[str, ReplicaStatus] | None) -> str | None:
+    """Why a report is refused, or None when it may be written."""
+    if current is None:
+        return "unknown replica"
+    node, status = current
+    if node != report.node:
+        return f"replica is not on node {report.node}"
+    if report.container_id is not None and len(report.container_id) > CONTAINER_ID_MAX:
+        return f"container id longer than {CONTAINER_ID_MAX} characters"
+    try:
+        check_replica_transition(old=status, new=report.status)
+    except IllegalTransitionError as exc:
+        return str(exc)
+    return None
+
+
+async def report(session: AsyncSession, reports: Sequence[Report]) -> ReportResult:
+    """Write the legal reports (one UPDATE), refuse the rest with a reason."""
+    if not reports:
+        return ReportResult(accepted=0)
+    ids = [item.replica_id for item in reports]
+    rows = await session.execute(
+        select(DeploymentReplica.id, Node.name, DeploymentReplica.status)
+        .outerjoin(Node, Node.id == DeploymentReplica.node_id)
+        .where(DeploymentReplica.id.in_(ids))
+        .with_for_update(of=DeploymentReplica)
+    )
+    current = {row.id: (row.name, row.status) for row in rows}
+    refused: list[tuple[uuid.UUID, str]] = []
+    accepted: list[Report] = []
+    for item in reports:
+        why = _check(item, current.get(item.replica_id))
+        if why is None and any(a.replica_id == item.replica_id for a in accepted):
+            why = "a second report for the replica in one batch"
+        if why is None:
+            accepted.append(item)
+        else:
+            refused.append((item.replica_id, why))
+    if accepted:
+        await _write(session, accepted)
+    return ReportResult(accepted=len(accepted), refused=refused)
+
+
+async def _write(session: AsyncSession, accepted: Sequence[Report]) -> None:
+    changes = values(
+        column("replica_id", UUID(as_uuid=True)),
+        column("new_status", String()),
+        column("actor", DeploymentReplica.status_actor.type),
+        column("reason", DeploymentReplica.status_reason.type),
+        column("container_id", DeploymentReplica.container_id.type),
+        name="report",
+    ).data(
+        [
+            (item.replica_id, item.status, agent_actor(item.node), item.reason, item.container_id)
+            for item in accepted
+        ]
+    )
+    finished = (ReplicaStatus.STOPPED, ReplicaStatus.FAILED)
+    # VALUES rows carry no column types; the enum must be named for PostgreSQL.
+    new_status = cast(changes.c.new_status, replica_status_enum)
+    await session.execute(
+        update(DeploymentReplica)
+        .where(DeploymentReplica.id == changes.c.replica_id)
+        .values(
+            status=new_status,
+            status_actor=changes.c.actor,
+            status_reason=changes.c.reason,
+            container_id=func.coalesce(changes.c.container_id, DeploymentReplica.container_id),
+            started_at=case(
+                (new_status == ReplicaStatus.RUNNING, func.now()),
+                else_=DeploymentReplica.started_at,
+            ),
+            stopped_at=case(
+                (new_status.in_(finished), func.now()),
+                else_=DeploymentReplica.stopped_at,
+            ),
+        )
+    )

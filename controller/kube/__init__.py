@@ -1,0 +1,1 @@
+"""Kubernetes adapters: the FogDeployment resource's shape, status patches and events."""

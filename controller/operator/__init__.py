@@ -1,0 +1,1 @@
+"""The operator: the reconciler that runs observe -> plan -> apply -> status, and kopf handlers."""

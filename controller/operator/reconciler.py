@@ -1,0 +1,191 @@
+"""One reconcile of one FogDeployment: observe -> plan -> apply -> status.
+
+The same idempotent function serves create, update, resume, the periodic resync and database
+notifications: it compares what the spec wants with what Postgres records and closes the gap
+by one step. It knows nothing of kopf; the handlers translate kopf's arguments into these
+types and this module's errors into kopf's retry decisions.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import psycopg.errors
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from controller.db import deployments
+from controller.db.errors import DatabaseUnavailableError
+from controller.kube import status as kube_status
+from controller.kube.resource import DeploymentSpec, ObjectRef
+from controller.model import planner
+from controller.model.events import Event, events_for
+from controller.model.status import compute_status
+
+T = TypeVar("T")
+ACTOR = "operator"
+# A conflict means another writer moved first; re-planning from a fresh snapshot almost
+# always succeeds at once. After this many in a row something is hot: let kopf back off.
+MAX_CONFLICT_ATTEMPTS = 5
+# Over-commit refused by the node CHECK constraints: another deployment took the room.
+OVERCOMMIT_CONSTRAINT_PREFIX = "ck_nodes_"
+
+
+class ConflictRetryError(RuntimeError):
+    """Conflicts kept happening; retry the reconcile later."""
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What a reconcile decided: the `.status` body to patch and the events to post."""
+
+    status: dict[str, Any]
+    events: tuple[Event, ...]
+
+
+def _is_retryable(error: DBAPIError) -> bool:
+    """Conflicts that a fresh snapshot resolves: over-commit, deadlock, serialization."""
+    original = error.orig
+    if isinstance(error, IntegrityError):
+        constraint = getattr(getattr(original, "diag", None), "constraint_name", "") or ""
+        return constraint.startswith(OVERCOMMIT_CONSTRAINT_PREFIX)
+    return isinstance(
+        original, psycopg.errors.DeadlockDetected | psycopg.errors.SerializationFailure
+    )
+
+
+def desired_record(ref: ObjectRef, spec: DeploymentSpec) -> deployments.DesiredRecord:
+    """The deployment row the spec asks for."""
+    return deployments.DesiredRecord(
+        name=ref.name,
+        image=spec.create.container_image,
+        replicas=spec.replicas,
+        container_spec=spec.create.container_spec,
+        node_selector=spec.create.node_selector,
+        strategy=spec.create.placement_strategy,
+        request=spec.request,
+        revision=spec.revision,
+        k8s_uid=ref.uid,
+        generation=ref.generation,
+    )
+
+
+class Reconciler:
+    """Reconciles FogDeployments into Postgres; one instance per operator process."""
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._sessions = sessions
+        self._clock = clock
+
+    async def reconcile(
+        self, *, ref: ObjectRef, spec: DeploymentSpec, live_status: Mapping[str, Any]
+    ) -> Outcome:
+        """Make Postgres match the spec by one step; return the status that results."""
+        previous = list(live_status.get("conditions") or [])
+        return await self._with_retries(
+            lambda session: self._reconcile_once(session, ref, spec, previous)
+        )
+
+    async def finalize(self, *, ref: ObjectRef) -> None:
+        """Soft-delete the deployment: status deleted, replicas stopping, history kept."""
+
+        async def once(session: AsyncSession) -> None:
+            snapshot = await deployments.observe(
+                session, namespace=ref.namespace, name=ref.name, node_selector={}
+            )
+            await deployments.soft_delete(
+                session,
+                snapshot=snapshot,
+                transitions=planner.stop_all(replicas=snapshot.replicas),
+                actor=ACTOR,
+            )
+
+        await self._with_retries(once)
+
+    async def _with_retries(self, attempt: Callable[[AsyncSession], Awaitable[T]]) -> T:
+        for _ in range(MAX_CONFLICT_ATTEMPTS):
+            try:
+                async with self._sessions() as session, session.begin():
+                    return await attempt(session)
+            except deployments.ConflictError:
+                continue
+            except (OperationalError, InterfaceError) as exc:
+                raise DatabaseUnavailableError(str(exc.orig or exc).splitlines()[0]) from exc
+            except DBAPIError as exc:
+                if not _is_retryable(exc):
+                    raise
+        raise ConflictRetryError(f"{MAX_CONFLICT_ATTEMPTS} conflicting writes in a row")
+
+    async def _reconcile_once(
+        self,
+        session: AsyncSession,
+        ref: ObjectRef,
+        spec: DeploymentSpec,
+        previous: Sequence[Mapping[str, Any]],
+    ) -> Outcome:
+        snapshot = await deployments.observe(
+            session,
+            namespace=ref.namespace,
+            name=ref.name,
+            node_selector=spec.create.node_selector,
+        )
+        desired = planner.DesiredState(
+            replicas=spec.replicas,
+            revision=spec.revision,
+            request=spec.request,
+            strategy=spec.strategy,
+            node_selector=spec.create.node_selector,
+        )
+        plan = planner.plan(desired=desired, replicas=snapshot.replicas, nodes=snapshot.nodes)
+        new_ids = [uuid.uuid4() for _ in plan.create]
+        first_seq = snapshot.deployment.next_ordinal if snapshot.deployment else 0
+        after = planner.outcome(
+            replicas=snapshot.replicas,
+            plan=plan,
+            revision=spec.revision,
+            new_ids=new_ids,
+            first_seq=first_seq,
+        )
+        status = compute_status(
+            generation=ref.generation,
+            desired_replicas=spec.replicas,
+            revision=spec.revision,
+            replicas=after,
+            unplaced=plan.unplaced,
+            shortfall=plan.shortfall,
+            previous_conditions=previous,
+            stalled_reason=None,
+            now=self._clock(),
+        )
+        reason = next(c.reason for c in status.conditions if c.status)
+        await deployments.apply(
+            session,
+            snapshot=snapshot,
+            namespace=ref.namespace,
+            desired=desired_record(ref, spec),
+            plan=plan,
+            new_ids=new_ids,
+            status=status.deployment_status,
+            reason=reason,
+            actor=ACTOR,
+        )
+        body = kube_status.status_body(
+            name=ref.name,
+            status=status,
+            desired=spec.replicas,
+            revision=spec.revision,
+            unplaced=plan.unplaced,
+        )
+        events = events_for(
+            plan=plan, status=status, previous_conditions=previous, revision=spec.revision
+        )
+        return Outcome(status=body, events=events)
