@@ -47,12 +47,10 @@ test-fast: venv
 	$(BIN)/pytest tests/unit
 
 demo: venv postgres control-plane
-	@echo "make demo: the operator arrives with issue #4 (FogDeployment CRD and operator)."
-	@echo "Until then, try the local environment it will run on:"
-	@echo "  $(BIN)/fogctl sandbox up && source .sandbox/env && $(BIN)/fogctl db upgrade"
+	scripts/demo
 
 demo-down: venv
-	-$(BIN)/fogctl sandbox down
+	scripts/demo-down
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

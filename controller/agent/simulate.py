@@ -77,14 +77,17 @@ class Simulator:
 
 
 async def tick(
-    sessions: async_sessionmaker[AsyncSession], simulator: Simulator, nodes: Sequence[str]
+    sessions: async_sessionmaker[AsyncSession], simulator: Simulator, nodes: Sequence[str] | None
 ) -> int:
     """One round trip of the agent: heartbeat, read assignments, report; one transaction.
 
-    Returns how many reports were written.
+    `nodes` None stands for every registered node, read afresh each round so that nodes
+    registered later are served too. Returns how many reports were written.
     """
     written = 0
     async with sessions() as session, session.begin():
+        if nodes is None:
+            nodes = [node.name for node in await db_nodes.list_nodes(session)]
         await db_nodes.heartbeat(session, names=nodes)
         work = await reports.assignments(session, nodes=nodes)
         for batch in simulator.decide(work):
@@ -95,12 +98,12 @@ async def tick(
 async def run(
     sessions: async_sessionmaker[AsyncSession],
     *,
-    nodes: Sequence[str],
+    nodes: Sequence[str] | None,
     start_delay: float,
     tick_seconds: float = DEFAULT_TICK_SECONDS,
     stop: asyncio.Event | None = None,
 ) -> None:
-    """Act as the agent of `nodes` until `stop` is set (or forever)."""
+    """Act as the agent of `nodes` (None: all) until `stop` is set (or forever)."""
     simulator = Simulator(start_delay=start_delay)
     stop = stop or asyncio.Event()
     while not stop.is_set():

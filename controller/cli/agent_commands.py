@@ -32,18 +32,17 @@ def register(commands: Any) -> None:
 
 def _simulate(args: argparse.Namespace) -> int:
     async def job(sessions: async_sessionmaker[AsyncSession]) -> None:
-        async with sessions() as session:
-            known = [node.name for node in await db_nodes.list_nodes(session, names=args.nodes)]
-        missing = sorted(set(args.nodes) - set(known))
-        if missing or not known:
-            raise CommandError(
-                f"unknown nodes: {', '.join(missing)}"
-                if missing
-                else "no nodes registered (fogctl node register NAME ...)"
-            )
-        print(f"simulating {len(known)} nodes: {', '.join(known)}", flush=True)
+        if args.nodes:
+            async with sessions() as session:
+                listed = await db_nodes.list_nodes(session, names=args.nodes)
+            missing = sorted(set(args.nodes) - {node.name for node in listed})
+            if missing:
+                raise CommandError(
+                    f"unknown nodes: {', '.join(missing)} (fogctl node register NAME ...)"
+                )
+        print(f"simulating {' '.join(args.nodes) or 'every registered node'}", flush=True)
         await simulate.run(
-            sessions, nodes=known, start_delay=args.start_delay, tick_seconds=args.tick
+            sessions, nodes=args.nodes or None, start_delay=args.start_delay, tick_seconds=args.tick
         )
 
     database.run(args.database_url, job)

@@ -78,12 +78,24 @@ class Placement:
         )
 
 
-def allocation_fraction(*, capacity: Resources, allocated: Resources) -> float:
-    """Mean of allocated / capacity over the dimensions the node has (capacity > 0)."""
+def allocation_fraction(
+    *, capacity: Resources, allocated: Resources, request: Resources | None = None
+) -> float:
+    """Mean of allocated / capacity over the dimensions that matter for this request.
+
+    Those are the dimensions the node has (capacity > 0) and the request asks for: as in
+    kube-scheduler, which scores only requested resources. Counting a dimension the request
+    does not use (a node's idle GPU) would make a GPU node look emptier than it is and
+    attract CPU-only replicas. With no request, or one that asks for nothing, every
+    dimension the node has counts.
+    """
+    wanted = request.as_tuple() if request is not None else (1, 1, 1, 1)
+    if not any(wanted):
+        wanted = (1, 1, 1, 1)
     shares = [
         used / total
-        for used, total in zip(allocated.as_tuple(), capacity.as_tuple(), strict=True)
-        if total > 0
+        for used, total, need in zip(allocated.as_tuple(), capacity.as_tuple(), wanted, strict=True)
+        if total > 0 and need > 0
     ]
     return sum(shares) / len(shares) if shares else 0.0
 
@@ -99,7 +111,7 @@ def _entry(
     after = allocated + request
     if not after.fits_in(node.capacity):
         return None
-    score = sign * allocation_fraction(capacity=node.capacity, allocated=after)
+    score = sign * allocation_fraction(capacity=node.capacity, allocated=after, request=request)
     return (score, node.name, node.node_id, index)
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import psycopg
 
-from controller.sandbox import controlplane, postgres
+from controller.sandbox import binaries, controlplane, postgres
 from controller.sandbox.errors import SandboxError
 
 DEFAULT_DIR_ENV = "FOG_SANDBOX_DIR"
@@ -83,9 +83,11 @@ def up(folder: Path) -> Sandbox:
         _stop(sandbox)
         raise SandboxError(f"could not create the sandbox database: {exc}") from None
     _state(folder).write_text(json.dumps({"plane": asdict(plane), "database": asdict(database)}))
+    kubectl_dir = str(binaries.ensure().kubectl.parent)
     sandbox.env_file.write_text(
         f"export KUBECONFIG={shlex.quote(plane.kubeconfig)}\n"
         f"export FOG_DATABASE_URL={shlex.quote(sandbox.database_url)}\n"
+        f'export PATH={shlex.quote(kubectl_dir)}:"$PATH"\n'
     )
     return sandbox
 

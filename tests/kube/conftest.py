@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -41,9 +44,14 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[controlp
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     """Attach the servers' log tails to a failed test that used the control plane."""
     report = yield
-    plane = getattr(item, "funcargs", {}).get("control_plane")
-    if report.failed and isinstance(plane, controlplane.ControlPlane):
-        for name, log in plane.logs.items():
+    funcargs = getattr(item, "funcargs", {})
+    plane = funcargs.get("control_plane")
+    stack = funcargs.get("stack")
+    logs = dict(plane.logs) if isinstance(plane, controlplane.ControlPlane) else {}
+    if isinstance(stack, Stack):
+        logs.update(stack.logs())
+    if report.failed:
+        for name, log in logs.items():
             if log.exists():
                 tail = log.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:]
                 report.sections.append(
@@ -101,3 +109,122 @@ def namespace(kubectl: Kubectl) -> Iterator[str]:
         yield name
     finally:
         kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+# How long an e2e expectation may take: reconciles happen within a second or two here; a
+# loaded CI machine may need several times that.
+E2E_TIMEOUT_SECONDS = 60.0
+# kopf stops gracefully on SIGTERM within a few seconds; beyond that we kill it.
+PROCESS_STOP_SECONDS = 15.0
+
+
+class Service:
+    """A `fogctl` process (operator or agent) run for a test, its output kept in a log."""
+
+    def __init__(self, log: Path, args: list[str], env: dict[str, str]) -> None:
+        self.log = log
+        self.args = args
+        self.env = env
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Service:
+        with self.log.open("ab") as output:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "controller.cli.main", *self.args],
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+            )
+        return self
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(PROCESS_STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+
+class Stack:
+    """What one end-to-end test runs: a database, a namespace, the operator and an agent."""
+
+    def __init__(
+        self, *, kubeconfig: str, database_url: str, namespaces: list[str], folder: Path
+    ) -> None:
+        self.env = {**os.environ, "KUBECONFIG": kubeconfig, "FOG_DATABASE_URL": database_url}
+        self.namespaces = namespaces
+        self.folder = folder
+        watch = [arg for ns in namespaces for arg in ("-n", ns)]
+        self.operator = Service(
+            folder / "operator.log", ["run", *watch, "--resync-seconds", "1", "-v"], self.env
+        )
+        self.agent = Service(
+            folder / "agent.log",
+            ["agent", "simulate", "--start-delay", "0", "--tick", "0.2"],
+            self.env,
+        )
+
+    def fogctl(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "controller.cli.main", *args],
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=120,
+            check=False,
+        )
+
+    def register_node(self, name: str, cpu: float = 4, memory: int = 8192) -> None:
+        result = self.fogctl(
+            "node",
+            "register",
+            name,
+            "--cpu",
+            str(cpu),
+            "--memory-mb",
+            str(memory),
+            "--storage-gb",
+            "100",
+        )
+        assert result.returncode == 0, result.stderr
+
+    def logs(self) -> dict[str, Path]:
+        return {"operator": self.operator.log, "agent": self.agent.log}
+
+
+@pytest.fixture
+def stack(
+    control_plane: controlplane.ControlPlane,
+    fogdeployment_crd: str,
+    database_url: Any,
+    namespace: str,
+    tmp_path: Path,
+) -> Iterator[Stack]:
+    """The operator (watching the test's namespace) and a simulated agent, on a fresh DB."""
+    running = Stack(
+        kubeconfig=control_plane.kubeconfig,
+        database_url=database_url.render_as_string(hide_password=False),
+        namespaces=[namespace],
+        folder=tmp_path,
+    )
+    try:
+        yield running
+    finally:
+        running.operator.stop()
+        running.agent.stop()
+
+
+def wait_for(what: str, probe: Callable[[], Any], timeout: float = E2E_TIMEOUT_SECONDS) -> Any:
+    """Poll `probe` until it returns something truthy; fail naming `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last: {last!r}")

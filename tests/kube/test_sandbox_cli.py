@@ -46,7 +46,7 @@ def test_up_env_down(tmp_path: Path) -> None:
         env = fogctl("sandbox", "env", "--dir", str(folder))
         assert env.returncode == 0, env.stderr
         exports = _exports(env.stdout)
-        assert set(exports) == {"KUBECONFIG", "FOG_DATABASE_URL"}
+        assert set(exports) == {"KUBECONFIG", "FOG_DATABASE_URL", "PATH"}
 
         kubectl = make_kubectl(exports["KUBECONFIG"])
         assert kubectl("get", "--raw", "/readyz").stdout.strip() == "ok"

@@ -237,3 +237,26 @@ def test_large_placement_is_fast() -> None:
     result = run(many, 8000, request=res(1000, 2048))
     assert result.unplaced == 0
     assert set(Counter(result.node_ids).values()) == {4}
+
+
+def test_allocation_fraction_counts_only_requested_dimensions() -> None:
+    gpu_node = res(8000, 16384, 1, 200)
+    cpu_only = res(500, 512, 0, 1)
+    # The idle GPU does not count for a request that uses none.
+    assert allocation_fraction(capacity=gpu_node, allocated=cpu_only, request=cpu_only) == (
+        (500 / 8000 + 512 / 16384 + 1 / 200) / 3
+    )
+
+
+def test_spread_is_not_drawn_to_a_node_by_its_idle_gpu() -> None:
+    gpu_node = node("a-gpu", res(4000, 8192, 1, 100), allocated=res(100))
+    cpu_node = node("zeta-cpu", res(4000, 8192, 0, 100))
+    result = place(
+        request=res(500, 512, 0, 1),
+        count=1,
+        nodes=[gpu_node, cpu_node],
+        strategy=Strategy.SPREAD,
+        node_selector={},
+    )
+    # a-gpu already runs more CPU; only its unused GPU made it look emptier.
+    assert result.node_ids == (cpu_node.node_id,)

@@ -1,0 +1,268 @@
+"""End to end: kubectl -> real kube-apiserver -> the operator (kopf) -> real Postgres -> agent.
+
+Nothing is mocked: each test has its own namespace, its own database, its own `fogctl run`
+watching that namespace and a simulated agent, and looks at the results the way a user does
+(kubectl, fogctl) plus straight at the database.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import yaml
+from conftest import Kubectl, Stack, wait_for
+
+MANIFESTS = Path(__file__).resolve().parents[1] / "manifests"
+
+
+def manifest(name: str, replicas: int = 3, image: str = "app:1", cpu: float = 0.5) -> str:
+    return yaml.safe_dump(
+        {
+            "apiVersion": "fogcompute.io/v1alpha1",
+            "kind": "FogDeployment",
+            "metadata": {"name": name},
+            "spec": {
+                "image": image,
+                "replicas": replicas,
+                "resources": {"cpuCores": cpu, "memoryMB": 512, "storageGB": 1},
+            },
+        }
+    )
+
+
+def get(kubectl: Kubectl, namespace: str, name: str) -> dict[str, Any] | None:
+    result = kubectl("get", "-n", namespace, f"fogdeploy/{name}", "-o", "json", check=False)
+    return json.loads(result.stdout) if result.returncode == 0 else None
+
+
+def ready(kubectl: Kubectl, namespace: str, name: str, replicas: int) -> dict[str, Any] | None:
+    """The object once Ready=True for its current generation with `replicas` running."""
+    obj = get(kubectl, namespace, name)
+    if obj is None:
+        return None
+    status = obj.get("status", {})
+    conditions = {c["type"]: c for c in status.get("conditions", [])}
+    ready_condition = conditions.get("Ready", {})
+    if (
+        ready_condition.get("status") == "True"
+        and ready_condition.get("observedGeneration") == obj["metadata"]["generation"]
+        and status.get("readyReplicas") == replicas
+    ):
+        return obj
+    return None
+
+
+def sql(stack: Stack, query: str, *params: Any) -> list[tuple[Any, ...]]:
+    with psycopg.connect(stack.env["FOG_DATABASE_URL"].replace("+psycopg", "")) as connection:
+        return connection.execute(query.encode(), params).fetchall()
+
+
+def replica_counts(stack: Stack, name: str) -> dict[str, int]:
+    rows = sql(
+        stack,
+        "SELECT r.status::text, count(*) FROM deployment_replicas r"
+        " JOIN deployments d ON d.id = r.deployment_id"
+        " WHERE d.name = %s AND d.deleted_at IS NULL GROUP BY r.status",
+        name,
+    )
+    return dict(rows)  # type: ignore[arg-type]
+
+
+def start(stack: Stack, nodes: int = 3) -> None:
+    for index in range(nodes):
+        stack.register_node(f"edge-{index + 1}")
+    stack.operator.start()
+    stack.agent.start()
+
+
+def test_apply_to_ready_scale_up_down_and_to_zero(
+    stack: Stack, kubectl: Kubectl, namespace: str
+) -> None:
+    start(stack)
+    kubectl("apply", "-n", namespace, "-f", "-", stdin=manifest("web", replicas=3))
+    kubectl("wait", "-n", namespace, "fogdeploy/web", "--for=condition=Ready", "--timeout=60s")
+    obj = wait_for("web Ready with 3", lambda: ready(kubectl, namespace, "web", 3))
+    assert obj["status"]["phase"] == "Running"
+    assert obj["status"]["ready"] == "3/3"
+    assert replica_counts(stack, "web") == {"running": 3}
+
+    printed = kubectl("get", "-n", namespace, "fogdeploy", "web").stdout.split()
+    assert printed[:5] == ["NAME", "READY", "PHASE", "IMAGE", "AGE"]
+    assert printed[5:9] == ["web", "3/3", "Running", "app:1"]
+
+    kubectl("scale", "-n", namespace, "fogdeploy/web", "--replicas=5")
+    wait_for("scale up to 5", lambda: ready(kubectl, namespace, "web", 5))
+    kubectl("scale", "-n", namespace, "fogdeploy/web", "--replicas=2")
+    wait_for("scale down to 2", lambda: ready(kubectl, namespace, "web", 2))
+    assert replica_counts(stack, "web") == {"running": 2, "stopped": 3}
+
+    kubectl("scale", "-n", namespace, "fogdeploy/web", "--replicas=0")
+    stopped = wait_for(
+        "Stopped",
+        lambda: (
+            (obj := get(kubectl, namespace, "web"))
+            and obj["status"].get("phase") == "Stopped"
+            and obj
+        ),
+    )
+    assert stopped["status"]["replicas"] == 0
+    wait_for("replicas stopped", lambda: replica_counts(stack, "web") == {"stopped": 5})
+    events = kubectl("get", "events", "-n", namespace, "-o", "json").stdout
+    reasons = {item["reason"] for item in json.loads(events)["items"]}
+    assert {"ScaledUp", "ScaledDown", "Ready"} <= reasons
+
+
+def test_image_change_rolls(stack: Stack, kubectl: Kubectl, namespace: str) -> None:
+    start(stack)
+    kubectl("apply", "-n", namespace, "-f", "-", stdin=manifest("web", replicas=4, image="app:1"))
+    first = wait_for("v1 Ready", lambda: ready(kubectl, namespace, "web", 4))
+    kubectl("apply", "-n", namespace, "-f", "-", stdin=manifest("web", replicas=4, image="app:2"))
+    second = wait_for(
+        "v2 Ready",
+        lambda: (
+            (obj := ready(kubectl, namespace, "web", 4))
+            and obj["status"]["revision"] != first["status"]["revision"]
+            and obj
+        ),
+    )
+    assert second["status"]["updatedReplicas"] == 4
+    rows = sql(
+        stack,
+        "SELECT r.status::text, d.container_image FROM deployment_replicas r"
+        " JOIN deployments d ON d.id = r.deployment_id WHERE r.status = 'running'",
+    )
+    assert len(rows) == 4
+    # Never more than max(1, 25% of 4) = 1 replica unavailable during the rollout.
+    in_service = sql(
+        stack,
+        "SELECT count(*) FROM replica_status_history WHERE new_status = 'stopping'"
+        " AND reason = 'RollingUpdate'",
+    )
+    assert in_service == [(4,)]
+
+
+def test_delete_soft_deletes_keeps_history_and_name_is_reusable(
+    stack: Stack, kubectl: Kubectl, namespace: str
+) -> None:
+    start(stack)
+    kubectl("apply", "-n", namespace, "-f", "-", stdin=manifest("web", replicas=2))
+    wait_for("Ready", lambda: ready(kubectl, namespace, "web", 2))
+    kubectl("delete", "-n", namespace, "fogdeploy/web", "--timeout=60s")
+    assert get(kubectl, namespace, "web") is None
+    rows = sql(stack, "SELECT status::text, deleted_at IS NOT NULL FROM deployments")
+    assert rows == [("deleted", True)]
+    wait_for("replicas stopped", lambda: replica_counts(stack, "web") == {})
+    history = stack.fogctl("history", f"{namespace}/web", "-o", "json")
+    assert history.returncode == 0, history.stderr
+    steps = [(e["replica"], e["new_status"]) for e in json.loads(history.stdout)["history"]]
+    assert (None, "deleted") in steps
+    assert steps.count(("web-0", "stopped")) == 1
+
+    kubectl("apply", "-n", namespace, "-f", "-", stdin=manifest("web", replicas=1))
+    wait_for("re-created Ready", lambda: ready(kubectl, namespace, "web", 1))
+    assert sorted(sql(stack, "SELECT status::text FROM deployments")) == [
+        ("deleted",),
+        ("running",),
+    ]
+
+
+def test_same_name_in_two_namespaces_gives_two_deployments(
+    stack: Stack, kubectl: Kubectl, namespace: str
+) -> None:
+    other = f"{namespace}-b"
+    kubectl("create", "namespace", other)
+    try:
+        stack.operator.args += ["-n", other]
+        start(stack)
+        for ns in (namespace, other):
+            kubectl("apply", "-n", ns, "-f", "-", stdin=manifest("web", replicas=1))
+        for ns in (namespace, other):
+            wait_for(f"web in {ns}", lambda ns=ns: ready(kubectl, ns, "web", 1))
+        rows = sql(
+            stack,
+            "SELECT u.name, d.name FROM deployments d JOIN users u ON u.id = d.user_id ORDER BY 1",
+        )
+        assert rows == [(namespace, "web"), (other, "web")]
+    finally:
+        kubectl("delete", "namespace", other, "--wait=false", check=False)
+
+
+def test_insufficient_capacity_then_recovery(
+    stack: Stack, kubectl: Kubectl, namespace: str
+) -> None:
+    start(stack, nodes=1)  # 4 CPU: room for 2 replicas of 2 CPU
+    kubectl("apply", "-n", namespace, "-f", "-", stdin=manifest("big", replicas=3, cpu=2))
+
+    def stalled() -> dict[str, Any] | None:
+        obj = get(kubectl, namespace, "big")
+        conditions = {c["type"]: c for c in (obj or {}).get("status", {}).get("conditions", [])}
+        stall = conditions.get("Stalled", {})
+        return stall if stall.get("reason") == "InsufficientCapacity" else None
+
+    condition = wait_for("InsufficientCapacity", stalled)
+    assert condition["status"] == "True"
+    assert "2 of 3 replicas placed" in condition["message"]
+    events = json.loads(kubectl("get", "events", "-n", namespace, "-o", "json").stdout)
+    warnings = [e for e in events["items"] if e["reason"] == "InsufficientCapacity"]
+    assert warnings
+    assert warnings[0]["type"] == "Warning"
+
+    stack.register_node("edge-2")
+    wait_for("recovered", lambda: ready(kubectl, namespace, "big", 3))
+
+
+def test_two_deployments_racing_for_one_node_never_overcommit(
+    stack: Stack, kubectl: Kubectl, namespace: str
+) -> None:
+    start(stack, nodes=1)  # 4 CPU
+    both = manifest("a", replicas=3, cpu=1) + "---\n" + manifest("b", replicas=3, cpu=1)
+    kubectl("apply", "-n", namespace, "-f", "-", stdin=both)
+    wait_for(
+        "4 replicas placed",
+        lambda: (
+            sql(stack, "SELECT count(*) FROM deployment_replicas WHERE node_id IS NOT NULL")
+            == [(4,)]
+        ),
+    )
+    wait_for(
+        "2 unplaced",
+        lambda: (
+            sum(
+                (get(kubectl, namespace, n) or {}).get("status", {}).get("unplacedReplicas", 0)
+                for n in ("a", "b")
+            )
+            == 2
+        ),
+    )
+    assert sql(stack, "SELECT allocated_cpu_millicores, cpu_cores FROM nodes") == [(4000, 4.0)]
+
+
+def test_operator_restarted_mid_way_converges_without_duplicates(
+    stack: Stack, kubectl: Kubectl, namespace: str
+) -> None:
+    start(stack)
+    kubectl("apply", "-n", namespace, "-f", "-", stdin=manifest("web", replicas=3))
+    wait_for(
+        "first replicas", lambda: sql(stack, "SELECT count(*) FROM deployment_replicas") != [(0,)]
+    )
+    stack.operator.stop()
+    kubectl("scale", "-n", namespace, "fogdeploy/web", "--replicas=6")
+    stack.operator.start()
+    wait_for("Ready with 6 after restart", lambda: ready(kubectl, namespace, "web", 6))
+    assert replica_counts(stack, "web") == {"running": 6}
+    assert sql(stack, "SELECT count(*) FROM deployment_replicas") == [(6,)]
+
+
+def test_invalid_manifests_never_reach_the_database(
+    stack: Stack, kubectl: Kubectl, namespace: str
+) -> None:
+    start(stack, nodes=1)
+    for path in sorted((MANIFESTS / "invalid").glob("*.yaml")):
+        result = kubectl("apply", "-n", namespace, "-f", str(path), check=False)
+        assert result.returncode != 0, path.name
+    kubectl("apply", "-n", namespace, "-f", "-", stdin=manifest("canary", replicas=1))
+    wait_for("canary Ready", lambda: ready(kubectl, namespace, "canary", 1))
+    assert sql(stack, "SELECT name FROM deployments") == [("canary",)]
