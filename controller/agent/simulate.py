@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from controller.db import nodes as db_nodes
@@ -24,6 +26,10 @@ from controller.model.states import ReplicaStatus
 # How often the agent looks for work and heartbeats: well inside the 40 s heartbeat grace,
 # and short enough that a replica starts within about half a second of being placed.
 DEFAULT_TICK_SECONDS = 0.5
+# During a database outage the agent backs off to at most this pause between attempts.
+OUTAGE_BACKOFF_MAX_SECONDS = 10.0
+
+logger = logging.getLogger(__name__)
 
 
 def container_id(replica_id: uuid.UUID) -> str:
@@ -106,9 +112,17 @@ async def run(
     """Act as the agent of `nodes` (None: all) until `stop` is set (or forever)."""
     simulator = Simulator(start_delay=start_delay)
     stop = stop or asyncio.Event()
+    failures = 0
     while not stop.is_set():
-        await tick(sessions, simulator, nodes)
         try:
-            await asyncio.wait_for(stop.wait(), timeout=tick_seconds)
+            await tick(sessions, simulator, nodes)
+            failures = 0
+        except (OperationalError, InterfaceError) as exc:
+            # An agent outlives a database outage, as a real one outlives a flaky link.
+            failures += 1
+            logger.warning("database unavailable (%s): retrying", str(exc.orig).strip())
+        pause = min(OUTAGE_BACKOFF_MAX_SECONDS, tick_seconds * 2**failures)
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=pause)
         except TimeoutError:
             continue

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 from typing import Any
 
@@ -12,7 +13,7 @@ import kopf
 from controller.cli.db_commands import add_database_url
 from controller.db import engine as db_engine
 from controller.db import migrate, urls
-from controller.db.errors import SchemaMismatchError
+from controller.db.errors import DatabaseUnavailableError, SchemaMismatchError
 from controller.operator.handlers import OperatorConfig, build_registry
 from controller.operator.reconciler import Reconciler
 
@@ -57,13 +58,19 @@ def _positive_float(text: str) -> float:
 
 def _run(args: argparse.Namespace) -> int:
     url = urls.resolve(args.database_url)
-    current = migrate.check_known(url)
-    if current != migrate.head_revision():
-        raise SchemaMismatchError(
-            f"database is at revision {current or 'base (empty)'}, not "
-            f"{migrate.head_revision()}: run 'fogctl db upgrade' first"
-        )
     kopf.configure(verbose=args.verbose)
+    try:
+        current = migrate.check_known(url)
+    except DatabaseUnavailableError as exc:
+        # An outage must not keep the operator down: it starts, reports DatabaseUnavailable
+        # in every object's conditions, and retries with backoff until the database is back.
+        logging.getLogger(__name__).warning("starting without the database: %s", exc)
+    else:
+        if current != migrate.head_revision():
+            raise SchemaMismatchError(
+                f"database is at revision {current or 'base (empty)'}, not "
+                f"{migrate.head_revision()}: run 'fogctl db upgrade' first"
+            )
     asyncio.run(_operate(args, url))
     return 0
 
@@ -74,6 +81,7 @@ async def _operate(args: argparse.Namespace, url: Any) -> None:
         reconciler=Reconciler(db_engine.make_sessions(engine)),
         engine=engine,
         resync_seconds=args.resync_seconds,
+        verbose=args.verbose,
     )
     await kopf.operator(
         registry=build_registry(config),

@@ -10,6 +10,7 @@ exponential backoff, and both say so in the status conditions.
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,6 +26,8 @@ from controller.kube import resource
 from controller.kube import status as kube_status
 from controller.model.conditions import ConditionType, make_condition
 from controller.operator.reconciler import ConflictRetryError, Reconciler
+
+logger = logging.getLogger(__name__)
 
 # Our own names for kopf's bookkeeping, so that nothing says zalando.org on our objects.
 DOMAIN = "fogcompute.io"
@@ -44,6 +47,7 @@ class OperatorConfig:
     reconciler: Reconciler
     engine: AsyncEngine
     resync_seconds: float
+    verbose: bool = False
 
 
 def backoff(retry: int) -> float:
@@ -127,6 +131,25 @@ async def _reconcile(
         patch.status.update(outcome.status)
     for event in outcome.events:
         kopf.event(body, type=str(event.type), reason=event.reason, message=event.message)
+        logger.info("%s/%s %s: %s", ref.namespace, ref.name, event.reason, event.message)
+
+
+def apply_settings(settings: kopf.OperatorSettings, *, verbose: bool) -> None:
+    """Our names for kopf's bookkeeping, quieter posting and logging, watch timeouts."""
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=DOMAIN)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=DOMAIN, key="last-handled-configuration"
+    )
+    # kopf's own "handler succeeded" events would drown ours; keep its warnings.
+    settings.posting.level = logging.WARNING
+    # Likewise its per-object log lines: a resync of every object every interval would be
+    # thousands of lines a minute. Our own log says what a reconcile changed.
+    if not verbose:
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    # A watch that sees nothing for 5 min is re-established: silent freezes end there.
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330  # a little longer than the server's own
 
 
 def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
@@ -136,16 +159,7 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
 
     @kopf.on.startup(registry=registry)
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-        settings.persistence.finalizer = FINALIZER
-        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=DOMAIN)
-        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-            prefix=DOMAIN, key="last-handled-configuration"
-        )
-        # kopf's own "handler succeeded" events would drown ours; keep its warnings.
-        settings.posting.level = logging.WARNING
-        # A watch that sees nothing for 5 min is re-established: silent freezes end there.
-        settings.watching.server_timeout = 300
-        settings.watching.client_timeout = 330  # a little longer than the server's own
+        apply_settings(settings, verbose=config.verbose)
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -176,11 +190,17 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
 
     for decorator in (kopf.on.create, kopf.on.update, kopf.on.resume):
         decorator(*target, id="reconcile", registry=registry)(reconcile)
+
+    def jittered_start(**_: Any) -> float:
+        # Spread the first resync of each object over one interval, so that thousands of
+        # objects found at startup do not all resync in the same second, forever after.
+        return random.uniform(0, config.resync_seconds)  # noqa: S311 - not for security
+
     kopf.timer(
         *target,
         id="resync",
         interval=config.resync_seconds,
-        initial_delay=config.resync_seconds,
+        initial_delay=jittered_start,
         registry=registry,
     )(reconcile)
 

@@ -14,6 +14,7 @@ from typing import Any
 import psycopg
 import yaml
 from conftest import Kubectl, Stack, wait_for
+from sqlalchemy.engine import make_url
 
 MANIFESTS = Path(__file__).resolve().parents[1] / "manifests"
 
@@ -266,3 +267,47 @@ def test_invalid_manifests_never_reach_the_database(
     kubectl("apply", "-n", namespace, "-f", "-", stdin=manifest("canary", replicas=1))
     wait_for("canary Ready", lambda: ready(kubectl, namespace, "canary", 1))
     assert sql(stack, "SELECT name FROM deployments") == [("canary",)]
+
+
+def test_database_outage_is_reported_then_recovered(
+    stack: Stack, kubectl: Kubectl, namespace: str
+) -> None:
+    start(stack, nodes=1)
+    kubectl("apply", "-n", namespace, "-f", "-", stdin=manifest("web", replicas=1))
+    wait_for("Ready", lambda: ready(kubectl, namespace, "web", 1))
+
+    url = make_url(stack.env["FOG_DATABASE_URL"])
+    admin = url.set(database="postgres").render_as_string(hide_password=False)
+    admin = admin.replace("+psycopg", "")
+
+    def allow(on: bool) -> None:
+        with psycopg.connect(admin, autocommit=True) as connection:
+            connection.execute(
+                f'ALTER DATABASE "{url.database}" ALLOW_CONNECTIONS {str(on).lower()}'.encode()
+            )
+            if not on:
+                connection.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                    (url.database,),
+                )
+
+    allow(False)
+    try:
+        kubectl("scale", "-n", namespace, "fogdeploy/web", "--replicas=2")
+
+        def unavailable() -> dict[str, Any] | None:
+            obj = get(kubectl, namespace, "web") or {}
+            conditions = {c["type"]: c for c in obj.get("status", {}).get("conditions", [])}
+            reconciling = conditions.get("Reconciling", {})
+            return reconciling if reconciling.get("reason") == "DatabaseUnavailable" else None
+
+        condition = wait_for("DatabaseUnavailable condition", unavailable)
+        assert condition["status"] == "True"
+        assert "retrying in" in condition["message"]
+        assert stack.operator.process is not None
+        assert stack.operator.process.poll() is None  # still running
+    finally:
+        allow(True)
+    wait_for("Ready with 2 after the outage", lambda: ready(kubectl, namespace, "web", 2), 120)
+    assert stack.agent.process is not None
+    assert stack.agent.process.poll() is None

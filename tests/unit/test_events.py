@@ -1,0 +1,120 @@
+"""Events say what a person should notice: one per decision, none for a quiet resync."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from controller.model.events import EventType, events_for
+from controller.model.planner import Assignment, NewReplica, Plan, ReplicaTransition, StopReason
+from controller.model.replicas import ReplicaState
+from controller.model.states import ReplicaStatus
+from controller.model.status import FogDeploymentStatus, compute_status
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+NODE = uuid.uuid4()
+
+
+def _plan(**changes: Any) -> Plan:
+    values: dict[str, Any] = {
+        "create": (),
+        "assign": (),
+        "transitions": (),
+        "unplaced": 0,
+        "shortfall": None,
+        "allocated": {},
+    }
+    values.update(changes)
+    return Plan(**values)
+
+
+def _running(count: int) -> list[ReplicaState]:
+    return [
+        ReplicaState(
+            replica_id=uuid.uuid4(),
+            node_id=NODE,
+            status=ReplicaStatus.RUNNING,
+            revision="r1",
+            created_seq=seq,
+        )
+        for seq in range(count)
+    ]
+
+
+def _status(replicas: list[ReplicaState], desired: int, unplaced: int = 0) -> FogDeploymentStatus:
+    return compute_status(
+        generation=1,
+        desired_replicas=desired,
+        revision="r1",
+        replicas=replicas,
+        unplaced=unplaced,
+        shortfall="need 1 CPU; 2 of 3 replicas placed" if unplaced else None,
+        previous_conditions=[],
+        stalled_reason=None,
+        now=NOW,
+    )
+
+
+def test_quiet_resync_posts_nothing() -> None:
+    status = _status(_running(3), 3)
+    previous = [c.as_dict() for c in status.conditions]
+    assert (
+        events_for(plan=_plan(), status=status, previous_conditions=previous, revision="r1") == ()
+    )
+
+
+def test_becoming_ready_is_posted_once() -> None:
+    status = _status(_running(3), 3)
+    first = events_for(plan=_plan(), status=status, previous_conditions=[], revision="r1")
+    assert [(e.type, e.reason) for e in first] == [(EventType.NORMAL, "Ready")]
+
+
+def test_scale_up_is_one_event_not_one_per_replica() -> None:
+    plan = _plan(create=(NewReplica(node_id=NODE),) * 5)
+    status = _status([], 5)
+    events = events_for(plan=plan, status=status, previous_conditions=[], revision="r1")
+    assert [(e.reason, e.message) for e in events] == [
+        ("ScaledUp", "created 5 replicas, 5 placed on nodes")
+    ]
+
+
+def test_scale_down_rolling_and_assignment() -> None:
+    replicas = _running(2)
+    plan = _plan(
+        create=(NewReplica(node_id=NODE),),
+        assign=(Assignment(replica_id=uuid.uuid4(), node_id=NODE),),
+        transitions=(
+            ReplicaTransition(
+                replica_id=replicas[0].replica_id,
+                from_status=ReplicaStatus.RUNNING,
+                to_status=ReplicaStatus.STOPPING,
+                reason=StopReason.ROLLING_UPDATE,
+            ),
+            ReplicaTransition(
+                replica_id=replicas[1].replica_id,
+                from_status=ReplicaStatus.RUNNING,
+                to_status=ReplicaStatus.STOPPING,
+                reason=StopReason.SCALED_DOWN,
+            ),
+        ),
+    )
+    events = events_for(
+        plan=plan, status=_status(replicas, 2), previous_conditions=[], revision="abcdef0123456789"
+    )
+    assert [e.reason for e in events][:3] == ["RollingUpdate", "Scheduled", "ScaledDown"]
+    assert events[0].message == "replacing 1 replicas with revision abcdef012345"
+
+
+def test_insufficient_capacity_warns_once() -> None:
+    status = _status(_running(2), 3, unplaced=1)
+    first = events_for(plan=_plan(unplaced=1), status=status, previous_conditions=[], revision="r1")
+    assert [(e.type, e.reason) for e in first] == [(EventType.WARNING, "InsufficientCapacity")]
+    assert "2 of 3 replicas placed" in first[0].message
+    again = events_for(
+        plan=_plan(unplaced=1),
+        status=status,
+        previous_conditions=[c.as_dict() for c in status.conditions],
+        revision="r1",
+    )
+    assert again == ()

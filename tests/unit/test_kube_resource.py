@@ -1,0 +1,55 @@
+"""The FogDeployment spec becomes our types; what the CRD leaves out gets its documented value."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from controller.kube.resource import object_ref, parse_spec
+from controller.kube.status import selector
+from controller.model.placement import Strategy
+from controller.model.resources import Resources
+
+MINIMAL = {"image": "app:1", "replicas": 2, "resources": {"cpuCores": 1.5, "memoryMB": 1024}}
+
+
+def test_minimal_spec_gets_documented_defaults() -> None:
+    parsed = parse_spec("web", MINIMAL)
+    assert parsed.replicas == 2
+    assert parsed.request == Resources(cpu_millis=1500, memory_mb=1024, gpu_units=0, storage_gb=1)
+    assert parsed.strategy is Strategy.SPREAD
+    assert parsed.create.container_spec == {}
+
+
+def test_zero_replicas_is_valid_and_the_seed_limit_still_applies() -> None:
+    assert parse_spec("web", {**MINIMAL, "replicas": 0}).replicas == 0
+    with pytest.raises(ValidationError, match="target_replicas"):
+        parse_spec("web", {**MINIMAL, "replicas": 101})
+
+
+def test_container_spec_goes_to_the_jsonb_column_and_changes_the_revision() -> None:
+    env = [{"name": "MODE", "value": "edge"}]
+    with_env = parse_spec("web", {**MINIMAL, "env": env, "nodeSelector": {"zone": "a"}})
+    assert with_env.create.container_spec == {"env": env}
+    assert with_env.create.node_selector == {"zone": "a"}
+    assert with_env.revision != parse_spec("web", MINIMAL).revision
+
+
+def test_scaling_and_selector_do_not_change_the_revision() -> None:
+    base = parse_spec("web", MINIMAL).revision
+    assert parse_spec("web", {**MINIMAL, "replicas": 7}).revision == base
+    assert parse_spec("web", {**MINIMAL, "nodeSelector": {"zone": "b"}}).revision == base
+    assert parse_spec("web", {**MINIMAL, "image": "app:2"}).revision != base
+
+
+def test_seed_limits_hold_even_past_the_api_server() -> None:
+    with pytest.raises(ValidationError, match="cpu_cores"):
+        parse_spec("web", {**MINIMAL, "resources": {"cpuCores": 0.1, "memoryMB": 1024}})
+    with pytest.raises(ValidationError, match="name"):
+        parse_spec("web.app", MINIMAL)
+
+
+def test_object_ref_and_selector() -> None:
+    ref = object_ref({"namespace": "team-a", "name": "web", "uid": "u-1", "generation": 3})
+    assert (ref.namespace, ref.name, ref.uid, ref.generation) == ("team-a", "web", "u-1", 3)
+    assert selector("web") == "fogcompute.io/deployment=web"
