@@ -6,18 +6,23 @@ import argparse
 import asyncio
 import logging
 import os
+from datetime import timedelta
 from typing import Any
 
 import kopf
+from sqlalchemy.engine import URL
 
 from controller.cli.db_commands import add_database_url
-from controller.db import engine as db_engine
 from controller.db import migrate, urls
 from controller.db.errors import DatabaseUnavailableError, SchemaMismatchError
+from controller.model.restarts import RestartPolicy
 from controller.operator.handlers import OperatorConfig, build_registry
-from controller.operator.reconciler import Reconciler
 
 RESYNC_ENV = "FOG_RESYNC_SECONDS"
+GRACE_ENV = "FOG_NODE_GRACE_SECONDS"
+# Nodes silent for longer are offline and their replicas replaced. 40 s tolerates a few lost
+# heartbeats on a flaky edge link (Kubernetes uses 50 s, Nomad 10 s TTL + 10 s grace).
+DEFAULT_NODE_GRACE_SECONDS = 40.0
 # How often every FogDeployment is reconciled even when nothing told us to: the safety net
 # for missed events and for agent reports (until notifications wake the operator sooner).
 DEFAULT_RESYNC_SECONDS = 30.0
@@ -39,6 +44,32 @@ def register(commands: Any) -> None:
         type=_positive_float,
         default=float(os.environ.get(RESYNC_ENV, DEFAULT_RESYNC_SECONDS)),
         help=f"periodic reconcile interval (default: ${RESYNC_ENV} or {DEFAULT_RESYNC_SECONDS:g})",
+    )
+    run.add_argument(
+        "--node-grace-seconds",
+        type=_positive_float,
+        default=float(os.environ.get(GRACE_ENV, DEFAULT_NODE_GRACE_SECONDS)),
+        help=f"heartbeat age after which a node is offline (default: ${GRACE_ENV} or "
+        f"{DEFAULT_NODE_GRACE_SECONDS:g})",
+    )
+    defaults = RestartPolicy()
+    run.add_argument(
+        "--restart-delay-seconds",
+        type=_positive_float,
+        default=defaults.base_delay.total_seconds(),
+        help="first wait before replacing a failed replica; doubles per failure",
+    )
+    run.add_argument(
+        "--restart-max-delay-seconds",
+        type=_positive_float,
+        default=defaults.max_delay.total_seconds(),
+        help="longest wait between replacements",
+    )
+    run.add_argument(
+        "--failure-limit",
+        type=int,
+        default=defaults.failure_limit,
+        help="consecutive failures before the deployment is Stalled (phase Failed)",
     )
     run.add_argument(
         "--liveness",
@@ -75,12 +106,16 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _operate(args: argparse.Namespace, url: Any) -> None:
-    engine = db_engine.make_engine(url)
+async def _operate(args: argparse.Namespace, url: URL) -> None:
     config = OperatorConfig(
-        reconciler=Reconciler(db_engine.make_sessions(engine)),
-        engine=engine,
+        database_url=url,
         resync_seconds=args.resync_seconds,
+        node_grace=timedelta(seconds=args.node_grace_seconds),
+        restarts=RestartPolicy(
+            base_delay=timedelta(seconds=args.restart_delay_seconds),
+            max_delay=timedelta(seconds=args.restart_max_delay_seconds),
+            failure_limit=args.failure_limit,
+        ),
         verbose=args.verbose,
     )
     await kopf.operator(

@@ -17,6 +17,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, column, func, insert, select, update, values
@@ -95,6 +96,8 @@ class StoredDeployment:
     next_ordinal: int
     values: Mapping[str, Any]
     resources: Mapping[str, Any]
+    consecutive_failures: int = 0
+    last_failure_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +108,8 @@ class Snapshot:
     deployment: StoredDeployment | None
     replicas: tuple[ReplicaState, ...]
     nodes: tuple[NodeCapacity, ...]
+    # Nodes being drained that hold some of this deployment's replicas.
+    evacuate: frozenset[uuid.UUID] = frozenset()
 
 
 def lock_key(namespace: str, name: str) -> str:
@@ -145,6 +150,8 @@ async def _read_deployment(
             Deployment.id,
             Deployment.status,
             Deployment.next_ordinal,
+            Deployment.consecutive_failures,
+            Deployment.last_failure_at,
             *_TRACKED_COLUMNS,
             *_RESOURCE_COLUMNS,
         )
@@ -171,23 +178,32 @@ async def _read_deployment(
         next_ordinal=row["next_ordinal"],
         values={column.key: row[column.key] for column in _TRACKED_COLUMNS},
         resources={column.key: row[column.key] for column in _RESOURCE_COLUMNS},
+        consecutive_failures=row["consecutive_failures"],
+        last_failure_at=row["last_failure_at"],
     )
 
 
 async def _read_replicas(
     session: AsyncSession, deployment_id: uuid.UUID
-) -> tuple[ReplicaState, ...]:
-    statement = select(
-        DeploymentReplica.id,
-        DeploymentReplica.node_id,
-        DeploymentReplica.status,
-        DeploymentReplica.revision,
-        DeploymentReplica.ordinal,
-    ).where(
-        DeploymentReplica.deployment_id == deployment_id,
-        DeploymentReplica.status.in_(CAPACITY_HOLDING_STATUSES),
+) -> tuple[tuple[ReplicaState, ...], frozenset[uuid.UUID]]:
+    """The live replicas, and which of their nodes are being drained."""
+    statement = (
+        select(
+            DeploymentReplica.id,
+            DeploymentReplica.node_id,
+            DeploymentReplica.status,
+            DeploymentReplica.revision,
+            DeploymentReplica.ordinal,
+            Node.draining,
+        )
+        .outerjoin(Node, Node.id == DeploymentReplica.node_id)
+        .where(
+            DeploymentReplica.deployment_id == deployment_id,
+            DeploymentReplica.status.in_(CAPACITY_HOLDING_STATUSES),
+        )
     )
-    return tuple(
+    rows = list(await session.execute(statement))
+    replicas = tuple(
         ReplicaState(
             replica_id=row.id,
             node_id=row.node_id,
@@ -195,8 +211,9 @@ async def _read_replicas(
             revision=row.revision,
             created_seq=row.ordinal,
         )
-        for row in await session.execute(statement)
+        for row in rows
     )
+    return replicas, frozenset(row.node_id for row in rows if row.draining)
 
 
 def _node_capacity(row: Any) -> NodeCapacity:
@@ -248,9 +265,13 @@ async def observe(
     """Lock the deployment and read what the planner needs (at most four statements)."""
     await lock(session, namespace=namespace, name=name)
     user_id, deployment = await _read_deployment(session, namespace=namespace, name=name)
-    replicas = await _read_replicas(session, deployment.id) if deployment else ()
+    replicas, evacuate = (
+        await _read_replicas(session, deployment.id) if deployment else ((), frozenset())
+    )
     nodes = await _read_candidate_nodes(session, node_selector)
-    return Snapshot(user_id=user_id, deployment=deployment, replicas=replicas, nodes=nodes)
+    return Snapshot(
+        user_id=user_id, deployment=deployment, replicas=replicas, nodes=nodes, evacuate=evacuate
+    )
 
 
 async def _ensure_user(session: AsyncSession, namespace: str) -> uuid.UUID:
@@ -428,7 +449,12 @@ async def apply(
     next_ordinal = await _insert_replicas(session, stored, plan, new_ids, desired, actor)
     await _assign(session, plan)
     await transition(session, plan.transitions, actor)
-    if status != stored.status or next_ordinal != stored.next_ordinal:
+    # Ready again: the crash-loop count starts over (model/restarts.py).
+    reset = status is DeploymentStatus.RUNNING and stored.consecutive_failures > 0
+    if status != stored.status or next_ordinal != stored.next_ordinal or reset:
+        extra: dict[str, Any] = {"next_ordinal": next_ordinal}
+        if reset:
+            extra["consecutive_failures"] = 0
         await set_status(
             session,
             stored.id,
@@ -436,7 +462,7 @@ async def apply(
             new=status,
             reason=reason,
             actor=actor,
-            extra={"next_ordinal": next_ordinal},
+            extra=extra,
         )
     return stored.id
 

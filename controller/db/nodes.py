@@ -10,15 +10,26 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from controller.db.tables import Node
+from controller.db.errors import DatabaseError
+from controller.db.tables import DeploymentReplica, Node
 from controller.model.nodes import NodeStatus
 from controller.model.resources import Resources
+from controller.model.restarts import NODE_LOST
+from controller.model.states import CAPACITY_HOLDING_STATUSES, ReplicaStatus
+
+
+class NodeNotFoundError(DatabaseError):
+    """No node of that name."""
+
+
+class NodeBusyError(DatabaseError):
+    """The node still holds replicas."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,3 +111,106 @@ async def list_nodes(session: AsyncSession, *, names: Sequence[str] = ()) -> lis
         )
         for node in await session.scalars(statement)
     ]
+
+
+# Who changes replicas of a node that went silent (the notify trigger wakes the operator for
+# any actor but "operator" itself; see migration 0002).
+NODE_LIFECYCLE_ACTOR = "node-lifecycle"
+
+
+async def mark_lost(session: AsyncSession, *, grace: timedelta) -> list[str]:
+    """Take nodes silent for longer than `grace` offline and fail their active replicas.
+
+    Two statements whatever the number of nodes and replicas. The failed rows release their
+    capacity (allocation trigger) and wake their deployments' reconciles (notify trigger),
+    which place replacements elsewhere. Returns the names of the nodes taken offline.
+    """
+    lost = await session.execute(
+        update(Node)
+        .where(
+            Node.status == NodeStatus.ONLINE,
+            Node.last_heartbeat_at < func.now() - grace,
+        )
+        .values(status=NodeStatus.OFFLINE)
+        .returning(Node.id, Node.name)
+    )
+    rows = list(lost)
+    if not rows:
+        return []
+    await session.execute(
+        update(DeploymentReplica)
+        .where(
+            DeploymentReplica.node_id.in_([row.id for row in rows]),
+            DeploymentReplica.status.in_(CAPACITY_HOLDING_STATUSES),
+        )
+        .values(
+            status=ReplicaStatus.FAILED,
+            status_reason=NODE_LOST,
+            status_actor=NODE_LIFECYCLE_ACTOR,
+            stopped_at=func.now(),
+        )
+    )
+    return [row.name for row in rows]
+
+
+async def _set_flags(session: AsyncSession, name: str, **flags: bool) -> None:
+    result = await session.execute(update(Node).where(Node.name == name).values(**flags))
+    if result.rowcount == 0:  # type: ignore[attr-defined]
+        raise NodeNotFoundError(f"no node named {name!r}")
+
+
+async def cordon(session: AsyncSession, *, name: str) -> None:
+    """No new replicas go to this node; the ones there stay."""
+    await _set_flags(session, name, cordoned=True)
+
+
+async def uncordon(session: AsyncSession, *, name: str) -> None:
+    """The node takes new replicas again (and is no longer being drained)."""
+    await _set_flags(session, name, cordoned=False, draining=False)
+
+
+async def drain(session: AsyncSession, *, name: str) -> list[uuid.UUID]:
+    """Cordon the node and mark it draining; return the deployments with replicas there.
+
+    The operator then replaces those replicas elsewhere within each deployment's rolling
+    limit, as for an image change.
+    """
+    await _set_flags(session, name, cordoned=True, draining=True)
+    rows = await session.scalars(
+        select(DeploymentReplica.deployment_id)
+        .join(Node, Node.id == DeploymentReplica.node_id)
+        .where(Node.name == name, DeploymentReplica.status.in_(CAPACITY_HOLDING_STATUSES))
+        .distinct()
+    )
+    return list(rows)
+
+
+async def remove(session: AsyncSession, *, name: str, force: bool) -> int:
+    """Delete a node; refused while replicas hold capacity there unless `force`.
+
+    With `force` those replicas fail with reason NodeLost (and are replaced), then the row
+    goes; their history stays. Returns how many replicas were failed.
+    """
+    node_id = await session.scalar(select(Node.id).where(Node.name == name).with_for_update())
+    if node_id is None:
+        raise NodeNotFoundError(f"no node named {name!r}")
+    holding = (
+        DeploymentReplica.node_id == node_id,
+        DeploymentReplica.status.in_(CAPACITY_HOLDING_STATUSES),
+    )
+    count = int(await session.scalar(select(func.count()).where(*holding)) or 0)
+    if count and not force:
+        raise NodeBusyError(f"node {name} still holds {count} replicas: drain it first, or --force")
+    if count:
+        await session.execute(
+            update(DeploymentReplica)
+            .where(*holding)
+            .values(
+                status=ReplicaStatus.FAILED,
+                status_reason=NODE_LOST,
+                status_actor=NODE_LIFECYCLE_ACTOR,
+                stopped_at=func.now(),
+            )
+        )
+    await session.execute(delete(Node).where(Node.id == node_id))
+    return count

@@ -51,6 +51,10 @@ class DesiredState:
     request: Resources
     strategy: Strategy
     node_selector: Mapping[str, str]
+    # Nodes being drained: their replicas are replaced like an old revision's.
+    evacuate: frozenset[uuid.UUID] = frozenset()
+    # Restart backoff in force: create no new replicas yet (see model/restarts.py).
+    hold_new: bool = False
 
     def __post_init__(self) -> None:
         if self.replicas < 0:
@@ -120,11 +124,20 @@ def _scale_down_order(replica: ReplicaState, *, revision: str) -> tuple[int, boo
 
 
 def _rollout_victims(*, kept: Sequence[ReplicaState], desired: DesiredState) -> list[ReplicaState]:
-    """Old-revision replicas to replace now, within the max_unavailable budget.
+    """Replicas to replace now, within the max_unavailable budget.
 
-    Old replicas that are not running serve nobody, so replacing them costs no budget.
+    Those are the replicas of an old revision and those on nodes being drained. Old
+    replicas that are not running serve nobody, so replacing them costs no budget. While
+    the restart backoff holds new replicas back nothing is replaced: no replacement could
+    be created.
     """
-    old = [replica for replica in kept if replica.revision != desired.revision]
+    if desired.hold_new:
+        return []
+    old = [
+        replica
+        for replica in kept
+        if replica.revision != desired.revision or replica.node_id in desired.evacuate
+    ]
     old_running = sorted(
         (replica for replica in old if replica.is_available), key=lambda r: r.created_seq
     )
@@ -167,7 +180,7 @@ def plan(
     unassigned = sorted(
         (replica for replica in survivors if replica.is_unassigned), key=lambda r: r.created_seq
     )
-    to_create = desired.replicas - len(survivors)
+    to_create = 0 if desired.hold_new else desired.replicas - len(survivors)
     placement = place(
         request=desired.request,
         count=len(unassigned) + to_create,

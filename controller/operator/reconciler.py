@@ -22,8 +22,9 @@ from controller.db import deployments
 from controller.db.errors import DatabaseUnavailableError
 from controller.kube import status as kube_status
 from controller.kube.resource import DeploymentSpec, ObjectRef
-from controller.model import planner
+from controller.model import planner, restarts
 from controller.model.events import Event, events_for
+from controller.model.restarts import RestartPolicy
 from controller.model.status import compute_status
 
 T = TypeVar("T")
@@ -45,6 +46,8 @@ class Outcome:
 
     status: dict[str, Any]
     events: tuple[Event, ...]
+    # Reconcile again after this many seconds (the restart backoff ends then), if set.
+    requeue_after: float | None = None
 
 
 def _is_retryable(error: DBAPIError) -> bool:
@@ -81,9 +84,11 @@ class Reconciler:
         self,
         sessions: async_sessionmaker[AsyncSession],
         *,
+        restarts: RestartPolicy | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._sessions = sessions
+        self._restarts = restarts or RestartPolicy()
         self._clock = clock
 
     async def reconcile(
@@ -138,16 +143,26 @@ class Reconciler:
             name=ref.name,
             node_selector=spec.create.node_selector,
         )
+        now = self._clock()
+        stored = snapshot.deployment
+        restart = restarts.decide(
+            failures=stored.consecutive_failures if stored else 0,
+            last_failure_at=stored.last_failure_at if stored else None,
+            now=now,
+            policy=self._restarts,
+        )
         desired = planner.DesiredState(
             replicas=spec.replicas,
             revision=spec.revision,
             request=spec.request,
             strategy=spec.strategy,
             node_selector=spec.create.node_selector,
+            evacuate=snapshot.evacuate,
+            hold_new=restart.holds(now),
         )
         plan = planner.plan(desired=desired, replicas=snapshot.replicas, nodes=snapshot.nodes)
         new_ids = [uuid.uuid4() for _ in plan.create]
-        first_seq = snapshot.deployment.next_ordinal if snapshot.deployment else 0
+        first_seq = stored.next_ordinal if stored else 0
         after = planner.outcome(
             replicas=snapshot.replicas,
             plan=plan,
@@ -163,8 +178,8 @@ class Reconciler:
             unplaced=plan.unplaced,
             shortfall=plan.shortfall,
             previous_conditions=previous,
-            stalled_reason=None,
-            now=self._clock(),
+            stalled_reason=restart.stalled_reason,
+            now=now,
         )
         reason = next(c.reason for c in status.conditions if c.status)
         await deployments.apply(
@@ -188,4 +203,9 @@ class Reconciler:
         events = events_for(
             plan=plan, status=status, previous_conditions=previous, revision=spec.revision
         )
-        return Outcome(status=body, events=events)
+        hold = restart.hold_until if restart.holds(now) else None
+        return Outcome(
+            status=body,
+            events=events,
+            requeue_after=(hold - now).total_seconds() if hold else None,
+        )

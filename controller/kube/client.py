@@ -1,0 +1,113 @@
+"""The few Kubernetes API calls the operator makes itself.
+
+It reads an object, patches its status and posts events. kopf owns the watches; these calls
+exist because a reconcile may start outside a kopf handler (a database notification, the end
+of a restart backoff), and because every status write, from kopf's handlers or not, must go
+through one path under one per-object lock so that an older status never overwrites a newer
+one. The client is async (kubernetes_asyncio) like the rest of the operator.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes_asyncio import client, config
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from controller.kube import resource
+from controller.model.events import Event
+
+# Shown as the source of our events in `kubectl describe`.
+COMPONENT = "fog-controller"
+# HTTP 404: the object is gone (deleted between the notification and our read).
+NOT_FOUND = 404
+# Kubernetes caps event messages at 1 KiB in practice (kubectl truncates); keep ours within.
+EVENT_MESSAGE_MAX = 1024
+
+
+class KubeApiError(RuntimeError):
+    """An API call failed; retrying later may help."""
+
+
+async def connect() -> client.ApiClient:
+    """An API client from the in-cluster service account, else the kubeconfig."""
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        config.load_incluster_config()
+    else:
+        await config.load_kube_config()
+    return client.ApiClient()
+
+
+class KubeClient:
+    """FogDeployment reads, status patches and events over one API client."""
+
+    def __init__(self, api: client.ApiClient) -> None:
+        self._api = api
+        self._objects = client.CustomObjectsApi(api)
+        self._core = client.CoreV1Api(api)
+
+    async def close(self) -> None:
+        """Release the HTTP session."""
+        await self._api.close()
+
+    async def get(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The FogDeployment, or None when it no longer exists."""
+        try:
+            found: dict[str, Any] = await self._objects.get_namespaced_custom_object(
+                resource.GROUP, resource.VERSION, namespace, resource.PLURAL, name
+            )
+        except ApiException as exc:
+            if exc.status == NOT_FOUND:
+                return None
+            raise KubeApiError(f"reading {namespace}/{name}: {exc.status} {exc.reason}") from exc
+        return found
+
+    async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        """Merge `status` into the object's `.status` through the status subresource."""
+        try:
+            await self._objects.patch_namespaced_custom_object_status(
+                resource.GROUP,
+                resource.VERSION,
+                namespace,
+                resource.PLURAL,
+                name,
+                {"status": status},
+                _content_type="application/merge-patch+json",
+            )
+        except ApiException as exc:
+            if exc.status == NOT_FOUND:
+                return  # deleted meanwhile: nothing to report on
+            raise KubeApiError(f"patching {namespace}/{name}: {exc.status} {exc.reason}") from exc
+
+    async def post_event(self, obj: dict[str, Any], event: Event) -> None:
+        """Record a Kubernetes Event about `obj` (core/v1, as `kubectl describe` shows them)."""
+        meta = obj["metadata"]
+        now = datetime.now(UTC)
+        body = client.CoreV1Event(
+            metadata=client.V1ObjectMeta(
+                generate_name=f"{meta['name']}.", namespace=meta["namespace"]
+            ),
+            involved_object=client.V1ObjectReference(
+                api_version=f"{resource.GROUP}/{resource.VERSION}",
+                kind=resource.KIND,
+                name=meta["name"],
+                namespace=meta["namespace"],
+                uid=meta["uid"],
+                resource_version=meta.get("resourceVersion"),
+            ),
+            reason=event.reason,
+            message=event.message[:EVENT_MESSAGE_MAX],
+            type=str(event.type),
+            source=client.V1EventSource(component=COMPONENT),
+            reporting_component=COMPONENT,
+            reporting_instance=os.environ.get("HOSTNAME", COMPONENT),
+            first_timestamp=now,
+            last_timestamp=now,
+            count=1,
+        )
+        try:
+            await self._core.create_namespaced_event(meta["namespace"], body)
+        except ApiException as exc:
+            raise KubeApiError(f"posting event {event.reason}: {exc.status} {exc.reason}") from exc

@@ -1,0 +1,138 @@
+"""Sync one FogDeployment object: reconcile it and write its status, whoever asked.
+
+kopf handlers (create, update, resume, resync) and database wakeups all end here, so there is
+one place that turns reconciler results and errors into status, events and retry decisions.
+Status is written through the `/status` subresource under the object's lock, only when it
+changed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from controller.db.errors import DatabaseUnavailableError
+from controller.kube import resource
+from controller.kube import status as kube_status
+from controller.kube.client import KubeClient
+from controller.model.conditions import ConditionType, make_condition
+from controller.operator.locks import KeyedLocks
+from controller.operator.reconciler import Reconciler
+
+logger = logging.getLogger(__name__)
+
+Key = tuple[str, str]
+
+
+class InvalidSpecError(ValueError):
+    """The spec breaks the seed's limits: retrying cannot help until it is edited."""
+
+
+@dataclass(frozen=True, slots=True)
+class Requeue:
+    """Reconcile `key` again after `delay` seconds."""
+
+    key: Key
+    delay: float
+
+
+def failure_status(
+    *, reason: str, message: str, stalled: bool, generation: int, live: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Conditions that say why we could not reconcile (Stalled for permanent causes)."""
+    previous = list(live.get("conditions") or [])
+    now = datetime.now(UTC)
+    verdicts = {
+        ConditionType.READY: False,
+        ConditionType.RECONCILING: not stalled,
+        ConditionType.STALLED: stalled,
+    }
+    return {
+        "conditions": [
+            make_condition(
+                type_=type_,
+                status=value,
+                reason=reason,
+                message=message,
+                generation=generation,
+                previous=previous,
+                now=now,
+            ).as_dict()
+            for type_, value in verdicts.items()
+        ]
+    }
+
+
+def one_line(error: Exception) -> str:
+    """An error as one line, for conditions and logs."""
+    return " ".join(str(error).split())
+
+
+class Syncer:
+    """Reconcile + status + events for one object at a time per key."""
+
+    def __init__(
+        self,
+        *,
+        reconciler: Reconciler,
+        kube: KubeClient,
+        requeue: Callable[[Requeue], None],
+    ) -> None:
+        self._reconciler = reconciler
+        self._kube = kube
+        self._requeue = requeue
+        self._locks = KeyedLocks()
+
+    async def sync(self, obj: Mapping[str, Any], *, retry_delay: float = 0.0) -> None:
+        """Reconcile `obj` (a FogDeployment as the API returns it) and publish the result.
+
+        Raises InvalidSpecError or DatabaseUnavailableError after saying so in the status;
+        `retry_delay` is what the caller will wait before retrying, for the message.
+        """
+        meta = obj["metadata"]
+        ref = resource.object_ref(meta)
+        live: Mapping[str, Any] = obj.get("status") or {}
+        async with self._locks.hold((ref.namespace, ref.name)):
+            try:
+                spec = resource.parse_spec(ref.name, obj.get("spec") or {})
+            except ValidationError as exc:
+                message = f"invalid spec: {one_line(exc)}"
+                await self._kube.patch_status(
+                    ref.namespace,
+                    ref.name,
+                    failure_status(
+                        reason="InvalidSpec",
+                        message=message,
+                        stalled=True,
+                        generation=ref.generation,
+                        live=live,
+                    ),
+                )
+                raise InvalidSpecError(message) from exc
+            try:
+                outcome = await self._reconciler.reconcile(ref=ref, spec=spec, live_status=live)
+            except DatabaseUnavailableError as exc:
+                await self._kube.patch_status(
+                    ref.namespace,
+                    ref.name,
+                    failure_status(
+                        reason="DatabaseUnavailable",
+                        message=f"{one_line(exc)}; retrying in {retry_delay:.0f} s",
+                        stalled=False,
+                        generation=ref.generation,
+                        live=live,
+                    ),
+                )
+                raise
+            if kube_status.changed(live=dict(live), body=outcome.status):
+                await self._kube.patch_status(ref.namespace, ref.name, outcome.status)
+        for event in outcome.events:
+            logger.info("%s/%s %s: %s", ref.namespace, ref.name, event.reason, event.message)
+            await self._kube.post_event(dict(obj), event)
+        if outcome.requeue_after is not None:
+            self._requeue(Requeue(key=(ref.namespace, ref.name), delay=outcome.requeue_after))
