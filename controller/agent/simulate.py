@@ -9,6 +9,7 @@ in for many nodes, so the demo, the tests and the benchmarks need no edge hardwa
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import hashlib
 import logging
 import time
@@ -39,11 +40,22 @@ def container_id(replica_id: uuid.UUID) -> str:
 
 @dataclass
 class Simulator:
-    """The agent's memory between ticks: when each replica began starting."""
+    """The agent's memory between ticks: the replicas it runs and when each began starting.
+
+    `fail_image` (a glob) makes replicas of matching images fail instead of running, for
+    demos and tests of the restart backoff.
+    """
 
     start_delay: float
+    fail_image: str | None = None
     clock: Callable[[], float] = time.monotonic
     started: dict[uuid.UUID, float] = field(default_factory=dict)
+    orphans_stopped: list[uuid.UUID] = field(default_factory=list)
+
+    def _outcome(self, item: reports.Assignment) -> reports.Report:
+        if self.fail_image and fnmatch.fnmatchcase(item.image, self.fail_image):
+            return self._report(item, ReplicaStatus.FAILED, "Error: exit code 1")
+        return self._report(item, ReplicaStatus.RUNNING, "Started")
 
     def decide(self, work: Sequence[reports.Assignment]) -> list[list[reports.Report]]:
         """The reports due now, in rounds: a replica moves at most one step per round.
@@ -59,17 +71,26 @@ class Simulator:
                 self.started[item.replica_id] = now
                 first.append(self._report(item, ReplicaStatus.STARTING, "Starting"))
                 if self.start_delay <= 0:
-                    second.append(self._report(item, ReplicaStatus.RUNNING, "Started"))
+                    second.append(self._outcome(item))
             elif item.status is ReplicaStatus.STARTING:
                 began = self.started.setdefault(item.replica_id, now)
                 if now - began >= self.start_delay:
-                    first.append(self._report(item, ReplicaStatus.RUNNING, "Started"))
+                    first.append(self._outcome(item))
             elif item.status is ReplicaStatus.STOPPING:
                 first.append(self._report(item, ReplicaStatus.STOPPED, "Stopped"))
-        live = {item.replica_id for item in work}
-        for gone in self.started.keys() - live:
-            del self.started[gone]
+        self._stop_orphans({item.replica_id for item in work})
         return [batch for batch in (first, second) if batch]
+
+    def _stop_orphans(self, assigned: set[uuid.UUID]) -> None:
+        """Stop what runs here but is no longer assigned here.
+
+        That is a replica failed as NodeLost while this agent was silent (and replaced
+        elsewhere) or one that stopped: running it on would run it twice.
+        """
+        for replica_id in self.started.keys() - assigned:
+            del self.started[replica_id]
+            self.orphans_stopped.append(replica_id)
+            logger.info("stopped replica %s: no longer assigned to this agent", replica_id)
 
     @staticmethod
     def _report(item: reports.Assignment, status: ReplicaStatus, reason: str) -> reports.Report:
@@ -107,15 +128,23 @@ async def run(
     nodes: Sequence[str] | None,
     start_delay: float,
     tick_seconds: float = DEFAULT_TICK_SECONDS,
+    fail_image: str | None = None,
     stop: asyncio.Event | None = None,
+    silent: asyncio.Event | None = None,
 ) -> None:
-    """Act as the agent of `nodes` (None: all) until `stop` is set (or forever)."""
-    simulator = Simulator(start_delay=start_delay)
+    """Act as the agent of `nodes` (None: all) until `stop` is set (or forever).
+
+    While `silent` is set the agent neither heartbeats nor reports, as if its link were cut;
+    it keeps what it runs in memory and reconciles it when it speaks again.
+    """
+    simulator = Simulator(start_delay=start_delay, fail_image=fail_image)
     stop = stop or asyncio.Event()
+    silent = silent or asyncio.Event()
     failures = 0
     while not stop.is_set():
         try:
-            await tick(sessions, simulator, nodes)
+            if not silent.is_set():
+                await tick(sessions, simulator, nodes)
             failures = 0
         except (OperationalError, InterfaceError) as exc:
             # An agent outlives a database outage, as a real one outlives a flaky link.

@@ -41,7 +41,7 @@ def _non_negative(kind: type[int] | type[float]) -> Any:
 
 def register(commands: Any) -> None:
     """Add `node` and its sub-commands to the `fogctl` parser."""
-    node = commands.add_parser("node", help="fog nodes: register, list")
+    node = commands.add_parser("node", help="fog nodes: register, list, cordon, drain, remove")
     actions = node.add_subparsers(dest="node_command", required=True, metavar="ACTION")
 
     add = actions.add_parser("register", help="create or update a node")
@@ -53,6 +53,21 @@ def register(commands: Any) -> None:
     add.add_argument("--label", type=_label, action="append", default=[], metavar="KEY=VALUE")
     add_database_url(add)
     add.set_defaults(handler=_register)
+
+    for name, text in (
+        ("cordon", "no new replicas go to the node"),
+        ("uncordon", "the node takes new replicas again (ends a drain)"),
+        ("drain", "cordon, then move replicas away within each deployment's rolling limit"),
+        ("remove", "delete the node (refused while it holds replicas, unless --force)"),
+    ):
+        action = actions.add_parser(name, help=text)
+        action.add_argument("name")
+        if name == "remove":
+            action.add_argument(
+                "--force", action="store_true", help="fail its replicas (NodeLost) and remove"
+            )
+        add_database_url(action)
+        action.set_defaults(handler=_change)
 
     listing = actions.add_parser("list", help="nodes with capacity, allocation and heartbeat")
     listing.add_argument("-o", "--output", choices=("table", "json"), default="table")
@@ -73,6 +88,25 @@ def _register(args: argparse.Namespace) -> int:
 
     database.run(args.database_url, job)
     print(f"node {args.name} registered")
+    return 0
+
+
+def _change(args: argparse.Namespace) -> int:
+    async def job(sessions: async_sessionmaker[AsyncSession]) -> str:
+        async with sessions() as session, session.begin():
+            if args.node_command == "cordon":
+                await db_nodes.cordon(session, name=args.name)
+                return f"node {args.name} cordoned"
+            if args.node_command == "uncordon":
+                await db_nodes.uncordon(session, name=args.name)
+                return f"node {args.name} uncordoned"
+            if args.node_command == "drain":
+                moved = await db_nodes.drain(session, name=args.name)
+                return f"node {args.name} cordoned and draining ({len(moved)} deployments move)"
+            failed = await db_nodes.remove(session, name=args.name, force=args.force)
+            return f"node {args.name} removed" + (f" ({failed} replicas failed)" if failed else "")
+
+    print(database.run(args.database_url, job))
     return 0
 
 

@@ -90,6 +90,8 @@ def _positive_float(text: str) -> float:
 def _run(args: argparse.Namespace) -> int:
     url = urls.resolve(args.database_url)
     kopf.configure(verbose=args.verbose)
+    # The API client logs whole response bodies at debug level: too much even for -v.
+    logging.getLogger("kubernetes_asyncio").setLevel(logging.INFO)
     try:
         current = migrate.check_known(url)
     except DatabaseUnavailableError as exc:

@@ -17,6 +17,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from controller.db.errors import DatabaseError
+from controller.db.notify import notify, notify_waiting
 from controller.db.tables import DeploymentReplica, Node
 from controller.model.nodes import NodeStatus
 from controller.model.resources import Resources
@@ -69,6 +70,7 @@ async def register(
         .returning(Node.id)
     )
     node_id: uuid.UUID = (await session.execute(statement)).scalar_one()
+    await notify_waiting(session)
     return node_id
 
 
@@ -167,6 +169,7 @@ async def cordon(session: AsyncSession, *, name: str) -> None:
 async def uncordon(session: AsyncSession, *, name: str) -> None:
     """The node takes new replicas again (and is no longer being drained)."""
     await _set_flags(session, name, cordoned=False, draining=False)
+    await notify_waiting(session)
 
 
 async def drain(session: AsyncSession, *, name: str) -> list[uuid.UUID]:
@@ -182,7 +185,9 @@ async def drain(session: AsyncSession, *, name: str) -> list[uuid.UUID]:
         .where(Node.name == name, DeploymentReplica.status.in_(CAPACITY_HOLDING_STATUSES))
         .distinct()
     )
-    return list(rows)
+    affected = list(rows)
+    await notify(session, affected)
+    return affected
 
 
 async def remove(session: AsyncSession, *, name: str, force: bool) -> int:

@@ -24,6 +24,7 @@ from controller.kube import status as kube_status
 from controller.kube.resource import DeploymentSpec, ObjectRef
 from controller.model import planner, restarts
 from controller.model.events import Event, events_for
+from controller.model.replicas import ReplicaState
 from controller.model.restarts import RestartPolicy
 from controller.model.status import compute_status
 
@@ -75,6 +76,14 @@ def desired_record(ref: ObjectRef, spec: DeploymentSpec) -> deployments.DesiredR
         k8s_uid=ref.uid,
         generation=ref.generation,
     )
+
+
+def _stalled(
+    reason: str | None, replicas: Sequence[ReplicaState], spec: DeploymentSpec
+) -> str | None:
+    """The crash-loop verdict stands only while the desired replicas are not all running."""
+    running = sum(1 for r in replicas if r.is_available and r.revision == spec.revision)
+    return reason if running < spec.replicas else None
 
 
 class Reconciler:
@@ -178,7 +187,7 @@ class Reconciler:
             unplaced=plan.unplaced,
             shortfall=plan.shortfall,
             previous_conditions=previous,
-            stalled_reason=restart.stalled_reason,
+            stalled_reason=_stalled(restart.stalled_reason, after, spec),
             now=now,
         )
         reason = next(c.reason for c in status.conditions if c.status)

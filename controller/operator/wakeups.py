@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from controller.db import nodes as db_nodes
 from controller.db.errors import DatabaseUnavailableError
+from controller.db.notify import CHANNEL
 from controller.db.tables import Deployment, User
 from controller.kube.client import KubeApiError, KubeClient
 from controller.operator.reconciler import Reconciler
@@ -38,7 +39,6 @@ from controller.operator.sync import InvalidSpecError, Key, Requeue, Syncer
 
 logger = logging.getLogger(__name__)
 
-CHANNEL = "fog_deployment_changed"
 # Reconciles run concurrently for different deployments; four keep a 2-core machine busy
 # without letting one burst of reports monopolise the database pool (10 + 10 connections).
 WORKERS = 4

@@ -8,12 +8,14 @@ watching that namespace and a simulated agent, and looks at the results the way 
 from __future__ import annotations
 
 import json
+import signal
+import time
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import yaml
-from conftest import Kubectl, Stack, wait_for
+from conftest import Kubectl, Service, Stack, wait_for
 from sqlalchemy.engine import make_url
 
 MANIFESTS = Path(__file__).resolve().parents[1] / "manifests"
@@ -311,3 +313,92 @@ def test_database_outage_is_reported_then_recovered(
     wait_for("Ready with 2 after the outage", lambda: ready(kubectl, namespace, "web", 2), 120)
     assert stack.agent.process is not None
     assert stack.agent.process.poll() is None
+
+
+def test_node_loss_replaces_replicas_and_the_returning_node_runs_nothing_twice(
+    stack: Stack, kubectl: Kubectl, namespace: str
+) -> None:
+    for name in ("edge-1", "edge-2", "edge-3"):
+        stack.register_node(name)
+    grace = 3
+    stack.operator.args += ["--node-grace-seconds", str(grace)]
+    stack.operator.start()
+    steady = Service(
+        stack.folder / "agent-steady.log",
+        ["agent", "simulate", "edge-1", "edge-3", "--start-delay", "0", "--tick", "0.2"],
+        stack.env,
+    ).start()
+    flaky = Service(
+        stack.folder / "agent-edge-2.log",
+        ["agent", "simulate", "edge-2", "--start-delay", "0", "--tick", "0.2"],
+        stack.env,
+    ).start()
+    try:
+        # Registration counts as a heartbeat; the agents start later than that, so a node may
+        # go offline before its agent first speaks. Start once all three are heard from.
+        wait_for(
+            "three nodes heartbeating",
+            lambda: (
+                sql(
+                    stack,
+                    "SELECT count(*) FROM nodes WHERE status = 'online'"
+                    " AND last_heartbeat_at > now() - interval '1 second'",
+                )
+                == [(3,)]
+            ),
+        )
+        kubectl("apply", "-n", namespace, "-f", "-", stdin=manifest("web", replicas=3))
+        wait_for("Ready on three nodes", lambda: ready(kubectl, namespace, "web", 3))
+        assert sql(
+            stack,
+            "SELECT count(DISTINCT node_id) FROM deployment_replicas WHERE status = 'running'",
+        ) == [(3,)]
+        assert flaky.process is not None
+        flaky.process.send_signal(signal.SIGUSR1)  # cut edge-2's link
+        cut = time.monotonic()
+        wait_for(
+            "NodeLost",
+            lambda: (
+                sql(
+                    stack,
+                    "SELECT count(*) FROM replica_status_history"
+                    " WHERE reason = 'NodeLost' AND new_status = 'failed'",
+                )
+                == [(1,)]
+            ),
+        )
+        wait_for(
+            "replacement running elsewhere",
+            lambda: (
+                sql(
+                    stack,
+                    "SELECT n.name FROM deployment_replicas r JOIN nodes n ON n.id = r.node_id"
+                    " WHERE r.status = 'running' ORDER BY 1",
+                )
+                in (
+                    [("edge-1",), ("edge-1",), ("edge-3",)],
+                    [("edge-1",), ("edge-3",), ("edge-3",)],
+                )
+            ),
+        )
+        wait_for("Ready again", lambda: ready(kubectl, namespace, "web", 3))
+        assert time.monotonic() - cut <= grace + 5 + 2  # + the 1 s node check and polling
+
+        flaky.process.send_signal(signal.SIGUSR2)  # edge-2 speaks again
+        wait_for(
+            "edge-2 online",
+            lambda: (
+                sql(stack, "SELECT status::text FROM nodes WHERE name = 'edge-2'") == [("online",)]
+            ),
+        )
+        wait_for("orphan stopped", lambda: "no longer assigned" in flaky.log.read_text())
+        assert replica_counts(stack, "web") == {"running": 3, "failed": 1}
+        assert sql(
+            stack,
+            "SELECT count(*) FROM replica_status_history WHERE old_status = 'failed'",
+        ) == [(0,)]
+        history = json.loads(stack.fogctl("history", f"{namespace}/web", "-o", "json").stdout)
+        assert any(e["reason"] == "NodeLost" for e in history["history"])
+    finally:
+        steady.stop()
+        flaky.stop()
