@@ -7,12 +7,13 @@ BIN := $(VENV)/bin
 # The venv is rebuilt when the dependencies change; the stamp records the last install.
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: help venv postgres control-plane lint typecheck test test-fast demo demo-down clean
+.PHONY: help venv postgres control-plane lint typecheck test test-fast demo demo-node-loss demo-down clean
 
 help:
 	@echo "make demo        the operator on a local control plane + PostgreSQL, simulated nodes"
 	@echo "make test        lint, type check and every test (real PostgreSQL and kube-apiserver)"
 	@echo "make test-fast   only the tests that need neither (pure logic)"
+	@echo "make demo-node-loss  a node goes silent, its replicas move, it comes back"
 	@echo "make demo-down   stop what 'make demo' started"
 
 $(STAMP): pyproject.toml
@@ -48,6 +49,9 @@ test-fast: venv
 
 demo: venv postgres control-plane
 	scripts/demo
+
+demo-node-loss: venv postgres control-plane
+	scripts/demo-node-loss
 
 demo-down: venv
 	scripts/demo-down

@@ -76,6 +76,9 @@ class Simulator:
                 began = self.started.setdefault(item.replica_id, now)
                 if now - began >= self.start_delay:
                     first.append(self._outcome(item))
+            elif item.status is ReplicaStatus.RUNNING:
+                # Adopt what runs here already (an agent restarted while replicas ran).
+                self.started.setdefault(item.replica_id, now)
             elif item.status is ReplicaStatus.STOPPING:
                 first.append(self._report(item, ReplicaStatus.STOPPED, "Stopped"))
         self._stop_orphans({item.replica_id for item in work})
