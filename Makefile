@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # The venv is rebuilt when the dependencies change; the stamp records the last install.
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: help venv postgres control-plane lint typecheck test test-fast demo demo-node-loss demo-down clean
+.PHONY: help venv postgres control-plane lint typecheck test test-fast demo demo-node-loss demo-down bench bench-quick clean
 
 help:
 	@echo "make demo        the operator on a local control plane + PostgreSQL, simulated nodes"
@@ -15,6 +15,8 @@ help:
 	@echo "make test-fast   only the tests that need neither (pure logic)"
 	@echo "make demo-node-loss  a node goes silent, its replicas move, it comes back"
 	@echo "make demo-down   stop what 'make demo' started"
+	@echo "make bench       benchmarks (about 20 min): bench/results/latest.json, BENCHMARKS.md"
+	@echo "make bench-quick a small version (under 2 min)"
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -34,8 +36,8 @@ control-plane: venv
 	$(BIN)/fogctl sandbox build
 
 lint: venv
-	$(BIN)/ruff check controller tests migrations
-	$(BIN)/ruff format --check controller tests migrations
+	$(BIN)/ruff check controller tests migrations bench
+	$(BIN)/ruff format --check controller tests migrations bench
 	$(BIN)/lint-imports
 
 typecheck: venv
@@ -49,6 +51,13 @@ test-fast: venv
 
 demo: venv postgres control-plane
 	scripts/demo
+
+# Benchmarks report figures (bench/results/*.json, BENCHMARKS.md); they assert nothing.
+bench: venv postgres control-plane
+	$(BIN)/python bench/fogbench.py --markdown BENCHMARKS.md
+
+bench-quick: venv postgres control-plane
+	$(BIN)/python bench/fogbench.py --quick --out bench/results/quick.json
 
 demo-node-loss: venv postgres control-plane
 	scripts/demo-node-loss

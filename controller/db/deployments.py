@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, column, func, insert, select, update, values
+from sqlalchemy import Float, and_, cast, column, func, insert, select, update, values
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -33,10 +33,10 @@ from controller.db.tables import (
     User,
 )
 from controller.model.nodes import NodeStatus
-from controller.model.placement import NodeCapacity
+from controller.model.placement import NodeCapacity, Strategy
 from controller.model.planner import Plan, ReplicaTransition
 from controller.model.replicas import ReplicaState
-from controller.model.resources import Resources
+from controller.model.resources import MILLIS_PER_CORE, Resources
 from controller.model.states import (
     CAPACITY_HOLDING_STATUSES,
     DeploymentStatus,
@@ -107,7 +107,6 @@ class Snapshot:
     user_id: uuid.UUID | None
     deployment: StoredDeployment | None
     replicas: tuple[ReplicaState, ...]
-    nodes: tuple[NodeCapacity, ...]
     # Nodes being drained that hold some of this deployment's replicas.
     evacuate: frozenset[uuid.UUID] = frozenset()
 
@@ -237,53 +236,86 @@ def _node_capacity(row: Any) -> NodeCapacity:
     )
 
 
-async def _read_candidate_nodes(
-    session: AsyncSession, node_selector: Mapping[str, str]
+async def candidate_nodes(
+    session: AsyncSession,
+    *,
+    node_selector: Mapping[str, str],
+    request: Resources,
+    strategy: Strategy,
+    limit: int,
 ) -> tuple[NodeCapacity, ...]:
-    """Nodes that may take new replicas: online, not cordoned, carrying the selector's labels."""
-    statement = select(
-        Node.id,
-        Node.name,
-        Node.labels,
-        Node.cpu_cores,
-        Node.memory_mb,
-        Node.gpu_units,
-        Node.storage_gb,
-        Node.allocated_cpu_millicores,
-        Node.allocated_memory_mb,
-        Node.allocated_gpu_units,
-        Node.allocated_storage_gb,
-    ).where(Node.status == NodeStatus.ONLINE, Node.cordoned.is_(False))
+    """The best `limit` nodes that could take one more replica of `request`.
+
+    Candidates are online, not cordoned, carry the selector's labels and have room for one
+    replica in every dimension. They are ordered in SQL by the same allocation share the
+    placement scores (CPU and memory, which every request asks for): least allocated first for
+    Spread, most for BinPack. Reading only the best few keeps a reconcile's cost independent
+    of the cluster's size; placement among them stays exact, and never over-commits, because
+    the planner re-checks every fit and the node CHECK constraints back it up.
+    """
+    share = Node.allocated_cpu_millicores / func.nullif(
+        Node.cpu_cores * MILLIS_PER_CORE, 0
+    ) + Node.allocated_memory_mb / func.nullif(cast(Node.memory_mb, Float), 0)
+    order = share.asc() if strategy is Strategy.SPREAD else share.desc()
+    statement = (
+        select(
+            Node.id,
+            Node.name,
+            Node.labels,
+            Node.cpu_cores,
+            Node.memory_mb,
+            Node.gpu_units,
+            Node.storage_gb,
+            Node.allocated_cpu_millicores,
+            Node.allocated_memory_mb,
+            Node.allocated_gpu_units,
+            Node.allocated_storage_gb,
+        )
+        .where(
+            Node.status == NodeStatus.ONLINE,
+            Node.cordoned.is_(False),
+            Node.allocated_cpu_millicores + request.cpu_millis
+            <= func.round(Node.cpu_cores * MILLIS_PER_CORE),
+            Node.allocated_memory_mb + request.memory_mb <= Node.memory_mb,
+            Node.allocated_gpu_units + request.gpu_units <= Node.gpu_units,
+            Node.allocated_storage_gb + request.storage_gb <= Node.storage_gb,
+        )
+        .order_by(order.nulls_last(), Node.name)
+        .limit(limit)
+    )
     if node_selector:
         statement = statement.where(Node.labels.contains(dict(node_selector)))
     return tuple(_node_capacity(row) for row in await session.execute(statement))
 
 
-async def observe(
-    session: AsyncSession, *, namespace: str, name: str, node_selector: Mapping[str, str]
-) -> Snapshot:
-    """Lock the deployment and read what the planner needs (at most four statements)."""
+async def observe(session: AsyncSession, *, namespace: str, name: str) -> Snapshot:
+    """Lock the deployment and read it and its live replicas (three statements).
+
+    Nodes are read separately (`candidate_nodes`), only when something needs placing.
+    """
     await lock(session, namespace=namespace, name=name)
     user_id, deployment = await _read_deployment(session, namespace=namespace, name=name)
     replicas, evacuate = (
         await _read_replicas(session, deployment.id) if deployment else ((), frozenset())
     )
-    nodes = await _read_candidate_nodes(session, node_selector)
-    return Snapshot(
-        user_id=user_id, deployment=deployment, replicas=replicas, nodes=nodes, evacuate=evacuate
-    )
+    return Snapshot(user_id=user_id, deployment=deployment, replicas=replicas, evacuate=evacuate)
 
 
 async def _ensure_user(session: AsyncSession, namespace: str) -> uuid.UUID:
-    """The tenant row of a namespace, created on first use."""
-    statement = (
-        pg_insert(User)
-        .values(name=namespace)
-        .on_conflict_do_update(index_elements=[User.name], set_={"name": namespace})
-        .returning(User.id)
+    """The tenant row of a namespace, created on first use.
+
+    ON CONFLICT DO NOTHING, then a read: an upsert that updates would lock the row and make
+    every first reconcile of a namespace's deployments queue (and deadlock) on it.
+    """
+    inserted: uuid.UUID | None = await session.scalar(
+        pg_insert(User).values(name=namespace).on_conflict_do_nothing().returning(User.id)
     )
-    user_id: uuid.UUID = (await session.execute(statement)).scalar_one()
-    return user_id
+    if inserted is not None:
+        return inserted
+    existing: uuid.UUID = (
+        await session.execute(select(User.id).where(User.name == namespace))
+    ).scalar_one()
+    return existing
 
 
 async def _write_deployment(

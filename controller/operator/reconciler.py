@@ -8,6 +8,8 @@ types and this module's errors into kopf's retry decisions.
 
 from __future__ import annotations
 
+import asyncio
+import random
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -33,6 +35,14 @@ ACTOR = "operator"
 # A conflict means another writer moved first; re-planning from a fresh snapshot almost
 # always succeeds at once. After this many in a row something is hot: let kopf back off.
 MAX_CONFLICT_ATTEMPTS = 5
+# Random pause before a retry, growing with each try: up to 20 ms, 40 ms ... (a reconcile's
+# transaction takes a few milliseconds, so this spreads colliding writers apart).
+CONFLICT_JITTER_SECONDS = 0.02
+# Candidate nodes read for a placement: a few per replica to place, so Spread can still put
+# each on a different node and a node taken meanwhile by another deployment has stand-ins;
+# never fewer than 32, so small placements still choose among a good number of nodes.
+CANDIDATES_PER_REPLICA = 4
+MIN_CANDIDATES = 32
 # Over-commit refused by the node CHECK constraints: another deployment took the room.
 OVERCOMMIT_CONSTRAINT_PREFIX = "ck_nodes_"
 
@@ -113,9 +123,7 @@ class Reconciler:
         """Soft-delete the deployment: status deleted, replicas stopping, history kept."""
 
         async def once(session: AsyncSession) -> None:
-            snapshot = await deployments.observe(
-                session, namespace=ref.namespace, name=ref.name, node_selector={}
-            )
+            snapshot = await deployments.observe(session, namespace=ref.namespace, name=ref.name)
             await deployments.soft_delete(
                 session,
                 snapshot=snapshot,
@@ -126,18 +134,38 @@ class Reconciler:
         await self._with_retries(once)
 
     async def _with_retries(self, attempt: Callable[[AsyncSession], Awaitable[T]]) -> T:
-        for _ in range(MAX_CONFLICT_ATTEMPTS):
+        for tries in range(1, MAX_CONFLICT_ATTEMPTS + 1):
             try:
                 async with self._sessions() as session, session.begin():
                     return await attempt(session)
             except deployments.ConflictError:
-                continue
-            except (OperationalError, InterfaceError) as exc:
-                raise DatabaseUnavailableError(str(exc.orig or exc).splitlines()[0]) from exc
+                pass
             except DBAPIError as exc:
                 if not _is_retryable(exc):
+                    if isinstance(exc, OperationalError | InterfaceError):
+                        detail = str(exc.orig or exc).splitlines()[0]
+                        raise DatabaseUnavailableError(detail) from exc
                     raise
+            # Writers that collided would collide again if they retried in step.
+            await asyncio.sleep(random.uniform(0, CONFLICT_JITTER_SECONDS * tries))  # noqa: S311
         raise ConflictRetryError(f"{MAX_CONFLICT_ATTEMPTS} conflicting writes in a row")
+
+    @staticmethod
+    async def _plan(
+        session: AsyncSession, desired: planner.DesiredState, snapshot: deployments.Snapshot
+    ) -> planner.Plan:
+        """Plan without nodes first; read candidate nodes only if something needs a place."""
+        plan = planner.plan(desired=desired, replicas=snapshot.replicas, nodes=())
+        if not plan.unplaced:
+            return plan
+        nodes = await deployments.candidate_nodes(
+            session,
+            node_selector=desired.node_selector,
+            request=desired.request,
+            strategy=desired.strategy,
+            limit=max(MIN_CANDIDATES, CANDIDATES_PER_REPLICA * plan.unplaced),
+        )
+        return planner.plan(desired=desired, replicas=snapshot.replicas, nodes=nodes)
 
     async def _reconcile_once(
         self,
@@ -146,12 +174,7 @@ class Reconciler:
         spec: DeploymentSpec,
         previous: Sequence[Mapping[str, Any]],
     ) -> Outcome:
-        snapshot = await deployments.observe(
-            session,
-            namespace=ref.namespace,
-            name=ref.name,
-            node_selector=spec.create.node_selector,
-        )
+        snapshot = await deployments.observe(session, namespace=ref.namespace, name=ref.name)
         now = self._clock()
         stored = snapshot.deployment
         restart = restarts.decide(
@@ -169,7 +192,7 @@ class Reconciler:
             evacuate=snapshot.evacuate,
             hold_new=restart.holds(now),
         )
-        plan = planner.plan(desired=desired, replicas=snapshot.replicas, nodes=snapshot.nodes)
+        plan = await self._plan(session, desired, snapshot)
         new_ids = [uuid.uuid4() for _ in plan.create]
         first_seq = stored.next_ordinal if stored else 0
         after = planner.outcome(

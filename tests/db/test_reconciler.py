@@ -229,7 +229,9 @@ async def test_two_deployments_racing_for_one_node_never_overcommit(
 ) -> None:
     await add_node(sessions, "edge-1", cpu=4)
     drivers = [Driver(sessions, name=f"d{i}") for i in range(4)]
-    await asyncio.gather(*(driver.reconcile(spec(3)) for driver in drivers))
+    async with asyncio.TaskGroup() as group:  # a failure cancels the rest: nothing leaks
+        for driver in drivers:
+            group.create_task(driver.reconcile(spec(3)))
     async with sessions() as session:
         allocated = await session.scalar(select(Node.allocated_cpu_millicores))
         placed = await session.scalar(
