@@ -219,7 +219,7 @@ def start(
 ) -> Processes:
     environ = env.env(url)
     operator_log = env.folder / f"{run}-operator.log"
-    operator = fogctl(environ, operator_log, "run", "-n", namespace, "--resync-seconds", "60")
+    operator = fogctl(environ, operator_log, "run", "-n", namespace)  # default resync
     agent = None
     logs = [operator_log]
     if agent_nodes is not None:

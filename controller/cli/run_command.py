@@ -23,9 +23,11 @@ GRACE_ENV = "FOG_NODE_GRACE_SECONDS"
 # Nodes silent for longer are offline and their replicas replaced. 40 s tolerates a few lost
 # heartbeats on a flaky edge link (Kubernetes uses 50 s, Nomad 10 s TTL + 10 s grace).
 DEFAULT_NODE_GRACE_SECONDS = 40.0
-# How often every FogDeployment is reconciled even when nothing told us to: the safety net
-# for missed events and for agent reports (until notifications wake the operator sooner).
-DEFAULT_RESYNC_SECONDS = 30.0
+# How often every FogDeployment is reconciled even when nothing told us to. Watches, agent
+# notifications and node checks drive the real work; this is only the safety net for a
+# missed event. At 5,000 objects a 60 s resync alone kept a third of a core busy (make
+# bench); every 10 min costs a few percent (controller-runtime's default is 10 hours).
+DEFAULT_RESYNC_SECONDS = 600.0
 
 
 def register(commands: Any) -> None:

@@ -172,8 +172,10 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
 
     @kopf.on.delete(*target, id="finalize", registry=registry)
     async def finalize(meta: kopf.Meta, memo: kopf.Memo, retry: int, **_: Any) -> None:
+        ref = resource.object_ref(meta)
+        memo.runtime.wakeups.syncer.forget((ref.namespace, ref.name))
         try:
-            await memo.runtime.reconciler.finalize(ref=resource.object_ref(meta))
+            await memo.runtime.reconciler.finalize(ref=ref)
         except DatabaseUnavailableError as exc:
             raise kopf.TemporaryError(f"database unavailable: {exc}", delay=backoff(retry)) from exc
 

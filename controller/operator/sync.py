@@ -87,6 +87,27 @@ class Syncer:
         self._kube = kube
         self._requeue = requeue
         self._locks = KeyedLocks()
+        # The status we last wrote per object. The body a kopf handler or a timer receives
+        # may predate our own last patch; judging "what changed" (and "did Ready just turn
+        # True") against it would repeat patches and events. One small dict per object.
+        self._written: dict[Key, dict[str, Any]] = {}
+
+    def forget(self, key: Key) -> None:
+        """Drop what we remember of a deleted object."""
+        self._written.pop(key, None)
+
+    def _live(self, key: Key, server: Mapping[str, Any]) -> dict[str, Any]:
+        """The newer of the server's status and the one we last wrote."""
+        ours = self._written.get(key)
+        if ours is None or int(server.get("observedGeneration") or 0) > int(
+            ours.get("observedGeneration") or 0
+        ):
+            return dict(server)
+        return ours
+
+    async def _write(self, key: Key, live: Mapping[str, Any], body: dict[str, Any]) -> None:
+        await self._kube.patch_status(*key, body)
+        self._written[key] = {**live, **body}
 
     async def sync(self, obj: Mapping[str, Any], *, retry_delay: float = 0.0) -> None:
         """Reconcile `obj` (a FogDeployment as the API returns it) and publish the result.
@@ -96,15 +117,16 @@ class Syncer:
         """
         meta = obj["metadata"]
         ref = resource.object_ref(meta)
-        live: Mapping[str, Any] = obj.get("status") or {}
-        async with self._locks.hold((ref.namespace, ref.name)):
+        key = (ref.namespace, ref.name)
+        async with self._locks.hold(key):
+            live = self._live(key, obj.get("status") or {})
             try:
                 spec = resource.parse_spec(ref.name, obj.get("spec") or {})
             except ValidationError as exc:
                 message = f"invalid spec: {one_line(exc)}"
-                await self._kube.patch_status(
-                    ref.namespace,
-                    ref.name,
+                await self._write(
+                    key,
+                    live,
                     failure_status(
                         reason="InvalidSpec",
                         message=message,
@@ -117,9 +139,9 @@ class Syncer:
             try:
                 outcome = await self._reconciler.reconcile(ref=ref, spec=spec, live_status=live)
             except DatabaseUnavailableError as exc:
-                await self._kube.patch_status(
-                    ref.namespace,
-                    ref.name,
+                await self._write(
+                    key,
+                    live,
                     failure_status(
                         reason="DatabaseUnavailable",
                         message=f"{one_line(exc)}; retrying in {retry_delay:.0f} s",
@@ -129,10 +151,10 @@ class Syncer:
                     ),
                 )
                 raise
-            if kube_status.changed(live=dict(live), body=outcome.status):
-                await self._kube.patch_status(ref.namespace, ref.name, outcome.status)
+            if kube_status.changed(live=live, body=outcome.status):
+                await self._write(key, live, outcome.status)
         for event in outcome.events:
             logger.info("%s/%s %s: %s", ref.namespace, ref.name, event.reason, event.message)
             await self._kube.post_event(dict(obj), event)
         if outcome.requeue_after is not None:
-            self._requeue(Requeue(key=(ref.namespace, ref.name), delay=outcome.requeue_after))
+            self._requeue(Requeue(key=key, delay=outcome.requeue_after))

@@ -140,6 +140,7 @@ class Wakeups:
     async def _sync(self, key: Key) -> None:
         obj = await self._kube.get(*key)
         if obj is None or obj["metadata"].get("deletionTimestamp"):
+            self.syncer.forget(key)
             return  # gone or going: the finalizer owns it now
         await self.syncer.sync(obj, retry_delay=RETRY_SECONDS)
 
