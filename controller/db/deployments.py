@@ -280,7 +280,9 @@ async def candidate_nodes(
             Node.allocated_gpu_units + request.gpu_units <= Node.gpu_units,
             Node.allocated_storage_gb + request.storage_gb <= Node.storage_gb,
         )
-        .order_by(order.nulls_last(), Node.name)
+        # Random among equals: concurrent reconciles then spread over different nodes
+        # instead of queueing on the same rows (a burst of 1,000 did, holding connections).
+        .order_by(order.nulls_last(), func.random())
         .limit(limit)
     )
     if node_selector:

@@ -20,6 +20,9 @@ from sqlalchemy.ext.asyncio import (
 # reconnects): 20 kept + 10 overflow stays well inside PostgreSQL's default 100 slots.
 POOL_SIZE = 20
 MAX_OVERFLOW = 10
+# Transactions in flight at once; callers queue for a slot in-process (a semaphore) rather
+# than time out waiting for a pooled connection.
+MAX_CONCURRENT = POOL_SIZE + MAX_OVERFLOW
 # A connection that cannot be made in 10 s means the database is down: fail the reconcile and
 # let kopf retry with backoff rather than hang a worker.
 CONNECT_TIMEOUT_SECONDS = 10

@@ -21,6 +21,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, Operation
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from controller.db import deployments
+from controller.db import engine as db_engine
 from controller.db.errors import DatabaseUnavailableError
 from controller.kube import status as kube_status
 from controller.kube.resource import DeploymentSpec, ObjectRef
@@ -109,6 +110,9 @@ class Reconciler:
         self._sessions = sessions
         self._restarts = restarts or RestartPolicy()
         self._clock = clock
+        # kopf runs every object's handler at once; a burst of thousands must queue here, not
+        # in the connection pool, whose wait times out (and kopf would retry a minute later).
+        self._slots = asyncio.Semaphore(db_engine.MAX_CONCURRENT)
 
     async def reconcile(
         self, *, ref: ObjectRef, spec: DeploymentSpec, live_status: Mapping[str, Any]
@@ -136,7 +140,7 @@ class Reconciler:
     async def _with_retries(self, attempt: Callable[[AsyncSession], Awaitable[T]]) -> T:
         for tries in range(1, MAX_CONFLICT_ATTEMPTS + 1):
             try:
-                async with self._sessions() as session, session.begin():
+                async with self._slots, self._sessions() as session, session.begin():
                     return await attempt(session)
             except deployments.ConflictError:
                 pass
