@@ -25,6 +25,7 @@ from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from controller.db.nodes import allocated_of, capacity_of
 from controller.db.tables import (
     Deployment,
     DeploymentReplica,
@@ -220,18 +221,8 @@ def _node_capacity(row: Any) -> NodeCapacity:
         node_id=row.id,
         name=row.name,
         labels=row.labels,
-        capacity=Resources.from_cores(
-            cpu_cores=row.cpu_cores,
-            memory_mb=row.memory_mb,
-            gpu_units=row.gpu_units,
-            storage_gb=row.storage_gb,
-        ),
-        allocated=Resources(
-            cpu_millis=row.allocated_cpu_millicores,
-            memory_mb=row.allocated_memory_mb,
-            gpu_units=row.allocated_gpu_units,
-            storage_gb=row.allocated_storage_gb,
-        ),
+        capacity=capacity_of(row),
+        allocated=allocated_of(row),
         schedulable=True,
     )
 

@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -46,6 +47,26 @@ class NodeRecord:
     capacity: Resources
     allocated: Resources
     last_heartbeat_at: datetime | None
+
+
+def capacity_of(row: Any) -> Resources:
+    """A node row's (or result row's) capacity."""
+    return Resources.from_cores(
+        cpu_cores=row.cpu_cores,
+        memory_mb=row.memory_mb,
+        gpu_units=row.gpu_units,
+        storage_gb=row.storage_gb,
+    )
+
+
+def allocated_of(row: Any) -> Resources:
+    """What a node row (or result row) has allocated to replicas."""
+    return Resources(
+        cpu_millis=row.allocated_cpu_millicores,
+        memory_mb=row.allocated_memory_mb,
+        gpu_units=row.allocated_gpu_units,
+        storage_gb=row.allocated_storage_gb,
+    )
 
 
 async def register(
@@ -97,18 +118,8 @@ async def list_nodes(session: AsyncSession, *, names: Sequence[str] = ()) -> lis
             cordoned=node.cordoned,
             draining=node.draining,
             labels=node.labels,
-            capacity=Resources.from_cores(
-                cpu_cores=node.cpu_cores,
-                memory_mb=node.memory_mb,
-                gpu_units=node.gpu_units,
-                storage_gb=node.storage_gb,
-            ),
-            allocated=Resources(
-                cpu_millis=node.allocated_cpu_millicores,
-                memory_mb=node.allocated_memory_mb,
-                gpu_units=node.allocated_gpu_units,
-                storage_gb=node.allocated_storage_gb,
-            ),
+            capacity=capacity_of(node),
+            allocated=allocated_of(node),
             last_heartbeat_at=node.last_heartbeat_at,
         )
         for node in await session.scalars(statement)
@@ -137,12 +148,17 @@ async def mark_lost(session: AsyncSession, *, grace: timedelta) -> list[str]:
         .returning(Node.id, Node.name)
     )
     rows = list(lost)
-    if not rows:
-        return []
+    if rows:
+        await _fail_replicas_on(session, [row.id for row in rows])
+    return [row.name for row in rows]
+
+
+async def _fail_replicas_on(session: AsyncSession, node_ids: list[uuid.UUID]) -> None:
+    """Fail every replica holding capacity on these nodes, as lost with them."""
     await session.execute(
         update(DeploymentReplica)
         .where(
-            DeploymentReplica.node_id.in_([row.id for row in rows]),
+            DeploymentReplica.node_id.in_(node_ids),
             DeploymentReplica.status.in_(CAPACITY_HOLDING_STATUSES),
         )
         .values(
@@ -152,7 +168,6 @@ async def mark_lost(session: AsyncSession, *, grace: timedelta) -> list[str]:
             stopped_at=func.now(),
         )
     )
-    return [row.name for row in rows]
 
 
 async def _set_flags(session: AsyncSession, name: str, **flags: bool) -> None:
@@ -207,15 +222,6 @@ async def remove(session: AsyncSession, *, name: str, force: bool) -> int:
     if count and not force:
         raise NodeBusyError(f"node {name} still holds {count} replicas: drain it first, or --force")
     if count:
-        await session.execute(
-            update(DeploymentReplica)
-            .where(*holding)
-            .values(
-                status=ReplicaStatus.FAILED,
-                status_reason=NODE_LOST,
-                status_actor=NODE_LIFECYCLE_ACTOR,
-                stopped_at=func.now(),
-            )
-        )
+        await _fail_replicas_on(session, [node_id])
     await session.execute(delete(Node).where(Node.id == node_id))
     return count
