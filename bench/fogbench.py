@@ -25,8 +25,8 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
@@ -352,6 +352,43 @@ async def core_namespace(api_client: client.ApiClient, name: str) -> None:
     )
 
 
+@dataclass
+class Run:
+    """One run of a scenario: its database, namespace, processes and Ready watch."""
+
+    url: URL
+    namespace: str
+    watcher: ReadyWatch
+    processes: Processes
+
+
+@asynccontextmanager
+async def fresh_run(
+    env: Environment,
+    api_client: client.ApiClient,
+    label: str,
+    *,
+    nodes: int,
+    cpu: float,
+    memory: int,
+    agent_nodes: list[str] | None,
+) -> AsyncIterator[Run]:
+    """A new database, namespace, registered nodes, operator (and agent), and a Ready watch."""
+    url = env.fresh_database()
+    namespace = f"{label}-{uuid.uuid4().hex[:6]}"
+    await core_namespace(api_client, namespace)
+    await register_nodes(url, nodes, cpu=cpu, memory=memory, prefix=label.split("-")[0])
+    processes = start(env, url, namespace, label, agent_nodes=agent_nodes)
+    watcher = ReadyWatch(client.CustomObjectsApi(api_client), namespace)
+    try:
+        await asyncio.sleep(3)  # operator and agent import and connect
+        watcher.start()
+        yield Run(url=url, namespace=namespace, watcher=watcher, processes=processes)
+    finally:
+        await watcher.stop()
+        processes.stop()
+
+
 def count(url: URL, query: str) -> int:
     with psycopg.connect(url.set(drivername="postgresql").render_as_string(False)) as connection:
         row = connection.execute(query.encode()).fetchone()
@@ -368,25 +405,27 @@ async def scenario_burst(
     api = client.CustomObjectsApi(api_client)
     totals, rates, place_rates, p50s, p99s = [], [], [], [], []
     for run in range(RUNS):
-        url = env.fresh_database()
-        namespace = f"burst-{run}-{uuid.uuid4().hex[:6]}"
-        await core_namespace(api_client, namespace)
-        await register_nodes(url, sizes.burst_nodes, cpu=16, memory=32768, prefix="burst")
-        processes = start(env, url, namespace, f"burst{run}", agent_nodes=[])
-        watcher = ReadyWatch(api, namespace)
-        try:
-            await asyncio.sleep(3)  # operator and agent import and connect
-            watcher.start()
+        async with fresh_run(
+            env,
+            api_client,
+            f"burst-{run}",
+            nodes=sizes.burst_nodes,
+            cpu=16,
+            memory=32768,
+            agent_nodes=[],
+        ) as current:
+            watcher = current.watcher
             bodies = [
                 manifest(f"d{i:04d}", sizes.burst_replicas) for i in range(sizes.burst_deployments)
             ]
             began = time.monotonic()
-            created = await create_all(api, namespace, bodies, concurrency=16)
+            created = await create_all(api, current.namespace, bodies, concurrency=16)
             expected = sizes.burst_deployments * sizes.burst_replicas
             placed_at = None
             while placed_at is None:
                 placed = count(
-                    url, "SELECT count(*) FROM deployment_replicas WHERE node_id IS NOT NULL"
+                    current.url,
+                    "SELECT count(*) FROM deployment_replicas WHERE node_id IS NOT NULL",
                 )
                 if placed >= expected:
                     placed_at = time.monotonic()
@@ -402,9 +441,6 @@ async def scenario_burst(
             p50s.append(percentile(latencies, 50))
             p99s.append(percentile(latencies, 99))
             print(f"  burst run {run + 1}: all Ready in {done - began:.1f} s", flush=True)
-        finally:
-            await watcher.stop()
-            processes.stop()
     return {
         "nodes": sizes.burst_nodes,
         "deployments": sizes.burst_deployments,
@@ -424,35 +460,63 @@ async def scenario_single(
     api = client.CustomObjectsApi(api_client)
     p50s, p99s = [], []
     for run in range(RUNS):
-        url = env.fresh_database()
-        namespace = f"single-{run}-{uuid.uuid4().hex[:6]}"
-        await core_namespace(api_client, namespace)
-        await register_nodes(url, 10, cpu=64, memory=131072, prefix="single")
-        processes = start(env, url, namespace, f"single{run}", agent_nodes=[])
-        watcher = ReadyWatch(api, namespace)
-        try:
-            await asyncio.sleep(3)
-            watcher.start()
+        async with fresh_run(
+            env, api_client, f"single-{run}", nodes=10, cpu=64, memory=131072, agent_nodes=[]
+        ) as current:
+            watcher = current.watcher
             latencies = []
             for index in range(sizes.single_repeats):
                 name = f"s{index:03d}"
                 began = time.monotonic()
                 await api.create_namespaced_custom_object(
-                    GROUP, VERSION, namespace, PLURAL, manifest(name, 10)
+                    GROUP, VERSION, current.namespace, PLURAL, manifest(name, 10)
                 )
                 await watcher.until(lambda n=name, w=watcher: n in w.ready_at, limit=60)
                 latencies.append(watcher.ready_at[name] - began)
             p50s.append(percentile(latencies, 50))
             p99s.append(percentile(latencies, 99))
             print(f"  single run {run + 1}: p50 {p50s[-1]:.3f} s", flush=True)
-        finally:
-            await watcher.stop()
-            processes.stop()
     return {
         "repeats": sizes.single_repeats,
         "apply_to_ready_p50_s": summary(p50s),
         "apply_to_ready_p99_s": summary(p99s),
     }
+
+
+async def _report_latencies(
+    api: client.CustomObjectsApi, current: Run, samples: int
+) -> tuple[float, float]:
+    """Act as the agent of the run's one node: report each replica running, time the status."""
+    watcher = current.watcher
+    await api.create_namespaced_custom_object(
+        GROUP, VERSION, current.namespace, PLURAL, manifest("r", samples)
+    )
+
+    def status() -> dict[str, Any]:
+        return dict((watcher.seen.get("r") or {}).get("status") or {})
+
+    await watcher.until(lambda: status().get("replicas") == samples, limit=60)
+    engine = db_engine.make_engine(current.url)
+    sessions = db_engine.make_sessions(engine)
+    latencies = []
+    try:
+        async with sessions() as session:
+            work = await reports.assignments(session, nodes=["report-0000"])
+        for ready_count, item in enumerate(work, start=1):
+            async with sessions() as session, session.begin():
+                for step in (ReplicaStatus.STARTING, ReplicaStatus.RUNNING):
+                    report = reports.Report(
+                        node=item.node, replica_id=item.replica_id, status=step, reason="bench"
+                    )
+                    await reports.report(session, [report])
+            sent = time.monotonic()
+            await watcher.until(
+                lambda n=ready_count: int(status().get("readyReplicas") or 0) >= n, limit=30
+            )
+            latencies.append(time.monotonic() - sent)
+    finally:
+        await engine.dispose()
+    return percentile(latencies, 50), percentile(latencies, 99)
 
 
 async def scenario_report(
@@ -462,58 +526,13 @@ async def scenario_report(
     api = client.CustomObjectsApi(api_client)
     p50s, p99s = [], []
     for run in range(RUNS):
-        url = env.fresh_database()
-        namespace = f"report-{run}-{uuid.uuid4().hex[:6]}"
-        await core_namespace(api_client, namespace)
-        await register_nodes(url, 1, cpu=64, memory=131072, prefix="manual")
-        processes = start(env, url, namespace, f"report{run}", agent_nodes=None)
-        watcher = ReadyWatch(api, namespace)
-        engine = db_engine.make_engine(url)
-        sessions = db_engine.make_sessions(engine)
-        try:
-            await asyncio.sleep(3)
-            watcher.start()
-            await api.create_namespaced_custom_object(
-                GROUP, VERSION, namespace, PLURAL, manifest("r", sizes.report_samples)
-            )
-
-            def placed(watcher: ReadyWatch = watcher) -> bool:
-                status = (watcher.seen.get("r") or {}).get("status") or {}
-                return status.get("replicas") == sizes.report_samples
-
-            await watcher.until(placed, limit=60)
-            async with sessions() as session:
-                work = await reports.assignments(session, nodes=["manual-0000"])
-            latencies = []
-            for ready_count, item in enumerate(work, start=1):
-                async with sessions() as session, session.begin():
-                    for status in (ReplicaStatus.STARTING, ReplicaStatus.RUNNING):
-                        await reports.report(
-                            session,
-                            [
-                                reports.Report(
-                                    node=item.node,
-                                    replica_id=item.replica_id,
-                                    status=status,
-                                    reason="bench",
-                                )
-                            ],
-                        )
-                sent = time.monotonic()
-
-                def counted(expected: int = ready_count, watcher: ReadyWatch = watcher) -> bool:
-                    status = (watcher.seen.get("r") or {}).get("status") or {}
-                    return int(status.get("readyReplicas") or 0) >= expected
-
-                await watcher.until(counted, limit=30)
-                latencies.append(time.monotonic() - sent)
-            p50s.append(percentile(latencies, 50))
-            p99s.append(percentile(latencies, 99))
-            print(f"  report run {run + 1}: p50 {p50s[-1]:.3f} s", flush=True)
-        finally:
-            await engine.dispose()
-            await watcher.stop()
-            processes.stop()
+        async with fresh_run(
+            env, api_client, f"report-{run}", nodes=1, cpu=64, memory=131072, agent_nodes=None
+        ) as current:
+            p50, p99 = await _report_latencies(api, current, sizes.report_samples)
+            p50s.append(p50)
+            p99s.append(p99)
+            print(f"  report run {run + 1}: p50 {p50:.3f} s", flush=True)
     return {
         "samples": sizes.report_samples,
         "report_to_status_p50_s": summary(p50s),
@@ -537,23 +556,19 @@ async def scenario_idle(
 ) -> dict[str, Any]:
     """Thousands of Ready objects and nothing to do: what the operator costs at rest."""
     api = client.CustomObjectsApi(api_client)
-    url = env.fresh_database()
-    namespace = f"idle-{uuid.uuid4().hex[:6]}"
-    await core_namespace(api_client, namespace)
-    await register_nodes(url, 100, cpu=64, memory=131072, prefix="idle")
-    processes = start(env, url, namespace, "idle", agent_nodes=[])
-    watcher = ReadyWatch(api, namespace)
-    try:
-        await asyncio.sleep(3)
-        watcher.start()
+    async with fresh_run(
+        env, api_client, "idle", nodes=100, cpu=64, memory=131072, agent_nodes=[]
+    ) as current:
         bodies = [manifest(f"i{i:05d}", 1) for i in range(sizes.idle_objects)]
-        await create_all(api, namespace, bodies, concurrency=16)
-        await watcher.until(lambda: len(watcher.ready_at) >= len(bodies), limit=1800)
+        await create_all(api, current.namespace, bodies, concurrency=16)
+        watcher = current.watcher
+        wanted = len(bodies)
+        await watcher.until(lambda w=watcher, n=wanted: len(w.ready_at) >= n, limit=1800)
         await watcher.stop()
         await asyncio.sleep(5)  # let the last status patches and events settle
         window = sizes.idle_seconds / RUNS
         shares = []
-        pid = processes.operator.pid
+        pid = current.processes.operator.pid
         for _ in range(RUNS):
             before, _ = _proc(pid)
             await asyncio.sleep(window)
@@ -561,9 +576,6 @@ async def scenario_idle(
             shares.append(100 * (after - before) / window)
         _, peak = _proc(pid)
         print(f"  idle: {statistics.median(shares):.2f} % of a core", flush=True)
-    finally:
-        await watcher.stop()
-        processes.stop()
     return {
         "objects": sizes.idle_objects,
         "seconds": sizes.idle_seconds,
