@@ -33,8 +33,3 @@ def status_body(
         "revision": revision[:SHORT_REVISION],
         "unplacedReplicas": unplaced,
     }
-
-
-def changed(*, live: dict[str, Any], body: dict[str, Any]) -> bool:
-    """Whether patching `body` over the live status would change anything."""
-    return any(live.get(key) != value for key, value in body.items())

@@ -18,9 +18,9 @@ from pydantic import ValidationError
 
 from controller.db.errors import DatabaseUnavailableError
 from controller.kube import resource
-from controller.kube import status as kube_status
 from controller.kube.client import KubeClient
 from controller.model.conditions import ConditionType, make_condition
+from controller.model.status import status_changed
 from controller.operator.locks import KeyedLocks
 from controller.operator.reconciler import Reconciler
 
@@ -151,7 +151,7 @@ class Syncer:
                     ),
                 )
                 raise
-            if kube_status.changed(live=live, body=outcome.status):
+            if status_changed(old=live, new=outcome.status):
                 await self._write(key, live, outcome.status)
         for event in outcome.events:
             logger.info("%s/%s %s: %s", ref.namespace, ref.name, event.reason, event.message)
