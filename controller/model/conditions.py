@@ -94,3 +94,31 @@ def make_condition(
         observed_generation=generation,
         last_transition_time=since if isinstance(since, str) else rfc3339(moment=now),
     )
+
+
+def condition_set(
+    *,
+    verdict: ConditionType,
+    reason: str,
+    message: str,
+    generation: int,
+    previous: Sequence[Mapping[str, Any]],
+    now: datetime,
+) -> tuple[Condition, ...]:
+    """Ready, Reconciling and Stalled with exactly one True (`verdict`), sharing one reason.
+
+    kstatus reads the one True condition; the other two say False with the same reason so
+    that `kubectl describe` tells one story.
+    """
+    return tuple(
+        make_condition(
+            type_=type_,
+            status=verdict is type_,
+            reason=reason,
+            message=message,
+            generation=generation,
+            previous=previous,
+            now=now,
+        )
+        for type_ in ConditionType
+    )

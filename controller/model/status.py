@@ -12,7 +12,7 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
 
-from controller.model.conditions import Condition, ConditionType, make_condition
+from controller.model.conditions import Condition, ConditionType, condition_set
 from controller.model.replicas import ReplicaState
 from controller.model.states import DeploymentStatus, ReplicaStatus
 
@@ -177,17 +177,13 @@ def compute_status(
     summary = _summarize(
         counts=counts, revision=revision, unplaced=unplaced, shortfall=shortfall, stalled=stalled
     )
-    conditions = tuple(
-        make_condition(
-            type_=type_,
-            status=summary.verdict is type_,
-            reason=summary.reason,
-            message=summary.message,
-            generation=generation,
-            previous=previous_conditions,
-            now=now,
-        )
-        for type_ in ConditionType
+    conditions = condition_set(
+        verdict=summary.verdict,
+        reason=summary.reason,
+        message=summary.message,
+        generation=generation,
+        previous=previous_conditions,
+        now=now,
     )
     return FogDeploymentStatus(
         phase=_phase(counts=counts, unplaced=unplaced, stalled=stalled),

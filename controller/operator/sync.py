@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from controller.db.errors import DatabaseUnavailableError
 from controller.kube import resource
 from controller.kube.client import KubeClient
-from controller.model.conditions import ConditionType, make_condition
+from controller.model.conditions import ConditionType, condition_set
 from controller.model.status import status_changed
 from controller.operator.locks import KeyedLocks
 from controller.operator.reconciler import Reconciler
@@ -45,27 +45,15 @@ def failure_status(
     *, reason: str, message: str, stalled: bool, generation: int, live: Mapping[str, Any]
 ) -> dict[str, Any]:
     """Conditions that say why we could not reconcile (Stalled for permanent causes)."""
-    previous = list(live.get("conditions") or [])
-    now = datetime.now(UTC)
-    verdicts = {
-        ConditionType.READY: False,
-        ConditionType.RECONCILING: not stalled,
-        ConditionType.STALLED: stalled,
-    }
-    return {
-        "conditions": [
-            make_condition(
-                type_=type_,
-                status=value,
-                reason=reason,
-                message=message,
-                generation=generation,
-                previous=previous,
-                now=now,
-            ).as_dict()
-            for type_, value in verdicts.items()
-        ]
-    }
+    conditions = condition_set(
+        verdict=ConditionType.STALLED if stalled else ConditionType.RECONCILING,
+        reason=reason,
+        message=message,
+        generation=generation,
+        previous=list(live.get("conditions") or []),
+        now=datetime.now(UTC),
+    )
+    return {"conditions": [condition.as_dict() for condition in conditions]}
 
 
 def one_line(error: Exception) -> str:
