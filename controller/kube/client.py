@@ -1,10 +1,10 @@
 """The few Kubernetes API calls the operator makes itself.
 
-It reads an object, patches its status and posts events. kopf owns the watches; these calls
-exist because a reconcile may start outside a kopf handler (a database notification, the end
-of a restart backoff), and because every status write, from kopf's handlers or not, must go
-through one path under one per-object lock so that an older status never overwrites a newer
-one. The client is async (kubernetes_asyncio) like the rest of the operator.
+It patches status and posts events. kopf owns the watch; reconciles run in the operator's
+own workers (any of a watch event, a database notification, a requeue or the resync may start
+one), and every status write goes through one path under one per-object lock so that an older
+status never overwrites a newer one. The client is async (kubernetes_asyncio) like the rest of
+the operator.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ async def connect() -> client.ApiClient:
 
 
 class KubeClient:
-    """FogDeployment reads, status patches and events over one API client."""
+    """FogDeployment status patches and events over one API client."""
 
     def __init__(self, api: client.ApiClient) -> None:
         self._api = api
@@ -51,18 +51,6 @@ class KubeClient:
     async def close(self) -> None:
         """Release the HTTP session."""
         await self._api.close()
-
-    async def get(self, namespace: str, name: str) -> dict[str, Any] | None:
-        """The FogDeployment, or None when it no longer exists."""
-        try:
-            found: dict[str, Any] = await self._objects.get_namespaced_custom_object(
-                resource.GROUP, resource.VERSION, namespace, resource.PLURAL, name
-            )
-        except ApiException as exc:
-            if exc.status == NOT_FOUND:
-                return None
-            raise KubeApiError(f"reading {namespace}/{name}: {exc.status} {exc.reason}") from exc
-        return found
 
     async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         """Merge `status` into the object's `.status` through the status subresource."""
@@ -81,21 +69,17 @@ class KubeClient:
                 return  # deleted meanwhile: nothing to report on
             raise KubeApiError(f"patching {namespace}/{name}: {exc.status} {exc.reason}") from exc
 
-    async def post_event(self, obj: dict[str, Any], event: Event) -> None:
-        """Record a Kubernetes Event about `obj` (core/v1, as `kubectl describe` shows them)."""
-        meta = obj["metadata"]
+    async def post_event(self, ref: resource.ObjectRef, event: Event) -> None:
+        """Record a Kubernetes Event about `ref` (core/v1, as `kubectl describe` shows them)."""
         now = datetime.now(UTC)
         body = client.CoreV1Event(
-            metadata=client.V1ObjectMeta(
-                generate_name=f"{meta['name']}.", namespace=meta["namespace"]
-            ),
+            metadata=client.V1ObjectMeta(generate_name=f"{ref.name}.", namespace=ref.namespace),
             involved_object=client.V1ObjectReference(
                 api_version=f"{resource.GROUP}/{resource.VERSION}",
                 kind=resource.KIND,
-                name=meta["name"],
-                namespace=meta["namespace"],
-                uid=meta["uid"],
-                resource_version=meta.get("resourceVersion"),
+                name=ref.name,
+                namespace=ref.namespace,
+                uid=ref.uid,
             ),
             reason=event.reason,
             message=event.message[:EVENT_MESSAGE_MAX],
@@ -108,6 +92,6 @@ class KubeClient:
             count=1,
         )
         try:
-            await self._core.create_namespaced_event(meta["namespace"], body)
+            await self._core.create_namespaced_event(ref.namespace, body)
         except ApiException as exc:
             raise KubeApiError(f"posting event {event.reason}: {exc.status} {exc.reason}") from exc

@@ -1,12 +1,20 @@
-"""kopf handlers: thin translations from kopf's arguments to the syncer and back.
+"""kopf handlers: thin translations from kopf's arguments to the work loop and back.
 
-Create, update, resume and a periodic timer all sync through the same reconcile, because kopf's
-create/update handlers are edge-triggered while correctness needs a level-triggered loop: the
-timer is the safety net that repairs whatever an event missed. Errors are classified here and
-nowhere else: a spec that can never work is permanent, a database or API outage is temporary
-with exponential backoff; the syncer has already said which in the status conditions.
+kopf does three things for us: it watches FogDeployments, it adds and removes our finalizer,
+and it runs the startup, cleanup, login and probe hooks. Reconciling is ours: one spy handler
+(`on.event`) records each watch event and queues a reconcile when the object is new or its
+spec changed; the work loop's workers run the one idempotent, level-triggered reconcile for
+every cause (create, update, startup, agent reports, resync). The `on.delete` handler
+soft-deletes through the same per-object lock, and kopf then removes the finalizer.
 
-Everything with a life (engine, API client, the wakeups task) is created at startup and kept in
+Why not kopf's create/update/resume handlers and a timer per object? They cost an API write
+per object (kopf's diff-base annotation, a copy of the whole spec), a deep copy of every body
+for every watch event, and a sleeping task per object; at thousands of objects that was most
+of the operator's time during a burst and most of its memory at rest
+(docs/design/performance.md). Errors are handled by the work queue: outages retry with
+exponential backoff per object, an invalid spec is reported as Stalled and waits for an edit.
+
+Everything with a life (engine, API client, the work loop) is created at startup and kept in
 kopf's memo, and released at cleanup.
 """
 
@@ -14,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -29,19 +37,13 @@ from controller.db.errors import DatabaseUnavailableError
 from controller.kube import client as kube_client
 from controller.kube import resource
 from controller.model.restarts import RestartPolicy
-from controller.operator.reconciler import ConflictRetryError, Reconciler
-from controller.operator.sync import InvalidSpecError
+from controller.operator.reconciler import Reconciler
 from controller.operator.wakeups import Wakeups
+from controller.operator.workqueue import backoff
 
 # Our own names for kopf's bookkeeping, so that nothing says zalando.org on our objects.
 DOMAIN = "fogcompute.io"
 FINALIZER = f"{DOMAIN}/finalizer"
-# Outages: retry after 1, 2, 4 ... seconds, never more than a minute apart, so that recovery
-# is noticed quickly but a long outage does not flood the logs.
-BACKOFF_BASE_SECONDS = 1.0
-BACKOFF_MAX_SECONDS = 60.0
-# After conflicting writes, one quick retry usually wins.
-CONFLICT_RETRY_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,28 +62,42 @@ class Runtime:
     """What lives from startup to cleanup."""
 
     engine: AsyncEngine
-    reconciler: Reconciler
     kube: kube_client.KubeClient
     wakeups: Wakeups
     task: asyncio.Task[None]
 
 
-def backoff(retry: int) -> float:
-    """Exponential backoff for the n-th retry of a handler."""
-    return float(min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * 2**retry))
+class NoDiffBase(kopf.DiffBaseStorage):
+    """kopf's diff base, switched off: we have no create/update handlers that would use it.
+
+    kopf would otherwise deep-copy every object on every watch event to compute an essence,
+    and patch a copy of the spec into an annotation on every change: an API write per object
+    and a GitOps-visible annotation as large as the spec.
+    """
+
+    def build(
+        self, *, body: kopf.Body, extra_fields: Iterable[kopf.FieldSpec] | None = None
+    ) -> kopf.BodyEssence:
+        """Nothing: every change looks the same to kopf, and no handler asks."""
+        return kopf.BodyEssence()
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        """No stored essence."""
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        """Store nothing (no patch)."""
 
 
 def apply_settings(settings: kopf.OperatorSettings, *, verbose: bool) -> None:
     """Our names for kopf's bookkeeping, quieter posting and logging, watch timeouts."""
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=DOMAIN)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=DOMAIN, key="last-handled-configuration"
-    )
+    settings.persistence.diffbase_storage = NoDiffBase()
     # kopf's own "handler succeeded" events would drown ours; keep its warnings.
     settings.posting.level = logging.WARNING
-    # Likewise its per-object log lines: a resync of every object every interval would be
-    # thousands of lines a minute. Our own log says what a reconcile changed.
+    # Likewise its per-object log lines (one per watch event). Our own log says what a
+    # reconcile changed.
     if not verbose:
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     # A watch that sees nothing for 5 min is re-established: silent freezes end there.
@@ -93,29 +109,17 @@ async def start_runtime(config: OperatorConfig) -> Runtime:
     """Connect to the database and the API server and start the wakeups loops."""
     engine = db_engine.make_engine(config.database_url)
     sessions = db_engine.make_sessions(engine)
-    reconciler = Reconciler(sessions, restarts=config.restarts)
     kube = kube_client.KubeClient(await kube_client.connect())
     wakeups = Wakeups(
         url=config.database_url,
         sessions=sessions,
         kube=kube,
-        reconciler=reconciler,
+        reconciler=Reconciler(sessions, restarts=config.restarts),
         node_grace=config.node_grace,
+        resync_seconds=config.resync_seconds,
     )
     task = asyncio.create_task(wakeups.run(), name="fog-wakeups")
-    return Runtime(engine=engine, reconciler=reconciler, kube=kube, wakeups=wakeups, task=task)
-
-
-async def _sync(runtime: Runtime, body: kopf.Body, retry: int) -> None:
-    delay = backoff(retry)
-    try:
-        await runtime.wakeups.syncer.sync(body, retry_delay=delay)
-    except InvalidSpecError as exc:
-        raise kopf.PermanentError(str(exc)) from exc
-    except (DatabaseUnavailableError, kube_client.KubeApiError) as exc:
-        raise kopf.TemporaryError(str(exc), delay=delay) from exc
-    except ConflictRetryError as exc:
-        raise kopf.TemporaryError(str(exc), delay=CONFLICT_RETRY_SECONDS) from exc
+    return Runtime(engine=engine, kube=kube, wakeups=wakeups, task=task)
 
 
 def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
@@ -146,37 +150,17 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
             await connection.execute(text("SELECT 1"))
         return True
 
-    async def reconcile(
-        body: kopf.Body,
-        memo: kopf.Memo,
-        retry: int = 0,  # timers are not retried, so kopf passes no retry count to them
-        **_: Any,
-    ) -> None:
-        await _sync(memo.runtime, body, retry)
-
-    for decorator in (kopf.on.create, kopf.on.update, kopf.on.resume):
-        decorator(*target, id="reconcile", registry=registry)(reconcile)
-
-    def jittered_start(**_: Any) -> float:
-        # Spread the first resync of each object over one interval, so that thousands of
-        # objects found at startup do not all resync in the same second, forever after.
-        return random.uniform(0, config.resync_seconds)  # noqa: S311 - not for security
-
-    kopf.timer(
-        *target,
-        id="resync",
-        interval=config.resync_seconds,
-        initial_delay=jittered_start,
-        registry=registry,
-    )(reconcile)
+    # async, though it never awaits: kopf runs plain functions in a thread pool.
+    @kopf.on.event(*target, id="observe", registry=registry)
+    async def observe(body: kopf.Body, event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+        memo.runtime.wakeups.observe(body, deleted=event.get("type") == "DELETED")
 
     @kopf.on.delete(*target, id="finalize", registry=registry)
     async def finalize(meta: kopf.Meta, memo: kopf.Memo, retry: int, **_: Any) -> None:
-        ref = resource.object_ref(meta)
-        memo.runtime.wakeups.syncer.forget((ref.namespace, ref.name))
         try:
-            await memo.runtime.reconciler.finalize(ref=ref)
+            await memo.runtime.wakeups.syncer.finalize(resource.object_ref(meta))
         except DatabaseUnavailableError as exc:
-            raise kopf.TemporaryError(f"database unavailable: {exc}", delay=backoff(retry)) from exc
+            delay = backoff(retry + 1)
+            raise kopf.TemporaryError(f"database unavailable: {exc}", delay=delay) from exc
 
     return registry

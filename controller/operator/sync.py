@@ -1,9 +1,10 @@
 """Sync one FogDeployment object: reconcile it and write its status, whoever asked.
 
-kopf handlers (create, update, resume, resync) and database wakeups all end here, so there is
-one place that turns reconciler results and errors into status, events and retry decisions.
-Status is written through the `/status` subresource under the object's lock, only when it
-changed.
+Watch events, agent reports, requeues and the resync all end here (through the work queue), so
+there is one place that turns reconciler results and errors into status, events and retry
+decisions. Status is written through the `/status` subresource under the object's lock, only
+when it changed. Finalizing a deletion takes the same lock, so a reconcile already running
+finishes first and one that comes later finds the object gone.
 """
 
 from __future__ import annotations
@@ -19,14 +20,14 @@ from pydantic import ValidationError
 from controller.db.errors import DatabaseUnavailableError
 from controller.kube import resource
 from controller.kube.client import KubeClient
+from controller.kube.resource import ObjectRef
 from controller.model.conditions import ConditionType, condition_set
 from controller.model.status import status_changed
 from controller.operator.locks import KeyedLocks
+from controller.operator.objects import Key, ObservedObjects
 from controller.operator.reconciler import Reconciler
 
 logger = logging.getLogger(__name__)
-
-Key = tuple[str, str]
 
 
 class InvalidSpecError(ValueError):
@@ -69,9 +70,11 @@ class Syncer:
         *,
         reconciler: Reconciler,
         kube: KubeClient,
+        objects: ObservedObjects,
         requeue: Callable[[Requeue], None],
     ) -> None:
         self._reconciler = reconciler
+        self._objects = objects
         self._kube = kube
         self._requeue = requeue
         self._locks = KeyedLocks()
@@ -80,9 +83,13 @@ class Syncer:
         # True") against it would repeat patches and events. One small dict per object.
         self._written: dict[Key, dict[str, Any]] = {}
 
-    def forget(self, key: Key) -> None:
-        """Drop what we remember of a deleted object."""
-        self._written.pop(key, None)
+    async def finalize(self, ref: ObjectRef) -> None:
+        """Soft-delete the object's deployment once no reconcile of it is running."""
+        key = (ref.namespace, ref.name)
+        self._objects.forget(key)
+        async with self._locks.hold(key):
+            self._written.pop(key, None)
+            await self._reconciler.finalize(ref=ref)
 
     def _live(self, key: Key, server: Mapping[str, Any]) -> dict[str, Any]:
         """The newer of the server's status and the one we last wrote."""
@@ -94,22 +101,27 @@ class Syncer:
         return ours
 
     async def _write(self, key: Key, live: Mapping[str, Any], body: dict[str, Any]) -> None:
+        """Patch `body` into the status unless the live status already says all of it."""
+        if not status_changed(old=live, new=body):
+            return
         await self._kube.patch_status(*key, body)
         self._written[key] = {**live, **body}
 
-    async def sync(self, obj: Mapping[str, Any], *, retry_delay: float = 0.0) -> None:
-        """Reconcile `obj` (a FogDeployment as the API returns it) and publish the result.
+    async def sync(self, key: Key, *, retry_delay: float = 0.0) -> None:
+        """Reconcile the object of `key` as last observed, and publish the result.
 
-        Raises InvalidSpecError or DatabaseUnavailableError after saying so in the status;
-        `retry_delay` is what the caller will wait before retrying, for the message.
+        Does nothing if the object is gone or being deleted. Raises InvalidSpecError or
+        DatabaseUnavailableError after saying so in the status; `retry_delay` is what the
+        caller will wait before retrying, for the message.
         """
-        meta = obj["metadata"]
-        ref = resource.object_ref(meta)
-        key = (ref.namespace, ref.name)
         async with self._locks.hold(key):
-            live = self._live(key, obj.get("status") or {})
+            observed = self._objects.get(key)
+            if observed is None:
+                return
+            ref = observed.ref
+            live = self._live(key, observed.status)
             try:
-                spec = resource.parse_spec(ref.name, obj.get("spec") or {})
+                spec = resource.parse_spec(ref.name, observed.spec)
             except ValidationError as exc:
                 message = f"invalid spec: {one_line(exc)}"
                 await self._write(
@@ -139,10 +151,9 @@ class Syncer:
                     ),
                 )
                 raise
-            if status_changed(old=live, new=outcome.status):
-                await self._write(key, live, outcome.status)
+            await self._write(key, live, outcome.status)
         for event in outcome.events:
             logger.info("%s/%s %s: %s", ref.namespace, ref.name, event.reason, event.message)
-            await self._kube.post_event(dict(obj), event)
+            await self._kube.post_event(ref, event)
         if outcome.requeue_after is not None:
             self._requeue(Requeue(key=key, delay=outcome.requeue_after))

@@ -1,18 +1,24 @@
-"""Reconcile a deployment when Postgres says it changed, and watch node heartbeats.
+"""The operator's work loop: every reason to reconcile, one queue, a few workers.
 
-kopf wakes the operator on Kubernetes changes; agents change Postgres. Without this module an
-agent's report would reach `.status` only at the next periodic resync. Here:
+Reasons to reconcile a FogDeployment, each turned into `queue.add(key)`:
 
-* a listener receives `NOTIFY fog_deployment_changed` (sent by a trigger when anyone but the
-  operator changes a replica's status, see migration 0002) and queues that deployment;
-* a small pool of workers takes queued deployments, reads the object from the API server and
-  syncs it (the same path as kopf's handlers), so a report reaches the status in well under a
-  second; a key queued again while waiting is not queued twice;
-* requeues with a delay (the end of a restart backoff) go through the same queue;
-* the node-lifecycle loop takes nodes whose heartbeat is older than the grace period offline
-  and fails their replicas with NodeLost, which in turn notifies their deployments.
+* kopf's watch shows the object new (created, or listed at startup) or with a new generation
+  (`observe`, called by the one kopf spy handler);
+* `NOTIFY fog_deployment_changed`, sent by a trigger when anyone but the operator changes a
+  replica's status (migration 0002), so an agent's report reaches `.status` in well under a
+  second, not at the next resync;
+* a requeue at the end of a restart backoff, and retries with exponential backoff after an
+  outage (the work queue counts failures per key);
+* the resync: every `resync_seconds` each known object once, spread evenly over the interval,
+  as a safety net for anything missed.
 
-One task per concern, not one per object: the cost does not grow with the number of objects.
+A small, fixed pool of workers takes keys from the queue and syncs them from the last observed
+object (no API read). A node-lifecycle loop takes nodes whose heartbeat is older than the grace
+period offline and fails their replicas with NodeLost, which in turn notifies their
+deployments.
+
+One task per concern, not one per object: the cost at rest does not grow with the number of
+objects beyond the resync's steady trickle.
 """
 
 from __future__ import annotations
@@ -21,7 +27,9 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from collections.abc import Mapping
 from datetime import timedelta
+from typing import Any
 
 import psycopg
 from sqlalchemy import select
@@ -34,17 +42,19 @@ from controller.db.errors import DatabaseUnavailableError
 from controller.db.notify import CHANNEL
 from controller.db.tables import Deployment, User
 from controller.kube.client import KubeApiError, KubeClient
-from controller.operator.reconciler import Reconciler
-from controller.operator.sync import InvalidSpecError, Key, Requeue, Syncer
+from controller.operator.objects import Key, ObservedObjects
+from controller.operator.reconciler import ConflictRetryError, Reconciler
+from controller.operator.sync import InvalidSpecError, Requeue, Syncer
+from controller.operator.workqueue import WorkQueue
 
 logger = logging.getLogger(__name__)
 
-# Reconciles run concurrently for different deployments; four keep a 2-core machine busy
-# without letting one burst of reports monopolise the database pool (10 + 10 connections).
-WORKERS = 4
-# After a failed sync (database or API down) the deployment is retried after this long;
-# kopf's resync timer remains the safety net beyond that.
-RETRY_SECONDS = 2.0
+# Reconciles in flight at once (one per key, different keys in parallel). Enough to hide
+# database and API round trips on a small machine; fewer than the database pool (30
+# connections), so notification lookups and the node loop always find a connection.
+WORKERS = 16
+# How soon the resync looks again when no object has been seen yet.
+EMPTY_RESYNC_SECONDS = 5.0
 # Between attempts to re-establish the LISTEN connection after it dropped.
 RECONNECT_SECONDS = 2.0
 # The node-lifecycle check runs this many times per grace period: a silent node is noticed at
@@ -53,7 +63,7 @@ CHECKS_PER_GRACE = 4
 
 
 class Wakeups:
-    """The operator's database-driven side: notifications, requeues, node heartbeats."""
+    """The operator's work loop: observed objects, the work queue, its feeders and workers."""
 
     def __init__(
         self,
@@ -63,41 +73,41 @@ class Wakeups:
         kube: KubeClient,
         reconciler: Reconciler,
         node_grace: timedelta,
+        resync_seconds: float,
     ) -> None:
         self._conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
         self._sessions = sessions
-        self._kube = kube
         self._grace = node_grace
-        self._queue: asyncio.Queue[Key] = asyncio.Queue()
-        self._queued: set[Key] = set()
-        self._timers: set[asyncio.Task[None]] = set()
-        self.syncer = Syncer(reconciler=reconciler, kube=kube, requeue=self.requeue)
+        self._resync_seconds = resync_seconds
+        self.objects = ObservedObjects()
+        self.queue: WorkQueue[Key] = WorkQueue()
+        self.syncer = Syncer(
+            reconciler=reconciler,
+            kube=kube,
+            objects=self.objects,
+            requeue=self._requeue,
+        )
 
-    def enqueue(self, key: Key) -> None:
-        """Sync `key` soon (once, however often it is asked for before a worker takes it)."""
-        if key not in self._queued:
-            self._queued.add(key)
-            self._queue.put_nowait(key)
+    def observe(self, body: Mapping[str, Any], *, deleted: bool) -> None:
+        """Record a watch event; queue a reconcile if the object is new or its spec changed."""
+        if self.objects.observe(body, deleted=deleted):
+            self.queue.add((body["metadata"]["namespace"], body["metadata"]["name"]))
 
-    def requeue(self, request: Requeue) -> None:
-        """Sync `request.key` after `request.delay` seconds."""
-
-        async def later() -> None:
-            await asyncio.sleep(request.delay)
-            self.enqueue(request.key)
-
-        task = asyncio.create_task(later())
-        self._timers.add(task)
-        task.add_done_callback(self._timers.discard)
+    def _requeue(self, request: Requeue) -> None:
+        self.queue.add_after(request.key, request.delay)
 
     async def run(self) -> None:
         """Run every loop until cancelled."""
-        loops = [self._listen(), self._watch_nodes(), *(self._work() for _ in range(WORKERS))]
+        loops = [
+            self._listen(),
+            self._watch_nodes(),
+            self._resync(),
+            *(self._work() for _ in range(WORKERS)),
+        ]
         try:
             await asyncio.gather(*loops)
         finally:
-            for task in self._timers:
-                task.cancel()
+            self.queue.close()
 
     async def _keys(self, ids: list[uuid.UUID]) -> list[Key]:
         async with self._sessions() as session:
@@ -118,31 +128,49 @@ class Wakeups:
                     logger.info("listening for agent reports on %s", CHANNEL)
                     async for notice in connection.notifies():
                         for key in await self._keys([uuid.UUID(notice.payload)]):
-                            self.enqueue(key)
+                            self.queue.add(key)
             except (psycopg.OperationalError, OperationalError, InterfaceError) as exc:
                 logger.warning("notification connection lost (%s); reconnecting", exc)
                 await asyncio.sleep(RECONNECT_SECONDS)
 
+    async def _resync(self) -> None:
+        while True:
+            keys = self.objects.keys()
+            if not keys:
+                # Nothing seen yet (the watch's first listing may still be arriving); look
+                # again soon rather than after a whole interval.
+                await asyncio.sleep(min(self._resync_seconds, EMPTY_RESYNC_SECONDS))
+                continue
+            # Evenly spread: 5,000 objects every 10 min is one every 0.12 s, never a spike.
+            pause = self._resync_seconds / len(keys)
+            for key in keys:
+                await asyncio.sleep(pause)
+                self.queue.add(key)
+
     async def _work(self) -> None:
         while True:
-            key = await self._queue.get()
-            self._queued.discard(key)
+            key = await self.queue.get()
             try:
-                await self._sync(key)
-            except (DatabaseUnavailableError, KubeApiError, OperationalError) as exc:
-                logger.warning("%s/%s: %s; retrying in %.0f s", *key, exc, RETRY_SECONDS)
-                self.requeue(Requeue(key=key, delay=RETRY_SECONDS))
+                await self.syncer.sync(key, retry_delay=self.queue.next_backoff(key))
+            except (
+                DatabaseUnavailableError,
+                KubeApiError,
+                OperationalError,
+                ConflictRetryError,
+            ) as exc:
+                delay = self.queue.retry(key)
+                logger.warning("%s/%s: %s; retrying in %.0f s", *key, exc, delay)
             except InvalidSpecError:
-                continue  # said so in the status; a spec edit brings kopf back
+                self.queue.succeeded(key)  # said so in the status; a spec edit brings it back
+            except Exception:
+                # A bug, not an outage: say so loudly, keep the worker, and retry with backoff
+                # (the next attempt may take another path, e.g. after a spec edit).
+                delay = self.queue.retry(key)
+                logger.exception("%s/%s: unexpected error; retrying in %.0f s", *key, delay)
+            else:
+                self.queue.succeeded(key)
             finally:
-                self._queue.task_done()
-
-    async def _sync(self, key: Key) -> None:
-        obj = await self._kube.get(*key)
-        if obj is None or obj["metadata"].get("deletionTimestamp"):
-            self.syncer.forget(key)
-            return  # gone or going: the finalizer owns it now
-        await self.syncer.sync(obj, retry_delay=RETRY_SECONDS)
+                self.queue.done(key)
 
     async def _watch_nodes(self) -> None:
         interval = max(1.0, self._grace.total_seconds() / CHECKS_PER_GRACE)

@@ -91,6 +91,9 @@ def test_apply_to_ready_scale_up_down_and_to_zero(
     assert obj["status"]["phase"] == "Running"
     assert obj["status"]["ready"] == "3/3"
     assert replica_counts(stack, "web") == {"running": 3}
+    # Our finalizer guards the soft delete; no kopf diff-base or progress annotation is written.
+    assert obj["metadata"]["finalizers"] == ["fogcompute.io/finalizer"]
+    assert not [key for key in obj["metadata"].get("annotations", {}) if "fogcompute.io" in key]
 
     printed = kubectl("get", "-n", namespace, "fogdeploy", "web").stdout.split()
     assert printed[:5] == ["NAME", "READY", "PHASE", "IMAGE", "AGE"]

@@ -1,0 +1,104 @@
+"""A work queue of object keys, as client-go's: de-duplicated, one worker per key, backoff.
+
+Every reason to reconcile a FogDeployment (a watch event, an agent's report, a requeue at the
+end of a restart backoff, the periodic resync, a retry after an outage) becomes `add(key)`.
+The queue guarantees what a level-triggered reconcile needs and nothing more:
+
+* a key added many times before a worker takes it is reconciled once (a burst of reports for
+  one deployment costs one reconcile);
+* a key is never handed to two workers at once; added while being processed, it is handed out
+  again when the current worker is done, so the last change is never missed;
+* failures back off per key, exponentially, and one success resets the count.
+
+Pure asyncio: no I/O, so the semantics are unit-tested without a cluster or a database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Hashable
+from typing import Generic, TypeVar
+
+K = TypeVar("K", bound=Hashable)
+
+# Retries after failures wait 1, 2, 4 ... seconds, never more than a minute apart: recovery
+# from an outage is noticed quickly, yet thousands of objects do not flood a sick database.
+BACKOFF_BASE_SECONDS = 1.0
+BACKOFF_MAX_SECONDS = 60.0
+
+
+def backoff(failures: int) -> float:
+    """Seconds to wait before retrying after `failures` consecutive failures (1 or more)."""
+    return float(min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * 2 ** max(0, failures - 1)))
+
+
+class WorkQueue(Generic[K]):
+    """Keys waiting for a worker, keys being worked on, and per-key failure counts."""
+
+    def __init__(self) -> None:
+        self._ready: asyncio.Queue[K] = asyncio.Queue()
+        self._dirty: set[K] = set()  # added and not yet handed out
+        self._processing: set[K] = set()
+        self._failures: dict[K, int] = {}
+        self._timers: set[asyncio.Task[None]] = set()
+
+    def add(self, key: K) -> None:
+        """Reconcile `key` soon: once, however often it is added before a worker takes it."""
+        if key in self._dirty:
+            return
+        self._dirty.add(key)
+        if key not in self._processing:
+            self._ready.put_nowait(key)
+
+    def add_after(self, key: K, delay: float) -> None:
+        """Add `key` once `delay` seconds have passed."""
+        if delay <= 0:
+            self.add(key)
+            return
+
+        async def later() -> None:
+            await asyncio.sleep(delay)
+            self.add(key)
+
+        # A task per pending delay (not a bare call_later) so that close() can cancel them.
+        task = asyncio.create_task(later())
+        self._timers.add(task)
+        task.add_done_callback(self._timers.discard)
+
+    def next_backoff(self, key: K) -> float:
+        """The delay `retry(key)` would choose now (for messages that announce it)."""
+        return backoff(self._failures.get(key, 0) + 1)
+
+    def retry(self, key: K) -> float:
+        """Add `key` again after its backoff; returns the delay chosen."""
+        failures = self._failures.get(key, 0) + 1
+        self._failures[key] = failures
+        delay = backoff(failures)
+        self.add_after(key, delay)
+        return delay
+
+    def succeeded(self, key: K) -> None:
+        """Forget `key`'s failures: the next failure starts the backoff afresh."""
+        self._failures.pop(key, None)
+
+    async def get(self) -> K:
+        """The next key to work on; call `done(key)` when finished with it."""
+        key = await self._ready.get()
+        self._dirty.discard(key)
+        self._processing.add(key)
+        return key
+
+    def done(self, key: K) -> None:
+        """The worker is finished with `key`; hand it out again if it was added meanwhile."""
+        self._processing.discard(key)
+        if key in self._dirty:
+            self._ready.put_nowait(key)
+
+    def __len__(self) -> int:
+        """Keys waiting for a worker."""
+        return self._ready.qsize()
+
+    def close(self) -> None:
+        """Cancel pending delayed adds."""
+        for task in self._timers:
+            task.cancel()

@@ -1,0 +1,71 @@
+"""The work queue: each key once however often added, never two workers on one key, backoff."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from controller.operator.workqueue import BACKOFF_MAX_SECONDS, WorkQueue, backoff
+
+
+async def test_a_key_added_many_times_is_handed_out_once() -> None:
+    queue: WorkQueue[str] = WorkQueue()
+    for key in ("a", "b", "a", "a", "b"):
+        queue.add(key)
+    assert len(queue) == 2
+    assert [await queue.get(), await queue.get()] == ["a", "b"]
+    assert len(queue) == 0
+
+
+async def test_a_key_added_while_processing_waits_for_done_then_comes_back_once() -> None:
+    queue: WorkQueue[str] = WorkQueue()
+    queue.add("a")
+    assert await queue.get() == "a"
+    queue.add("a")
+    queue.add("a")
+    assert len(queue) == 0  # not handed to a second worker while the first holds it
+    queue.done("a")
+    assert len(queue) == 1
+    assert await queue.get() == "a"
+    queue.done("a")
+    assert len(queue) == 0
+
+
+async def test_done_without_a_new_add_does_not_requeue() -> None:
+    queue: WorkQueue[str] = WorkQueue()
+    queue.add("a")
+    await queue.get()
+    queue.done("a")
+    assert len(queue) == 0
+
+
+async def test_add_after_adds_once_the_delay_has_passed() -> None:
+    queue: WorkQueue[str] = WorkQueue()
+    queue.add_after("a", 0.05)
+    assert len(queue) == 0
+    assert await asyncio.wait_for(queue.get(), timeout=2) == "a"
+
+
+async def test_close_cancels_pending_delayed_adds() -> None:
+    queue: WorkQueue[str] = WorkQueue()
+    queue.add_after("a", 0.05)
+    queue.close()
+    await asyncio.sleep(0.1)
+    assert len(queue) == 0
+
+
+async def test_retries_back_off_per_key_and_success_starts_over() -> None:
+    queue: WorkQueue[str] = WorkQueue()
+    assert queue.next_backoff("a") == 1.0
+    delays = [queue.retry("a") for _ in range(4)]
+    assert delays == [1.0, 2.0, 4.0, 8.0]
+    assert queue.retry("b") == 1.0  # counted per key
+    queue.succeeded("a")
+    assert queue.next_backoff("a") == 1.0
+    queue.close()
+
+
+@pytest.mark.parametrize("failures", [1, 5, 7, 50, 1000])
+def test_backoff_doubles_up_to_a_minute(failures: int) -> None:
+    assert backoff(failures) == min(BACKOFF_MAX_SECONDS, 2.0 ** (failures - 1))
