@@ -109,16 +109,21 @@ class Simulator:
 async def tick(
     sessions: async_sessionmaker[AsyncSession], simulator: Simulator, nodes: Sequence[str] | None
 ) -> int:
-    """One round trip of the agent: heartbeat, read assignments, report; one transaction.
+    """One round of the agent: heartbeat, then read assignments and report.
 
     `nodes` None stands for every registered node, read afresh each round so that nodes
     registered later are served too. Returns how many reports were written.
+
+    The heartbeat commits on its own: it locks every node row it touches, and placements lock
+    node rows too. Held through the reports, it made every placement on those nodes wait for
+    the whole round.
     """
     written = 0
     async with sessions() as session, session.begin():
         if nodes is None:
             nodes = [node.name for node in await db_nodes.list_nodes(session)]
         await db_nodes.heartbeat(session, names=nodes)
+    async with sessions() as session, session.begin():
         work = await reports.assignments(session, nodes=nodes)
         for batch in simulator.decide(work):
             written += (await reports.report(session, batch)).accepted

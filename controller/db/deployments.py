@@ -234,8 +234,9 @@ async def candidate_nodes(
     request: Resources,
     strategy: Strategy,
     limit: int,
+    skip_locked: bool,
 ) -> tuple[NodeCapacity, ...]:
-    """The best `limit` nodes that could take one more replica of `request`.
+    """The best `limit` nodes that could take one more replica of `request`, locked for us.
 
     Candidates are online, not cordoned, carry the selector's labels and have room for one
     replica in every dimension. They are ordered in SQL by the same allocation share the
@@ -243,6 +244,13 @@ async def candidate_nodes(
     Spread, most for BinPack. Reading only the best few keeps a reconcile's cost independent
     of the cluster's size; placement among them stays exact, and never over-commits, because
     the planner re-checks every fit and the node CHECK constraints back it up.
+
+    The rows are locked (FOR NO KEY UPDATE) until the transaction ends, so what we read stays true
+    while we place on it. With `skip_locked`, nodes another reconcile is placing on right now
+    are passed over instead of waited for: concurrent reconciles then spread over different
+    nodes rather than queueing behind each other (with Spread they all want the same
+    least-allocated few). A caller that finds too little room this way must ask again
+    without it, since the skipped nodes may be the only ones with room.
     """
     share = Node.allocated_cpu_millicores / func.nullif(
         Node.cpu_cores * MILLIS_PER_CORE, 0
@@ -271,10 +279,13 @@ async def candidate_nodes(
             Node.allocated_gpu_units + request.gpu_units <= Node.gpu_units,
             Node.allocated_storage_gb + request.storage_gb <= Node.storage_gb,
         )
-        # Random among equals: concurrent reconciles then spread over different nodes
-        # instead of queueing on the same rows (a burst of 1,000 did, holding connections).
+        # Random among equals, so that waiting (without skip_locked) reconciles do not all
+        # queue for the same first rows.
         .order_by(order.nulls_last(), func.random())
         .limit(limit)
+        # NO KEY UPDATE, not UPDATE: the foreign-key checks of agents' replica writes take
+        # KEY SHARE on the node and must not queue (or deadlock) behind a placement.
+        .with_for_update(of=Node, skip_locked=skip_locked, key_share=True)
     )
     if node_selector:
         statement = statement.where(Node.labels.contains(dict(node_selector)))

@@ -96,10 +96,21 @@ async def register(
 
 
 async def heartbeat(session: AsyncSession, *, names: Sequence[str]) -> int:
-    """Record that these nodes' agents are alive; return how many nodes are known."""
+    """Record that these nodes' agents are alive; return how many rows were stamped.
+
+    Rows locked at this moment are skipped, not waited for: a placement is writing that node's
+    allocation. Waiting, one statement for many nodes held every row it had stamped while it
+    queued behind the next, and every placement queued behind it in turn. A skipped node is
+    stamped at its next heartbeat, one tick later, far inside the grace period.
+    """
+    free = (
+        select(Node.id)
+        .where(Node.name.in_(names))
+        .with_for_update(skip_locked=True, key_share=True)
+    )
     result = await session.execute(
         update(Node)
-        .where(Node.name.in_(names))
+        .where(Node.id.in_(free.scalar_subquery()))
         .values(last_heartbeat_at=func.now(), status=NodeStatus.ONLINE)
     )
     return int(result.rowcount)  # type: ignore[attr-defined]
