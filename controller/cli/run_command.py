@@ -25,8 +25,9 @@ GRACE_ENV = "FOG_NODE_GRACE_SECONDS"
 DEFAULT_NODE_GRACE_SECONDS = 40.0
 # How often every FogDeployment is reconciled even when nothing told us to. Watches, agent
 # notifications and node checks drive the real work; this is only the safety net for a
-# missed event. At 5,000 objects a 60 s resync alone kept a third of a core busy (make
-# bench); every 10 min costs a few percent (controller-runtime's default is 10 hours).
+# missed event. It walks the objects one at a time, evenly spread over the interval: every
+# 10 min at 5,000 objects is one reconcile each 0.12 s, well under 1% of a core (make bench;
+# controller-runtime's default is 10 hours).
 DEFAULT_RESYNC_SECONDS = 600.0
 
 

@@ -1,9 +1,10 @@
 """One asyncio lock per object key, created on demand and dropped when nobody holds it.
 
-kopf handlers, database wakeups and backoff requeues may reconcile the same FogDeployment at
-the same moment; within one operator process they take turns per object, so the status each
-writes is never older than the one before it. (Across processes the database's advisory lock
-keeps the data right; the next reconcile fixes a status written out of order.)
+The work queue already hands a key to one worker at a time; kopf's delete handler runs outside
+it. Reconcile and finalize take turns per object under this lock, so no reconcile can recreate a
+row after the finalizer soft-deleted it, and no status is written older than the one before.
+(Across processes the database's advisory lock keeps the data right; the next reconcile fixes
+a status written out of order.)
 """
 
 from __future__ import annotations

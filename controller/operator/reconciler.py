@@ -1,9 +1,9 @@
 """One reconcile of one FogDeployment: observe -> plan -> apply -> status.
 
-The same idempotent function serves create, update, resume, the periodic resync and database
+The same idempotent function serves create, update, startup, the periodic resync and database
 notifications: it compares what the spec wants with what Postgres records and closes the gap
-by one step. It knows nothing of kopf; the handlers translate kopf's arguments into these
-types and this module's errors into kopf's retry decisions.
+by one step. It knows nothing of kopf or of the work queue; the workers turn its errors into
+retry decisions.
 """
 
 from __future__ import annotations

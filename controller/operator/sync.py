@@ -78,10 +78,14 @@ class Syncer:
         self._kube = kube
         self._requeue = requeue
         self._locks = KeyedLocks()
-        # The status we last wrote per object. The body a kopf handler or a timer receives
-        # may predate our own last patch; judging "what changed" (and "did Ready just turn
-        # True") against it would repeat patches and events. One small dict per object.
+        # The status we last wrote per object. The status last seen on the watch may predate
+        # our own last patch; judging "what changed" (and "did Ready just turn True") against
+        # it would repeat patches and events. One small dict per object.
         self._written: dict[Key, dict[str, Any]] = {}
+
+    def forget(self, key: Key) -> None:
+        """Drop what we remember of an object that is gone (its finalizer removed by hand)."""
+        self._written.pop(key, None)
 
     async def finalize(self, ref: ObjectRef) -> None:
         """Soft-delete the object's deployment once no reconcile of it is running."""

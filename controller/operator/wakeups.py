@@ -90,8 +90,12 @@ class Wakeups:
 
     def observe(self, body: Mapping[str, Any], *, deleted: bool) -> None:
         """Record a watch event; queue a reconcile if the object is new or its spec changed."""
+        key = (body["metadata"]["namespace"], body["metadata"]["name"])
         if self.objects.observe(body, deleted=deleted):
-            self.queue.add((body["metadata"]["namespace"], body["metadata"]["name"]))
+            self.queue.add(key)
+        elif deleted:
+            self.syncer.forget(key)
+            self.queue.succeeded(key)
 
     def _requeue(self, request: Requeue) -> None:
         self.queue.add_after(request.key, request.delay)
