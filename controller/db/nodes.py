@@ -116,6 +116,11 @@ async def heartbeat(session: AsyncSession, *, names: Sequence[str]) -> int:
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
+async def node_names(session: AsyncSession) -> list[str]:
+    """Every registered node's name (what an agent serving all nodes polls for)."""
+    return list(await session.scalars(select(Node.name).order_by(Node.name)))
+
+
 async def list_nodes(session: AsyncSession, *, names: Sequence[str] = ()) -> list[NodeRecord]:
     """Every node (or the named ones), by name."""
     statement = select(Node).order_by(Node.name)

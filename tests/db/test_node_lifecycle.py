@@ -142,7 +142,10 @@ async def test_node_coming_back_never_runs_a_replica_twice(
     await mark_lost(sessions)
     await converge(driver, spec(2), simulators)
 
-    # The node's agent speaks again: heartbeat, then it learns its replica is not its own.
+    # The node's agent speaks again: heartbeat, then it learns its replica is not its own,
+    # from its complete list only (a tick that reads just the work to do cannot tell).
+    await tick(sessions, returning, ["edge-2"], complete=False)
+    assert returning.orphans_stopped == []
     await tick(sessions, returning, ["edge-2"])
     assert len(returning.orphans_stopped) == 1
     assert returning.started == {}
