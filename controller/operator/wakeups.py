@@ -87,6 +87,9 @@ class Wakeups:
             objects=self.objects,
             requeue=self._requeue,
         )
+        # Deployment ids notified and not yet resolved to keys, and the task resolving them.
+        self._notified: set[uuid.UUID] = set()
+        self._resolving: asyncio.Task[None] | None = None
 
     def observe(self, body: Mapping[str, Any], *, deleted: bool) -> None:
         """Record a watch event; queue a reconcile if the object is new or its spec changed."""
@@ -112,6 +115,8 @@ class Wakeups:
             await asyncio.gather(*loops)
         finally:
             self.queue.close()
+            if self._resolving is not None:
+                self._resolving.cancel()
 
     async def _keys(self, ids: list[uuid.UUID]) -> list[Key]:
         async with self._sessions() as session:
@@ -131,11 +136,30 @@ class Wakeups:
                     await connection.execute(f"LISTEN {CHANNEL}".encode())
                     logger.info("listening for agent reports on %s", CHANNEL)
                     async for notice in connection.notifies():
-                        for key in await self._keys([uuid.UUID(notice.payload)]):
-                            self.queue.add(key)
+                        self._notified.add(uuid.UUID(notice.payload))
+                        if self._resolving is None or self._resolving.done():
+                            self._resolving = asyncio.create_task(self._resolve())
             except (psycopg.OperationalError, OperationalError, InterfaceError) as exc:
                 logger.warning("notification connection lost (%s); reconnecting", exc)
                 await asyncio.sleep(RECONNECT_SECONDS)
+
+    async def _resolve(self) -> None:
+        """Queue the keys of the notified deployments: one query per batch, not per id.
+
+        An agent's report transaction notifies every deployment it touched at once; the ids
+        that arrive while a lookup runs are looked up together next.
+        """
+        await asyncio.sleep(0)  # let the notifications of the same delivery join this batch
+        while self._notified:
+            ids, self._notified = list(self._notified), set()
+            try:
+                keys = await self._keys(ids)
+            except (OperationalError, InterfaceError) as exc:
+                # The listener reconnects too; anything lost is repaired by the resync.
+                logger.warning("looking up %d notified deployments failed: %s", len(ids), exc)
+                return
+            for key in keys:
+                self.queue.add(key)
 
     async def _resync(self) -> None:
         while True:
