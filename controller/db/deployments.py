@@ -234,9 +234,9 @@ async def candidate_nodes(
     request: Resources,
     strategy: Strategy,
     limit: int,
-    skip_locked: bool,
+    lock: bool,
 ) -> tuple[NodeCapacity, ...]:
-    """The best `limit` nodes that could take one more replica of `request`, locked for us.
+    """The best `limit` nodes that could take one more replica of `request`.
 
     Candidates are online, not cordoned, carry the selector's labels and have room for one
     replica in every dimension. They are ordered in SQL by the same allocation share the
@@ -245,12 +245,14 @@ async def candidate_nodes(
     of the cluster's size; placement among them stays exact, and never over-commits, because
     the planner re-checks every fit and the node CHECK constraints back it up.
 
-    The rows are locked (FOR NO KEY UPDATE) until the transaction ends, so what we read stays true
-    while we place on it. With `skip_locked`, nodes another reconcile is placing on right now
-    are passed over instead of waited for: concurrent reconciles then spread over different
-    nodes rather than queueing behind each other (with Spread they all want the same
-    least-allocated few). A caller that finds too little room this way must ask again
-    without it, since the skipped nodes may be the only ones with room.
+    With `lock`, the rows are locked (FOR NO KEY UPDATE SKIP LOCKED) until the transaction
+    ends, so what we read stays true while we place on it, and nodes another reconcile is
+    placing on right now are passed over instead of waited for: concurrent reconciles then
+    spread over different nodes rather than queueing behind each other (with Spread they all
+    want the same least-allocated few). A caller that finds too little room this way must ask
+    again without `lock`: the skipped nodes may be the only ones with room. That second read
+    locks nothing (a waiting lock taken while holding the first read's would deadlock with
+    another reconcile doing the same); the node CHECK constraints guard what it places.
     """
     share = Node.allocated_cpu_millicores / func.nullif(
         Node.cpu_cores * MILLIS_PER_CORE, 0
@@ -279,14 +281,15 @@ async def candidate_nodes(
             Node.allocated_gpu_units + request.gpu_units <= Node.gpu_units,
             Node.allocated_storage_gb + request.storage_gb <= Node.storage_gb,
         )
-        # Random among equals, so that waiting (without skip_locked) reconciles do not all
-        # queue for the same first rows.
+        # Random among equals, so that reconciles reading without locks do not all plan on
+        # the same first rows.
         .order_by(order.nulls_last(), func.random())
         .limit(limit)
+    )
+    if lock:
         # NO KEY UPDATE, not UPDATE: the foreign-key checks of agents' replica writes take
         # KEY SHARE on the node and must not queue (or deadlock) behind a placement.
-        .with_for_update(of=Node, skip_locked=skip_locked, key_share=True)
-    )
+        statement = statement.with_for_update(of=Node, skip_locked=True, key_share=True)
     if node_selector:
         statement = statement.where(Node.labels.contains(dict(node_selector)))
     return tuple(_node_capacity(row) for row in await session.execute(statement))

@@ -161,11 +161,12 @@ class Reconciler:
     ) -> planner.Plan:
         """Plan without nodes first; read candidate nodes only if something needs a place.
 
-        Nodes other reconciles hold are skipped first; only if that leaves replicas without a
-        place does a second read wait for them (room may be on those nodes alone).
+        Candidates are locked, and nodes other reconciles hold are skipped; only if that leaves
+        replicas without a place is there a second read that also sees the held nodes, without
+        locks (room may be on the held nodes alone; the CHECK constraints guard it).
         """
         plan = planner.plan(desired=desired, replicas=snapshot.replicas, nodes=())
-        for skip_locked in (True, False):
+        for lock in (True, False):
             if not plan.unplaced:
                 break
             nodes = await deployments.candidate_nodes(
@@ -174,7 +175,7 @@ class Reconciler:
                 request=desired.request,
                 strategy=desired.strategy,
                 limit=max(MIN_CANDIDATES, CANDIDATES_PER_REPLICA * plan.unplaced),
-                skip_locked=skip_locked,
+                lock=lock,
             )
             plan = planner.plan(desired=desired, replicas=snapshot.replicas, nodes=nodes)
         return plan
