@@ -14,17 +14,17 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-# Concurrent reconciles (kopf runs one worker per object) each hold one connection for one
-# short transaction. A burst of a thousand new objects kept more than 10 busy, and every
-# overflow connection beyond the pool was closed and reopened (a profile showed the
-# reconnects): 20 kept + 10 overflow stays well inside PostgreSQL's default 100 slots.
+# Concurrent reconciles and finalizers each hold one connection for one short transaction. A
+# burst of a thousand new objects kept more than 10 busy, and every overflow connection beyond
+# the pool was closed and reopened (a profile showed the reconnects): 20 kept + 10 overflow
+# stays well inside PostgreSQL's default 100 slots.
 POOL_SIZE = 20
 MAX_OVERFLOW = 10
 # Transactions in flight at once; callers queue for a slot in-process (a semaphore) rather
 # than time out waiting for a pooled connection.
 MAX_CONCURRENT = POOL_SIZE + MAX_OVERFLOW
 # A connection that cannot be made in 10 s means the database is down: fail the reconcile and
-# let kopf retry with backoff rather than hang a worker.
+# let the work queue retry with backoff rather than hang a worker.
 CONNECT_TIMEOUT_SECONDS = 10
 
 

@@ -34,7 +34,7 @@ from controller.model.status import compute_status
 T = TypeVar("T")
 ACTOR = "operator"
 # A conflict means another writer moved first; re-planning from a fresh snapshot almost
-# always succeeds at once. After this many in a row something is hot: let kopf back off.
+# always succeeds at once. After this many in a row something is hot: let the caller back off.
 MAX_CONFLICT_ATTEMPTS = 5
 # Random pause before a retry, growing with each try: up to 20 ms, 40 ms ... (a reconcile's
 # transaction takes a few milliseconds, so this spreads colliding writers apart).
@@ -111,8 +111,9 @@ class Reconciler:
         self._sessions = sessions
         self._restarts = restarts or RestartPolicy()
         self._clock = clock
-        # kopf runs every object's handler at once; a burst of thousands must queue here, not
-        # in the connection pool, whose wait times out (and kopf would retry a minute later).
+        # Reconciles come from a fixed pool of workers, but kopf runs the delete handler of
+        # every object at once: deleting thousands must queue here, not in the connection
+        # pool, whose wait times out.
         self._slots = asyncio.Semaphore(db_engine.MAX_CONCURRENT)
 
     async def reconcile(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,14 +31,6 @@ logger = logging.getLogger(__name__)
 
 class InvalidSpecError(ValueError):
     """The spec breaks the seed's limits: retrying cannot help until it is edited."""
-
-
-@dataclass(frozen=True, slots=True)
-class Requeue:
-    """Reconcile `key` again after `delay` seconds."""
-
-    key: Key
-    delay: float
 
 
 def failure_status(
@@ -71,7 +62,7 @@ class Syncer:
         reconciler: Reconciler,
         kube: KubeClient,
         objects: ObservedObjects,
-        requeue: Callable[[Requeue], None],
+        requeue: Callable[[Key, float], None],
     ) -> None:
         self._reconciler = reconciler
         self._objects = objects
@@ -160,4 +151,4 @@ class Syncer:
             logger.info("%s/%s %s: %s", ref.namespace, ref.name, event.reason, event.message)
             await self._kube.post_event(ref, event)
         if outcome.requeue_after is not None:
-            self._requeue(Requeue(key=key, delay=outcome.requeue_after))
+            self._requeue(key, outcome.requeue_after)

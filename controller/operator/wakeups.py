@@ -44,7 +44,7 @@ from controller.db.tables import Deployment, User
 from controller.kube.client import KubeApiError, KubeClient
 from controller.operator.objects import Key, ObservedObjects
 from controller.operator.reconciler import ConflictRetryError, Reconciler
-from controller.operator.sync import InvalidSpecError, Requeue, Syncer
+from controller.operator.sync import InvalidSpecError, Syncer
 from controller.operator.workqueue import WorkQueue
 
 logger = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ class Wakeups:
             reconciler=reconciler,
             kube=kube,
             objects=self.objects,
-            requeue=self._requeue,
+            requeue=self.queue.add_after,
         )
         # Deployment ids notified and not yet resolved to keys, and the task resolving them.
         self._notified: set[uuid.UUID] = set()
@@ -99,9 +99,6 @@ class Wakeups:
         elif deleted:
             self.syncer.forget(key)
             self.queue.succeeded(key)
-
-    def _requeue(self, request: Requeue) -> None:
-        self.queue.add_after(request.key, request.delay)
 
     async def run(self) -> None:
         """Run every loop until cancelled."""
