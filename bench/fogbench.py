@@ -453,39 +453,65 @@ async def scenario_burst(
     }
 
 
+async def _latency_runs(
+    env: Environment,
+    api_client: client.ApiClient,
+    label: str,
+    *,
+    nodes: int,
+    agent_nodes: list[str] | None,
+    measure: Callable[[Run], Awaitable[list[float]]],
+) -> tuple[dict[str, float], dict[str, float]]:
+    """RUNS fresh runs of one latency scenario: the summaries of their p50s and p99s."""
+    p50s, p99s = [], []
+    for run in range(RUNS):
+        async with fresh_run(
+            env,
+            api_client,
+            f"{label}-{run}",
+            nodes=nodes,
+            cpu=64,
+            memory=131072,
+            agent_nodes=agent_nodes,
+        ) as current:
+            latencies = await measure(current)
+        p50s.append(percentile(latencies, 50))
+        p99s.append(percentile(latencies, 99))
+        print(f"  {label} run {run + 1}: p50 {p50s[-1]:.3f} s", flush=True)
+    return summary(p50s), summary(p99s)
+
+
 async def scenario_single(
     env: Environment, sizes: Sizes, api_client: client.ApiClient
 ) -> dict[str, Any]:
     """One 10-replica deployment applied and awaited, again and again."""
     api = client.CustomObjectsApi(api_client)
-    p50s, p99s = [], []
-    for run in range(RUNS):
-        async with fresh_run(
-            env, api_client, f"single-{run}", nodes=10, cpu=64, memory=131072, agent_nodes=[]
-        ) as current:
-            watcher = current.watcher
-            latencies = []
-            for index in range(sizes.single_repeats):
-                name = f"s{index:03d}"
-                began = time.monotonic()
-                await api.create_namespaced_custom_object(
-                    GROUP, VERSION, current.namespace, PLURAL, manifest(name, 10)
-                )
-                await watcher.until(lambda n=name, w=watcher: n in w.ready_at, limit=60)
-                latencies.append(watcher.ready_at[name] - began)
-            p50s.append(percentile(latencies, 50))
-            p99s.append(percentile(latencies, 99))
-            print(f"  single run {run + 1}: p50 {p50s[-1]:.3f} s", flush=True)
+
+    async def measure(current: Run) -> list[float]:
+        latencies = []
+        for index in range(sizes.single_repeats):
+            name = f"s{index:03d}"
+            began = time.monotonic()
+            await api.create_namespaced_custom_object(
+                GROUP, VERSION, current.namespace, PLURAL, manifest(name, 10)
+            )
+            await current.watcher.until(lambda n=name: n in current.watcher.ready_at, limit=60)
+            latencies.append(current.watcher.ready_at[name] - began)
+        return latencies
+
+    p50, p99 = await _latency_runs(
+        env, api_client, "single", nodes=10, agent_nodes=[], measure=measure
+    )
     return {
         "repeats": sizes.single_repeats,
-        "apply_to_ready_p50_s": summary(p50s),
-        "apply_to_ready_p99_s": summary(p99s),
+        "apply_to_ready_p50_s": p50,
+        "apply_to_ready_p99_s": p99,
     }
 
 
 async def _report_latencies(
     api: client.CustomObjectsApi, current: Run, samples: int
-) -> tuple[float, float]:
+) -> list[float]:
     """Act as the agent of the run's one node: report each replica running, time the status."""
     watcher = current.watcher
     await api.create_namespaced_custom_object(
@@ -516,7 +542,7 @@ async def _report_latencies(
             latencies.append(time.monotonic() - sent)
     finally:
         await engine.dispose()
-    return percentile(latencies, 50), percentile(latencies, 99)
+    return latencies
 
 
 async def scenario_report(
@@ -524,19 +550,17 @@ async def scenario_report(
 ) -> dict[str, Any]:
     """An agent report (replica running) until the FogDeployment's status counts it."""
     api = client.CustomObjectsApi(api_client)
-    p50s, p99s = [], []
-    for run in range(RUNS):
-        async with fresh_run(
-            env, api_client, f"report-{run}", nodes=1, cpu=64, memory=131072, agent_nodes=None
-        ) as current:
-            p50, p99 = await _report_latencies(api, current, sizes.report_samples)
-            p50s.append(p50)
-            p99s.append(p99)
-            print(f"  report run {run + 1}: p50 {p50:.3f} s", flush=True)
+
+    async def measure(current: Run) -> list[float]:
+        return await _report_latencies(api, current, sizes.report_samples)
+
+    p50, p99 = await _latency_runs(
+        env, api_client, "report", nodes=1, agent_nodes=None, measure=measure
+    )
     return {
         "samples": sizes.report_samples,
-        "report_to_status_p50_s": summary(p50s),
-        "report_to_status_p99_s": summary(p99s),
+        "report_to_status_p50_s": p50,
+        "report_to_status_p99_s": p99,
     }
 
 
