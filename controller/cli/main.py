@@ -20,12 +20,12 @@ from controller.cli import (
     run_command,
     sandbox_commands,
 )
-from controller.cli.errors import CommandError
-from controller.db.errors import DatabaseError
+from controller.errors import FogError
 from controller.sandbox.errors import SandboxError
 
-# Known failures a person can fix; anything else is a bug and keeps its traceback.
-USER_ERRORS = (CommandError, DatabaseError, SandboxError)
+# Known failures a person can fix (ours are all FogErrors: a bad command, URL or database
+# state, an outage); anything else is a bug and keeps its traceback.
+USER_ERRORS = (FogError, SandboxError)
 
 
 def build_parser() -> argparse.ArgumentParser:

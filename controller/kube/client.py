@@ -4,18 +4,22 @@ It patches status and posts events. kopf owns the watch; reconciles run in the o
 own workers (any of a watch event, a database notification, a requeue or the resync may start
 one), and every status write goes through one path under one per-object lock so that an older
 status never overwrites a newer one. The client is async (kubernetes_asyncio) like the rest of
-the operator.
+the operator. Failures leave here as KubeApiError (retryable), with the server's suggested delay
+when it throttled us: callers never look at the client's own exceptions.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+import aiohttp
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from controller.errors import RetryableError
 from controller.kube import resource
 from controller.model.events import Event
 
@@ -23,12 +27,22 @@ from controller.model.events import Event
 COMPONENT = "fog-controller"
 # HTTP 404: the object is gone (deleted between the notification and our read).
 NOT_FOUND = 404
+# HTTP 429: the API server's priority and fairness throttled us; it says how long to wait.
+TOO_MANY_REQUESTS = 429
 # Kubernetes caps event messages at 1 KiB in practice (kubectl truncates); keep ours within.
 EVENT_MESSAGE_MAX = 1024
 
 
-class KubeApiError(RuntimeError):
-    """An API call failed; retrying later may help."""
+class KubeApiError(RetryableError):
+    """An API call failed; retrying later may help (the server may say when)."""
+
+
+def _api_error(what: str, exc: ApiException) -> KubeApiError:
+    """The API client's error as ours, with the server's Retry-After when it throttled us."""
+    headers: Mapping[str, str] = exc.headers or {}
+    retry_after = headers.get("Retry-After", "") if exc.status == TOO_MANY_REQUESTS else ""
+    delay = float(retry_after) if retry_after.isdigit() else None
+    return KubeApiError(f"{what}: {exc.status} {exc.reason}", delay=delay)
 
 
 async def connect() -> client.ApiClient:
@@ -67,7 +81,9 @@ class KubeClient:
         except ApiException as exc:
             if exc.status == NOT_FOUND:
                 return  # deleted meanwhile: nothing to report on
-            raise KubeApiError(f"patching {namespace}/{name}: {exc.status} {exc.reason}") from exc
+            raise _api_error(f"patching {namespace}/{name}", exc) from exc
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise KubeApiError(f"patching {namespace}/{name}: {exc}") from exc
 
     async def post_event(self, ref: resource.ObjectRef, event: Event) -> None:
         """Record a Kubernetes Event about `ref` (core/v1, as `kubectl describe` shows them)."""
@@ -94,4 +110,6 @@ class KubeClient:
         try:
             await self._core.create_namespaced_event(ref.namespace, body)
         except ApiException as exc:
-            raise KubeApiError(f"posting event {event.reason}: {exc.status} {exc.reason}") from exc
+            raise _api_error(f"posting event {event.reason}", exc) from exc
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise KubeApiError(f"posting event {event.reason}: {exc}") from exc
