@@ -45,6 +45,7 @@ from controller.agent.simulate import Simulator, tick
 from controller.db import engine as db_engine
 from controller.db import migrate, reports
 from controller.db import nodes as db_nodes
+from controller.db.store import Store
 from controller.kube.resource import GROUP, PLURAL, VERSION, ObjectRef, parse_spec
 from controller.model.placement import NodeCapacity, Strategy, place
 from controller.model.resources import Resources
@@ -622,7 +623,7 @@ async def scenario_statements(env: Environment) -> dict[str, Any]:
             lambda *args, sink=statements: sink.append(args[2]),
         )
         sessions = db_engine.make_sessions(engine)
-        reconciler = Reconciler(sessions)
+        reconciler = Reconciler(Store(sessions))
         ref = ObjectRef(namespace="bench", name="web", uid="u", generation=1)
         body = {
             "image": "bench:1",

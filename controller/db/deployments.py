@@ -15,15 +15,17 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from operator import attrgetter
 from typing import Any
 
 from sqlalchemy import Float, and_, cast, column, func, insert, select, update, values
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
 
 from controller.db.nodes import allocated_of, capacity_of
 from controller.db.tables import (
@@ -33,6 +35,7 @@ from controller.db.tables import (
     Node,
     User,
 )
+from controller.model.desired import DesiredDeployment
 from controller.model.nodes import NodeStatus
 from controller.model.placement import NodeCapacity, Strategy
 from controller.model.planner import Plan, ReplicaTransition
@@ -52,40 +55,42 @@ class ConflictError(RuntimeError):
 
 @dataclass(frozen=True, slots=True)
 class DesiredRecord:
-    """What the deployment row and its resources should say (from the FogDeployment spec)."""
+    """What the deployment row should say: the spec, and which object and generation it is."""
 
-    name: str
-    image: str
-    replicas: int
-    container_spec: Mapping[str, Any]
-    node_selector: Mapping[str, str]
-    strategy: str
-    request: Resources
-    revision: str
+    spec: DesiredDeployment
     k8s_uid: str
     generation: int
 
     def row_values(self) -> dict[str, Any]:
         """The `deployments` columns this record sets."""
-        return {
-            "container_image": self.image,
-            "target_replicas": self.replicas,
-            "container_spec": dict(self.container_spec),
-            "node_selector": dict(self.node_selector),
-            "placement_strategy": self.strategy,
-            "revision": self.revision,
-            "k8s_uid": self.k8s_uid,
-            "observed_generation": self.generation,
-        }
+        return {column.key: value(self) for column, value in _TRACKED}
 
     def resource_values(self) -> dict[str, Any]:
         """The `deployment_resources` columns this record sets."""
-        return {
-            "cpu_cores": self.request.cpu_cores,
-            "memory_mb": self.request.memory_mb,
-            "gpu_units": self.request.gpu_units,
-            "storage_gb": self.request.storage_gb,
-        }
+        return {column.key: value(self) for column, value in _TRACKED_RESOURCES}
+
+
+_Tracked = tuple[tuple[InstrumentedAttribute[Any], Callable[[DesiredRecord], Any]], ...]
+# The columns that record the spec, declared once with where each value comes from: the
+# snapshot reads exactly these, and a reconcile writes them when they differ.
+_TRACKED: _Tracked = (
+    (Deployment.container_image, attrgetter("spec.image")),
+    (Deployment.target_replicas, attrgetter("spec.replicas")),
+    (Deployment.container_spec, attrgetter("spec.container_spec")),
+    (Deployment.node_selector, attrgetter("spec.node_selector")),
+    (Deployment.placement_strategy, attrgetter("spec.strategy")),
+    (Deployment.revision, attrgetter("spec.revision")),
+    (Deployment.k8s_uid, attrgetter("k8s_uid")),
+    (Deployment.observed_generation, attrgetter("generation")),
+)
+_TRACKED_RESOURCES: _Tracked = (
+    (DeploymentResource.cpu_cores, attrgetter("spec.request.cpu_cores")),
+    (DeploymentResource.memory_mb, attrgetter("spec.request.memory_mb")),
+    (DeploymentResource.gpu_units, attrgetter("spec.request.gpu_units")),
+    (DeploymentResource.storage_gb, attrgetter("spec.request.storage_gb")),
+)
+_TRACKED_COLUMNS = tuple(column for column, _ in _TRACKED)
+_RESOURCE_COLUMNS = tuple(column for column, _ in _TRACKED_RESOURCES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,24 +126,6 @@ async def lock(session: AsyncSession, *, namespace: str, name: str) -> None:
     """Take the deployment's transaction-scoped advisory lock (released at commit)."""
     key = func.hashtextextended(lock_key(namespace, name), 0)
     await session.execute(select(func.pg_advisory_xact_lock(key)))
-
-
-_TRACKED_COLUMNS = (
-    Deployment.container_image,
-    Deployment.target_replicas,
-    Deployment.container_spec,
-    Deployment.node_selector,
-    Deployment.placement_strategy,
-    Deployment.revision,
-    Deployment.k8s_uid,
-    Deployment.observed_generation,
-)
-_RESOURCE_COLUMNS = (
-    DeploymentResource.cpu_cores,
-    DeploymentResource.memory_mb,
-    DeploymentResource.gpu_units,
-    DeploymentResource.storage_gb,
-)
 
 
 async def _read_deployment(
@@ -339,7 +326,7 @@ async def _write_deployment(
             insert(Deployment).values(
                 id=deployment_id,
                 user_id=user_id,
-                name=desired.name,
+                name=desired.spec.name,
                 status=DeploymentStatus.PENDING,
                 status_actor=actor,
                 status_reason="Created",
@@ -382,14 +369,14 @@ async def _insert_replicas(
     """
     if not plan.create:
         return stored.next_ordinal
-    request = desired.request
+    request = desired.spec.request
     rows = [
         {
             "id": new_id,
             "deployment_id": stored.id,
             "node_id": replica.node_id,
             "ordinal": stored.next_ordinal + offset,
-            "revision": desired.revision,
+            "revision": desired.spec.revision,
             "cpu_millicores": request.cpu_millis,
             "memory_mb": request.memory_mb,
             "gpu_units": request.gpu_units,

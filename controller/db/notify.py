@@ -8,11 +8,18 @@ happens at commit). These are the project's only hand-written SQL outside migrat
 
 from __future__ import annotations
 
+import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
+import psycopg
 from sqlalchemy import text
+from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncSession
+
+from controller.db.errors import unavailable
+
+logger = logging.getLogger(__name__)
 
 CHANNEL = "fog_deployment_changed"
 
@@ -33,3 +40,21 @@ async def notify(session: AsyncSession, deployment_ids: Sequence[uuid.UUID]) -> 
 async def notify_waiting(session: AsyncSession) -> None:
     """Wake every deployment with replicas waiting for a node: room may have appeared."""
     await session.execute(_NOTIFY_WAITING, {"channel": CHANNEL})
+
+
+async def listen(url: URL) -> AsyncIterator[str]:
+    """Yield the payload of every notification on our channel until the connection drops.
+
+    A dropped or refused connection ends the iteration with DatabaseUnavailableError; the
+    caller decides when to listen again. Payloads are passed on as sent: they are input, and
+    the caller validates them.
+    """
+    conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    try:
+        async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as connection:
+            await connection.execute(f"LISTEN {CHANNEL}".encode())
+            logger.info("listening for agent reports on %s", CHANNEL)
+            async for notice in connection.notifies():
+                yield notice.payload
+    except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+        raise unavailable(exc) from exc

@@ -9,6 +9,10 @@ from sqlalchemy.exc import ArgumentError
 
 from controller.db.errors import InvalidDatabaseUrlError
 
+# The type of a parsed database URL, named here so that the layers above the database (the
+# operator) need not import SQLAlchemy to pass one along.
+DatabaseUrl = URL
+
 ENV_VAR = "FOG_DATABASE_URL"
 # psycopg 3 serves both the async engine (operator) and the sync one (Alembic) from one URL.
 DRIVERS = ("postgresql+psycopg", "postgresql")

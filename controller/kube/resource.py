@@ -11,9 +11,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import ValidationError
+
+from controller.errors import TerminalError
+from controller.model.desired import DesiredDeployment
 from controller.model.placement import Strategy
 from controller.model.resources import Resources
-from controller.model.revision import template_revision
 from controller.schemas import DeploymentCreate, DeploymentScale
 
 GROUP = "fogcompute.io"
@@ -37,23 +40,41 @@ class ObjectRef:
     generation: int
 
 
+class InvalidSpecError(TerminalError):
+    """The spec breaks the seed's limits: retrying cannot help until it is edited."""
+
+
 @dataclass(frozen=True, slots=True)
 class DeploymentSpec:
-    """A FogDeployment's spec in the seed's terms, plus what the planner needs.
+    """A FogDeployment's spec in the seed's terms, and what it asks of us.
 
-    `replicas` is the desired count (0-100, the seed's DeploymentScale); `create` carries the
-    rest in the seed's DeploymentCreate, whose own replica field (1-100) is not used.
+    `create` is the seed's DeploymentCreate (its own replica field, 1-100, is not used: the
+    desired count, 0-100, is the seed's DeploymentScale); `desired` is the one declaration
+    of the tracked fields that the planner, the database row and the status read.
     """
 
     create: DeploymentCreate
-    replicas: int
-    request: Resources
-    revision: str
+    desired: DesiredDeployment
+
+    @property
+    def replicas(self) -> int:
+        """The desired replica count."""
+        return self.desired.replicas
+
+    @property
+    def request(self) -> Resources:
+        """What each replica needs."""
+        return self.desired.request
+
+    @property
+    def revision(self) -> str:
+        """The template revision replicas must run."""
+        return self.desired.revision
 
     @property
     def strategy(self) -> Strategy:
         """The placement strategy as the planner's enum."""
-        return Strategy(self.create.placement_strategy)
+        return self.desired.strategy
 
 
 def object_ref(meta: Mapping[str, Any]) -> ObjectRef:
@@ -91,9 +112,25 @@ def parse_spec(name: str, spec: Mapping[str, Any]) -> DeploymentSpec:
         gpu_units=create.resources.gpu_units,
         storage_gb=create.resources.storage_gb,
     )
-    revision = template_revision(
-        image=create.container_image, request=request, container_spec=create.container_spec
+    desired = DesiredDeployment(
+        name=create.name,
+        image=create.container_image,
+        replicas=scale.target_replicas,
+        request=request,
+        container_spec=create.container_spec,
+        node_selector=create.node_selector,
+        strategy=Strategy(create.placement_strategy),
     )
-    return DeploymentSpec(
-        create=create, replicas=scale.target_replicas, request=request, revision=revision
-    )
+    return DeploymentSpec(create=create, desired=desired)
+
+
+def read_spec(name: str, spec: Mapping[str, Any]) -> DeploymentSpec:
+    """`parse_spec`, with a broken spec classified as InvalidSpecError.
+
+    The message is folded into one line: pydantic's spans several, and it goes into a
+    condition and a log line.
+    """
+    try:
+        return parse_spec(name, spec)
+    except ValidationError as exc:
+        raise InvalidSpecError(" ".join(f"invalid spec: {exc}".split())) from exc

@@ -1,8 +1,10 @@
-"""The FogDeployment `.status` computed from the replicas, as a pure function.
+"""The FogDeployment `.status`, every field of it, built here and nowhere else.
 
 Users and tools read a deployment's health from `.status` alone, so it must be derived the
 same way every time from the same facts; doing it here, without I/O, lets the reconciler
-compare the result with the live status and skip patches that would change nothing.
+compare the result with the live status and skip patches that would change nothing. The body
+of a reconcile that went through (`status_body`) and of one that could not (`failure_status`)
+are both built in this module, so a new status field is added in one place.
 """
 
 from collections.abc import Mapping, Sequence
@@ -25,6 +27,17 @@ class Phase(StrEnum):
     RUNNING = "Running"
     STOPPED = "Stopped"
     FAILED = "Failed"
+
+
+SELECTOR_LABEL = "fogcompute.io/deployment"
+# Printed in `kubectl get -o wide` and `describe`; twelve hex digits identify a revision
+# among a deployment's few, as git's short hashes do.
+SHORT_REVISION = 12
+
+
+def selector(name: str) -> str:
+    """The label selector string of a deployment's replicas (for `/scale` and autoscalers)."""
+    return f"{SELECTOR_LABEL}={name}"
 
 
 PHASE_STATUS: Mapping[Phase, DeploymentStatus] = MappingProxyType(
@@ -119,10 +132,10 @@ def _phase(*, counts: _Counts, unplaced: int, stalled: str | None) -> Phase:
 
 @dataclass(frozen=True, slots=True)
 class FogDeploymentStatus:
-    """The computed `.status`; as_patch() gives the JSON to send.
+    """The computed `.status`; as_patch() gives its fields in the CRD's shape.
 
-    `.status.selector` (the scale subresource's label selector) is not computed here: it
-    depends on how the caller labels things, not on the replicas.
+    `.status.selector` (the scale subresource's label selector) depends on the object's
+    name, not on the replicas: `status_body` adds it.
     """
 
     phase: Phase
@@ -145,7 +158,7 @@ class FogDeploymentStatus:
         return {
             "phase": str(self.phase),
             "observedGeneration": self.observed_generation,
-            "revision": self.revision,
+            "revision": self.revision[:SHORT_REVISION],
             "replicas": self.replicas,
             "readyReplicas": self.ready_replicas,
             "updatedReplicas": self.updated_replicas,
@@ -196,6 +209,37 @@ def compute_status(
         unplaced_replicas=counts.waiting(unplaced=unplaced),
         conditions=conditions,
     )
+
+
+def status_body(status: FogDeploymentStatus, *, name: str) -> dict[str, Any]:
+    """The whole `.status` we own after a reconcile (kopf's own `status.kopf` is left alone)."""
+    return {**status.as_patch(), "selector": selector(name)}
+
+
+def failure_status(
+    *,
+    reason: str,
+    message: str,
+    stalled: bool,
+    generation: int,
+    previous_conditions: Sequence[Mapping[str, Any]],
+    now: datetime,
+) -> dict[str, Any]:
+    """The `.status` of a reconcile that could not run: conditions that say why.
+
+    Stalled for causes that wait for a spec change (InvalidSpec), Reconciling for those that
+    are retried (DatabaseUnavailable). The counts are left as last written: nothing new is
+    known about the replicas.
+    """
+    conditions = condition_set(
+        verdict=ConditionType.STALLED if stalled else ConditionType.RECONCILING,
+        reason=reason,
+        message=message,
+        generation=generation,
+        previous=previous_conditions,
+        now=now,
+    )
+    return {"conditions": [condition.as_dict() for condition in conditions]}
 
 
 def status_changed(*, old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:

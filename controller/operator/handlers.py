@@ -3,7 +3,7 @@
 kopf does three things for us: it watches FogDeployments, it adds and removes our finalizer,
 and it runs the startup, cleanup, login and probe hooks. Reconciling is ours: one spy handler
 (`on.event`) records each watch event and queues a reconcile when the object is new or its
-spec changed; the work loop's workers run the one idempotent, level-triggered reconcile for
+spec changed; the controller's workers run the one idempotent, level-triggered reconcile for
 every cause (create, update, startup, agent reports, resync). The `on.delete` handler
 soft-deletes through the same per-object lock, and kopf then removes the finalizer.
 
@@ -14,13 +14,15 @@ of the operator's time during a burst and most of its memory at rest
 (docs/design/performance.md). Errors are handled by the work queue: outages retry with
 exponential backoff per object, an invalid spec is reported as Stalled and waits for an edit.
 
-Everything with a life (engine, API client, the work loop) is created at startup and kept in
-kopf's memo, and released at cleanup.
+Everything with a life (the database store, the API client, the controller and its supervised
+loops) is created at startup and kept in kopf's memo, and released at cleanup. Errors become
+kopf's here and nowhere else: a retryable one from the finalizer is a TemporaryError.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -28,17 +30,21 @@ from datetime import timedelta
 from typing import Any
 
 import kopf
-from sqlalchemy import text
-from sqlalchemy.engine import URL
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from controller.db import engine as db_engine
-from controller.db.errors import DatabaseUnavailableError
+from controller.db import notify
+from controller.db.store import Store
+from controller.db.urls import DatabaseUrl
+from controller.errors import RetryableError
 from controller.kube import client as kube_client
 from controller.kube import resource
 from controller.model.restarts import RestartPolicy
+from controller.operator.controller import Controller
+from controller.operator.nodelifecycle import NodeLifecycle
+from controller.operator.objects import ObservedObjects
 from controller.operator.reconciler import Reconciler
-from controller.operator.wakeups import Wakeups
+from controller.operator.sources import Sources
+from controller.operator.supervisor import Supervisor
+from controller.operator.sync import Syncer
 from controller.operator.workqueue import backoff
 
 # Our own names for kopf's bookkeeping, so that nothing says zalando.org on our objects.
@@ -50,7 +56,7 @@ FINALIZER = f"{DOMAIN}/finalizer"
 class OperatorConfig:
     """What `fogctl run` decides."""
 
-    database_url: URL
+    database_url: DatabaseUrl
     resync_seconds: float
     node_grace: timedelta
     restarts: RestartPolicy = field(default_factory=RestartPolicy)
@@ -61,9 +67,11 @@ class OperatorConfig:
 class Runtime:
     """What lives from startup to cleanup."""
 
-    engine: AsyncEngine
+    store: Store
     kube: kube_client.KubeClient
-    wakeups: Wakeups
+    controller: Controller
+    sources: Sources
+    supervisor: Supervisor
     task: asyncio.Task[None]
 
 
@@ -106,20 +114,38 @@ def apply_settings(settings: kopf.OperatorSettings, *, verbose: bool) -> None:
 
 
 async def start_runtime(config: OperatorConfig) -> Runtime:
-    """Connect to the database and the API server and start the wakeups loops."""
-    engine = db_engine.make_engine(config.database_url)
-    sessions = db_engine.make_sessions(engine)
+    """Connect to the database and the API server; start the supervised loops."""
+    store = Store.connect(config.database_url)
     kube = kube_client.KubeClient(await kube_client.connect())
-    wakeups = Wakeups(
-        url=config.database_url,
-        sessions=sessions,
-        kube=kube,
-        reconciler=Reconciler(sessions, restarts=config.restarts),
-        node_grace=config.node_grace,
+    objects = ObservedObjects()
+    controller = Controller(
+        syncer=Syncer(
+            reconciler=Reconciler(store, restarts=config.restarts), kube=kube, objects=objects
+        )
+    )
+    sources = Sources(
+        objects=objects,
+        enqueue=controller.enqueue,
+        forget=controller.forget,
+        listen=functools.partial(notify.listen, config.database_url),
+        keys_of=store.deployment_keys,
         resync_seconds=config.resync_seconds,
     )
-    task = asyncio.create_task(wakeups.run(), name="fog-wakeups")
-    return Runtime(engine=engine, kube=kube, wakeups=wakeups, task=task)
+    supervisor = Supervisor()
+    controller.supervise(supervisor)
+    supervisor.add("notifications", sources.listen)
+    supervisor.add("notified-keys", sources.resolve)
+    supervisor.add("resync", sources.resync)
+    supervisor.add("node-lifecycle", NodeLifecycle(store=store, grace=config.node_grace).run)
+    task = asyncio.create_task(supervisor.run(), name="fog-controller")
+    return Runtime(
+        store=store,
+        kube=kube,
+        controller=controller,
+        sources=sources,
+        supervisor=supervisor,
+        task=task,
+    )
 
 
 def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
@@ -141,26 +167,32 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
         runtime: Runtime = memo.runtime
         runtime.task.cancel()
         await asyncio.gather(runtime.task, return_exceptions=True)
+        runtime.controller.queue.close()
         await runtime.kube.close()
-        await runtime.engine.dispose()
+        await runtime.store.close()
 
     @kopf.on.probe(id="database", registry=registry)
     async def database_answers(memo: kopf.Memo, **_: Any) -> bool:
-        async with memo.runtime.engine.connect() as connection:
-            await connection.execute(text("SELECT 1"))
+        await memo.runtime.store.ping()
         return True
+
+    # Fails (and with it kopf's liveness endpoint) while a loop is stuck or crash-looping.
+    @kopf.on.probe(id="loops", registry=registry)
+    async def loops(memo: kopf.Memo, **_: Any) -> dict[str, dict[str, Any]]:
+        runtime: Runtime = memo.runtime
+        return runtime.supervisor.check()
 
     # async, though it never awaits: kopf runs plain functions in a thread pool.
     @kopf.on.event(*target, id="observe", registry=registry)
     async def observe(body: kopf.Body, event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-        memo.runtime.wakeups.observe(body, deleted=event.get("type") == "DELETED")
+        memo.runtime.sources.observe(body, deleted=event.get("type") == "DELETED")
 
     @kopf.on.delete(*target, id="finalize", registry=registry)
     async def finalize(meta: kopf.Meta, memo: kopf.Memo, retry: int, **_: Any) -> None:
         try:
-            await memo.runtime.wakeups.syncer.finalize(resource.object_ref(meta))
-        except DatabaseUnavailableError as exc:
-            delay = backoff(retry + 1)
-            raise kopf.TemporaryError(f"database unavailable: {exc}", delay=delay) from exc
+            await memo.runtime.controller.syncer.finalize(resource.object_ref(meta))
+        except RetryableError as exc:
+            delay = backoff(retry + 1) if exc.delay is None else exc.delay
+            raise kopf.TemporaryError(f"{exc}", delay=delay) from exc
 
     return registry

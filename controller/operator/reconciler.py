@@ -8,49 +8,27 @@ retry decisions.
 
 from __future__ import annotations
 
-import asyncio
-import random
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
-import psycopg.errors
-from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
-from controller.db import deployments
-from controller.db import engine as db_engine
-from controller.db.errors import DatabaseUnavailableError
-from controller.kube import status as kube_status
+from controller.db.deployments import DesiredRecord, Snapshot
+from controller.db.store import Store, Transaction
 from controller.kube.resource import DeploymentSpec, ObjectRef
-from controller.model import planner, restarts
+from controller.model import actors, planner, restarts
 from controller.model.events import Event, events_for
 from controller.model.replicas import ReplicaState
 from controller.model.restarts import RestartPolicy
-from controller.model.status import compute_status
+from controller.model.status import compute_status, status_body
 
-T = TypeVar("T")
-ACTOR = "operator"
-# A conflict means another writer moved first; re-planning from a fresh snapshot almost
-# always succeeds at once. After this many in a row something is hot: let the caller back off.
-MAX_CONFLICT_ATTEMPTS = 5
-# Random pause before a retry, growing with each try: up to 20 ms, 40 ms ... (a reconcile's
-# transaction takes a few milliseconds, so this spreads colliding writers apart).
-CONFLICT_JITTER_SECONDS = 0.02
 # Candidate nodes read (and locked) for a placement: two per replica to place, so Spread can
 # put each on a different node and the planner's exact scoring (which also weighs GPU and
 # storage) has a choice beyond SQL's order. Few, because each is locked until commit: with
 # 16 reconciles in flight on 100 nodes, 8 per reconcile left the others nothing to lock.
 CANDIDATES_PER_REPLICA = 2
 MIN_CANDIDATES = 2
-# Over-commit refused by the node CHECK constraints: another deployment took the room.
-OVERCOMMIT_CONSTRAINT_PREFIX = "ck_nodes_"
-
-
-class ConflictRetryError(RuntimeError):
-    """Conflicts kept happening; retry the reconcile later."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,33 +39,6 @@ class Outcome:
     events: tuple[Event, ...]
     # Reconcile again after this many seconds (the restart backoff ends then), if set.
     requeue_after: float | None = None
-
-
-def _is_retryable(error: DBAPIError) -> bool:
-    """Conflicts that a fresh snapshot resolves: over-commit, deadlock, serialization."""
-    original = error.orig
-    if isinstance(error, IntegrityError):
-        constraint = getattr(getattr(original, "diag", None), "constraint_name", "") or ""
-        return constraint.startswith(OVERCOMMIT_CONSTRAINT_PREFIX)
-    return isinstance(
-        original, psycopg.errors.DeadlockDetected | psycopg.errors.SerializationFailure
-    )
-
-
-def desired_record(ref: ObjectRef, spec: DeploymentSpec) -> deployments.DesiredRecord:
-    """The deployment row the spec asks for."""
-    return deployments.DesiredRecord(
-        name=ref.name,
-        image=spec.create.container_image,
-        replicas=spec.replicas,
-        container_spec=spec.create.container_spec,
-        node_selector=spec.create.node_selector,
-        strategy=spec.create.placement_strategy,
-        request=spec.request,
-        revision=spec.revision,
-        k8s_uid=ref.uid,
-        generation=ref.generation,
-    )
 
 
 def _stalled(
@@ -103,62 +54,40 @@ class Reconciler:
 
     def __init__(
         self,
-        sessions: async_sessionmaker[AsyncSession],
+        store: Store,
         *,
         restarts: RestartPolicy | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
-        self._sessions = sessions
+        self._store = store
         self._restarts = restarts or RestartPolicy()
         self._clock = clock
-        # Reconciles come from a fixed pool of workers, but kopf runs the delete handler of
-        # every object at once: deleting thousands must queue here, not in the connection
-        # pool, whose wait times out.
-        self._slots = asyncio.Semaphore(db_engine.MAX_CONCURRENT)
 
     async def reconcile(
         self, *, ref: ObjectRef, spec: DeploymentSpec, live_status: Mapping[str, Any]
     ) -> Outcome:
         """Make Postgres match the spec by one step; return the status that results."""
         previous = list(live_status.get("conditions") or [])
-        return await self._with_retries(
-            lambda session: self._reconcile_once(session, ref, spec, previous)
+        return await self._store.transaction(
+            lambda tx: self._reconcile_once(tx, ref, spec, previous)
         )
 
     async def finalize(self, *, ref: ObjectRef) -> None:
         """Soft-delete the deployment: status deleted, replicas stopping, history kept."""
 
-        async def once(session: AsyncSession) -> None:
-            snapshot = await deployments.observe(session, namespace=ref.namespace, name=ref.name)
-            await deployments.soft_delete(
-                session,
+        async def once(tx: Transaction) -> None:
+            snapshot = await tx.observe(namespace=ref.namespace, name=ref.name)
+            await tx.soft_delete(
                 snapshot=snapshot,
                 transitions=planner.stop_all(replicas=snapshot.replicas),
-                actor=ACTOR,
+                actor=actors.OPERATOR,
             )
 
-        await self._with_retries(once)
-
-    async def _with_retries(self, attempt: Callable[[AsyncSession], Awaitable[T]]) -> T:
-        for tries in range(1, MAX_CONFLICT_ATTEMPTS + 1):
-            try:
-                async with self._slots, self._sessions() as session, session.begin():
-                    return await attempt(session)
-            except deployments.ConflictError:
-                pass
-            except DBAPIError as exc:
-                if not _is_retryable(exc):
-                    if isinstance(exc, OperationalError | InterfaceError):
-                        detail = str(exc.orig or exc).splitlines()[0]
-                        raise DatabaseUnavailableError(detail) from exc
-                    raise
-            # Writers that collided would collide again if they retried in step.
-            await asyncio.sleep(random.uniform(0, CONFLICT_JITTER_SECONDS * tries))  # noqa: S311
-        raise ConflictRetryError(f"{MAX_CONFLICT_ATTEMPTS} conflicting writes in a row")
+        await self._store.transaction(once)
 
     @staticmethod
     async def _plan(
-        session: AsyncSession, desired: planner.DesiredState, snapshot: deployments.Snapshot
+        tx: Transaction, desired: planner.DesiredState, snapshot: Snapshot
     ) -> planner.Plan:
         """Plan without nodes first; read candidate nodes only if something needs a place.
 
@@ -170,8 +99,7 @@ class Reconciler:
         for lock in (True, False):
             if not plan.unplaced:
                 break
-            nodes = await deployments.candidate_nodes(
-                session,
+            nodes = await tx.candidate_nodes(
                 node_selector=desired.node_selector,
                 request=desired.request,
                 strategy=desired.strategy,
@@ -183,12 +111,12 @@ class Reconciler:
 
     async def _reconcile_once(
         self,
-        session: AsyncSession,
+        tx: Transaction,
         ref: ObjectRef,
         spec: DeploymentSpec,
         previous: Sequence[Mapping[str, Any]],
     ) -> Outcome:
-        snapshot = await deployments.observe(session, namespace=ref.namespace, name=ref.name)
+        snapshot = await tx.observe(namespace=ref.namespace, name=ref.name)
         now = self._clock()
         stored = snapshot.deployment
         restart = restarts.decide(
@@ -197,16 +125,10 @@ class Reconciler:
             now=now,
             policy=self._restarts,
         )
-        desired = planner.DesiredState(
-            replicas=spec.replicas,
-            revision=spec.revision,
-            request=spec.request,
-            strategy=spec.strategy,
-            node_selector=spec.create.node_selector,
-            evacuate=snapshot.evacuate,
-            hold_new=restart.holds(now),
+        desired = spec.desired.planner_input(
+            evacuate=snapshot.evacuate, hold_new=restart.holds(now)
         )
-        plan = await self._plan(session, desired, snapshot)
+        plan = await self._plan(tx, desired, snapshot)
         new_ids = [uuid.uuid4() for _ in plan.create]
         first_seq = stored.next_ordinal if stored else 0
         after = planner.outcome(
@@ -228,24 +150,17 @@ class Reconciler:
             now=now,
         )
         reason = next(c.reason for c in status.conditions if c.status)
-        await deployments.apply(
-            session,
+        await tx.apply(
             snapshot=snapshot,
             namespace=ref.namespace,
-            desired=desired_record(ref, spec),
+            desired=DesiredRecord(spec=spec.desired, k8s_uid=ref.uid, generation=ref.generation),
             plan=plan,
             new_ids=new_ids,
             status=status.deployment_status,
             reason=reason,
-            actor=ACTOR,
+            actor=actors.OPERATOR,
         )
-        body = kube_status.status_body(
-            name=ref.name,
-            status=status,
-            desired=spec.replicas,
-            revision=spec.revision,
-            unplaced=plan.unplaced,
-        )
+        body = status_body(status, name=ref.name)
         events = events_for(
             plan=plan, status=status, previous_conditions=previous, revision=spec.revision
         )

@@ -1,8 +1,9 @@
 """Sync one FogDeployment object: reconcile it and write its status, whoever asked.
 
-Watch events, agent reports, requeues and the resync all end here (through the work queue), so
-there is one place that turns reconciler results and errors into status, events and retry
-decisions. Status is written through the `/status` subresource under the object's lock, only
+Watch events, agent reports, requeues and the resync all end here (through the controller's
+work queue), so there is one place that turns reconciler results and errors into status and
+events; what the queue then does with the key is the controller's decision
+(controller.py). Status is written through the `/status` subresource under the object's lock, only
 when it changed. Finalizing a deletion takes the same lock, so a reconcile already running
 finishes first and one that comes later finds the object gone.
 """
@@ -10,47 +11,20 @@ finishes first and one that comes later finds the object gone.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
-
-from pydantic import ValidationError
 
 from controller.db.errors import DatabaseUnavailableError
 from controller.kube import resource
 from controller.kube.client import KubeClient
-from controller.kube.resource import ObjectRef
-from controller.model.conditions import ConditionType, condition_set
-from controller.model.status import status_changed
+from controller.kube.resource import InvalidSpecError, ObjectRef
+from controller.model.status import failure_status, status_changed
 from controller.operator.locks import KeyedLocks
 from controller.operator.objects import Key, ObservedObjects
 from controller.operator.reconciler import Reconciler
 
 logger = logging.getLogger(__name__)
-
-
-class InvalidSpecError(ValueError):
-    """The spec breaks the seed's limits: retrying cannot help until it is edited."""
-
-
-def failure_status(
-    *, reason: str, message: str, stalled: bool, generation: int, live: Mapping[str, Any]
-) -> dict[str, Any]:
-    """Conditions that say why we could not reconcile (Stalled for permanent causes)."""
-    conditions = condition_set(
-        verdict=ConditionType.STALLED if stalled else ConditionType.RECONCILING,
-        reason=reason,
-        message=message,
-        generation=generation,
-        previous=list(live.get("conditions") or []),
-        now=datetime.now(UTC),
-    )
-    return {"conditions": [condition.as_dict() for condition in conditions]}
-
-
-def one_line(error: Exception) -> str:
-    """An error as one line, for conditions and logs."""
-    return " ".join(str(error).split())
 
 
 class Syncer:
@@ -62,12 +36,10 @@ class Syncer:
         reconciler: Reconciler,
         kube: KubeClient,
         objects: ObservedObjects,
-        requeue: Callable[[Key, float], None],
     ) -> None:
         self._reconciler = reconciler
         self._objects = objects
         self._kube = kube
-        self._requeue = requeue
         self._locks = KeyedLocks()
         # The status we last wrote per object. The status last seen on the watch may predate
         # our own last patch; judging "what changed" (and "did Ready just turn True") against
@@ -102,53 +74,65 @@ class Syncer:
         await self._kube.patch_status(*key, body)
         self._written[key] = {**live, **body}
 
-    async def sync(self, key: Key, *, retry_delay: float = 0.0) -> None:
+    async def _fail(
+        self,
+        key: Key,
+        live: Mapping[str, Any],
+        generation: int,
+        *,
+        reason: str,
+        message: str,
+        stalled: bool,
+    ) -> None:
+        """Say in the status why the reconcile could not run."""
+        await self._write(
+            key,
+            live,
+            failure_status(
+                reason=reason,
+                message=message,
+                stalled=stalled,
+                generation=generation,
+                previous_conditions=list(live.get("conditions") or []),
+                now=datetime.now(UTC),
+            ),
+        )
+
+    async def sync(self, key: Key, *, retry_delay: float = 0.0) -> float | None:
         """Reconcile the object of `key` as last observed, and publish the result.
 
-        Does nothing if the object is gone or being deleted. Raises InvalidSpecError or
+        Returns the seconds after which to reconcile it again (a restart backoff ends), if
+        any. Does nothing if the object is gone or being deleted. Raises InvalidSpecError or
         DatabaseUnavailableError after saying so in the status; `retry_delay` is what the
         caller will wait before retrying, for the message.
         """
         async with self._locks.hold(key):
             observed = self._objects.get(key)
             if observed is None:
-                return
+                return None
             ref = observed.ref
             live = self._live(key, observed.status)
             try:
-                spec = resource.parse_spec(ref.name, observed.spec)
-            except ValidationError as exc:
-                message = f"invalid spec: {one_line(exc)}"
-                await self._write(
-                    key,
-                    live,
-                    failure_status(
-                        reason="InvalidSpec",
-                        message=message,
-                        stalled=True,
-                        generation=ref.generation,
-                        live=live,
-                    ),
-                )
-                raise InvalidSpecError(message) from exc
-            try:
+                spec = resource.read_spec(ref.name, observed.spec)
                 outcome = await self._reconciler.reconcile(ref=ref, spec=spec, live_status=live)
+            except InvalidSpecError as exc:
+                await self._fail(
+                    key, live, ref.generation, reason="InvalidSpec", message=str(exc), stalled=True
+                )
+                raise
             except DatabaseUnavailableError as exc:
-                await self._write(
+                message = f"{exc}; retrying in {retry_delay:.0f} s"
+                await self._fail(
                     key,
                     live,
-                    failure_status(
-                        reason="DatabaseUnavailable",
-                        message=f"{one_line(exc)}; retrying in {retry_delay:.0f} s",
-                        stalled=False,
-                        generation=ref.generation,
-                        live=live,
-                    ),
+                    ref.generation,
+                    reason="DatabaseUnavailable",
+                    message=message,
+                    stalled=False,
                 )
                 raise
             await self._write(key, live, outcome.status)
         for event in outcome.events:
             logger.info("%s/%s %s: %s", ref.namespace, ref.name, event.reason, event.message)
             await self._kube.post_event(ref, event)
-        if outcome.requeue_after is not None:
-            self._requeue(key, outcome.requeue_after)
+        return outcome.requeue_after

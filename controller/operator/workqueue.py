@@ -69,13 +69,16 @@ class WorkQueue(Generic[K]):
         """The delay `retry(key)` would choose now (for messages that announce it)."""
         return backoff(self._failures.get(key, 0) + 1)
 
-    def retry(self, key: K) -> float:
-        """Add `key` again after its backoff; returns the delay chosen."""
+    def retry(self, key: K, *, delay: float | None = None) -> float:
+        """Add `key` again after its backoff (or `delay`, if given); returns the delay chosen.
+
+        Either way the failure counts toward the key's backoff.
+        """
         failures = self._failures.get(key, 0) + 1
         self._failures[key] = failures
-        delay = backoff(failures)
-        self.add_after(key, delay)
-        return delay
+        chosen = backoff(failures) if delay is None else delay
+        self.add_after(key, chosen)
+        return chosen
 
     def succeeded(self, key: K) -> None:
         """Forget `key`'s failures: the next failure starts the backoff afresh."""

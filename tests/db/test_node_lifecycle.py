@@ -18,11 +18,12 @@ from controller.agent.simulate import Simulator, tick
 from controller.db import engine as db_engine
 from controller.db import nodes as db_nodes
 from controller.db import reports
+from controller.db.errors import WriteConflictError
+from controller.db.store import Store
 from controller.db.tables import Deployment, DeploymentReplica, Node, ReplicaStatusHistory
 from controller.kube.resource import parse_spec
 from controller.model.restarts import RestartPolicy
 from controller.model.states import ReplicaStatus
-from controller.operator.reconciler import ConflictRetryError
 
 GRACE = timedelta(seconds=40)
 
@@ -278,7 +279,7 @@ async def test_crash_backoff_grows_then_stalled_then_recovers(
         failure_limit=3,
     )
     driver = Driver(sessions)
-    driver.reconciler = type(driver.reconciler)(sessions, restarts=policy)
+    driver.reconciler = type(driver.reconciler)(Store(sessions), restarts=policy)
     crashing = {"edge-1": Simulator(start_delay=0, fail_image="bad:*")}
     holds: list[float] = []
     status = await driver.reconcile(spec(1, image="bad:1"))
@@ -334,7 +335,7 @@ async def test_capacity_is_never_overcommitted_with_concurrent_agents_and_reconc
     async def operator_loop(driver: Driver, body: dict[str, Any]) -> None:
         for _ in range(15):
             body = {**body, "replicas": max(0, body["replicas"] + rng.choice([-1, 0, 1]))}
-            with contextlib.suppress(ConflictRetryError):  # kopf would retry it a second later
+            with contextlib.suppress(WriteConflictError):  # kopf would retry it a second later
                 await driver.reconcile(body)
             await asyncio.sleep(0)
 

@@ -18,6 +18,7 @@ from controller.agent.simulate import Simulator, tick
 from controller.db import engine as db_engine
 from controller.db import nodes as db_nodes
 from controller.db.history import deployment_history
+from controller.db.store import Store
 from controller.db.tables import Deployment, DeploymentReplica, Node
 from controller.kube.resource import ObjectRef, parse_spec
 from controller.model.resources import Resources
@@ -58,7 +59,7 @@ class Driver:
     def __init__(
         self, sessions: async_sessionmaker[AsyncSession], name: str = "web", ns: str = "team-a"
     ) -> None:
-        self.reconciler = Reconciler(sessions)
+        self.reconciler = Reconciler(Store(sessions))
         self.sessions = sessions
         self.ref = ObjectRef(namespace=ns, name=name, uid=str(uuid.uuid4()), generation=1)
         self.status: dict[str, Any] = {}

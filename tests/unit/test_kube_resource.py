@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from controller.kube.resource import object_ref, parse_spec
-from controller.kube.status import selector
+from controller.model.status import selector
 from controller.model.placement import Strategy
 from controller.model.resources import Resources
 

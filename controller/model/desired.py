@@ -1,0 +1,56 @@
+"""What a FogDeployment asks for, declared once.
+
+The spec reaches three consumers: the planner (how many replicas of which revision, where), the
+deployment row that records it, and the status that reports on it. Each used to copy the
+fields it needed from the parsed spec by hand; now the kube layer parses the spec into this
+one value, the planner's input is derived from it here, and the db layer's one table of tracked
+columns reads it (controller/db/deployments.py). A new spec field is added here once.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from controller.model.placement import Strategy
+from controller.model.planner import DesiredState
+from controller.model.resources import Resources
+from controller.model.revision import template_revision
+
+
+@dataclass(frozen=True, slots=True)
+class DesiredDeployment:
+    """The tracked fields of one FogDeployment's spec, validated, in our own types.
+
+    `revision` is derived from what a replica runs (image, request, container spec): a change
+    there rolls the replicas, a change of count, selector or strategy does not.
+    """
+
+    name: str
+    image: str
+    replicas: int
+    request: Resources
+    container_spec: Mapping[str, Any]
+    node_selector: Mapping[str, str]
+    strategy: Strategy
+    revision: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        revision = template_revision(
+            image=self.image, request=self.request, container_spec=self.container_spec
+        )
+        object.__setattr__(self, "revision", revision)  # frozen: set once, derived
+
+    def planner_input(self, *, evacuate: frozenset[uuid.UUID], hold_new: bool) -> DesiredState:
+        """The planner's view of this spec, given what the snapshot and restart policy say."""
+        return DesiredState(
+            replicas=self.replicas,
+            revision=self.revision,
+            request=self.request,
+            strategy=self.strategy,
+            node_selector=self.node_selector,
+            evacuate=evacuate,
+            hold_new=hold_new,
+        )

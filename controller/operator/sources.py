@@ -1,0 +1,130 @@
+"""What feeds the controller's queue: the watch, the database's notifications, the resync.
+
+Each source turns its own kind of news into `enqueue(key)`:
+
+* **the watch** (kopf's, through the one spy handler in handlers.py): `observe` records the
+  object and queues it when it is new to us or its generation moved;
+* **notifications**: `NOTIFY fog_deployment_changed` carries the id of a deployment whose
+  replica an agent (or the node check) changed, so an agent's report reaches `.status` in well
+  under a second; `listen` collects the ids, `resolve` turns them into keys in batches;
+* **the resync**: every `resync_seconds`, each known object once, evenly spread, as the safety
+  net for anything missed.
+
+Notification payloads are input from the database channel, not trusted: anything that is not a
+deployment id is logged and skipped (one malformed payload used to end the listener for good).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+from controller.db.errors import DatabaseUnavailableError
+from controller.operator.objects import Key, ObservedObjects
+from controller.operator.supervisor import Progress
+
+logger = logging.getLogger(__name__)
+
+# Between attempts to re-establish the LISTEN connection, and to look up notified ids again,
+# while the database is unavailable: quick enough that reports resume within seconds of its
+# return, rare enough not to matter to a database that is starting up.
+RECONNECT_SECONDS = 2.0
+# How soon the resync looks again when no object has been seen yet (the watch's first listing
+# may still be arriving).
+EMPTY_RESYNC_SECONDS = 5.0
+
+Listen = Callable[[], AsyncIterator[str]]
+KeysOf = Callable[[Sequence[uuid.UUID]], Awaitable[list[Key]]]
+
+
+class Sources:
+    """The watch's record, the notification listener and the resync, feeding one queue."""
+
+    def __init__(
+        self,
+        *,
+        objects: ObservedObjects,
+        enqueue: Callable[[Key], None],
+        forget: Callable[[Key], None],
+        listen: Listen,
+        keys_of: KeysOf,
+        resync_seconds: float,
+    ) -> None:
+        self.objects = objects
+        self._enqueue = enqueue
+        self._forget = forget
+        self._listen = listen
+        self._keys_of = keys_of
+        self._resync_seconds = resync_seconds
+        # Deployment ids notified and not yet resolved to keys; `resolve` waits on the event.
+        self._notified: set[uuid.UUID] = set()
+        self._pending = asyncio.Event()
+
+    def observe(self, body: Mapping[str, Any], *, deleted: bool) -> None:
+        """Record a watch event; queue a reconcile if the object is new or its spec changed."""
+        key = (body["metadata"]["namespace"], body["metadata"]["name"])
+        if self.objects.observe(body, deleted=deleted):
+            self._enqueue(key)
+        elif deleted:
+            self._forget(key)
+
+    def notified(self, payload: str) -> None:
+        """Take one notification's payload: a deployment id, or garbage to log and skip."""
+        try:
+            deployment_id = uuid.UUID(payload)
+        except ValueError:
+            logger.warning("ignoring a notification that is not a deployment id: %.80r", payload)
+            return
+        self._notified.add(deployment_id)
+        self._pending.set()
+
+    async def listen(self, progress: Progress) -> None:
+        """Listen for notifications for as long as the operator runs; reconnect after a drop."""
+        while True:
+            try:
+                async for payload in self._listen():
+                    self.notified(payload)
+                    progress.beat()
+            except DatabaseUnavailableError as exc:
+                logger.warning("notification connection lost (%s); reconnecting", exc)
+            await asyncio.sleep(RECONNECT_SECONDS)
+
+    async def resolve(self, progress: Progress) -> None:
+        """Queue the keys of the notified deployments: one query per batch, not per id.
+
+        An agent's report transaction notifies every deployment it touched at once; the ids
+        that arrive while a lookup runs are looked up together next.
+        """
+        while True:
+            await self._pending.wait()
+            await asyncio.sleep(0)  # let the notifications of the same delivery join the batch
+            self._pending.clear()
+            ids, self._notified = list(self._notified), set()
+            try:
+                with progress.busy():
+                    keys = await self._keys_of(ids)
+            except DatabaseUnavailableError as exc:
+                logger.warning("looking up %d notified deployments failed: %s", len(ids), exc)
+                self._notified.update(ids)  # keep them for the next attempt
+                self._pending.set()
+                await asyncio.sleep(RECONNECT_SECONDS)
+                continue
+            for key in keys:
+                self._enqueue(key)
+
+    async def resync(self, progress: Progress) -> None:
+        """Queue every known object once per interval, evenly spread, forever."""
+        while True:
+            keys = self.objects.keys()
+            if not keys:
+                await asyncio.sleep(min(self._resync_seconds, EMPTY_RESYNC_SECONDS))
+                continue
+            # Evenly spread: 5,000 objects every 10 min is one every 0.12 s, never a spike.
+            pause = self._resync_seconds / len(keys)
+            for key in keys:
+                await asyncio.sleep(pause)
+                self._enqueue(key)
+                progress.beat()
