@@ -1,5 +1,9 @@
 """The Argo CD health check (deploy/argocd/health.lua), run in a real Lua 5.1 interpreter.
 
+The statuses it is shown are built by the operator's own status builder (model/status.py), so
+the reasons and messages are the ones the operator emits; the few that only a hand-written or
+older status could show are built the same way and then altered, and say so.
+
 Argo CD evaluates custom health checks with gopher-lua, a Lua 5.1 implementation: it converts
 the live object from JSON into nested tables, binds it to the global `obj`, runs the script as a
 chunk and reads the table the chunk returns. lupa's Lua 5.1 runtime reproduces that here.
@@ -8,18 +12,24 @@ chunk and reads the table the chunk returns. lupa's Lua 5.1 runtime reproduces t
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import lupa.lua51 as lupa  # a hard dependency of this test on purpose: no importorskip
 import pytest
 import yaml
+from model_builders import replica
+
+from controller.model.replicas import ReplicaState
+from controller.model.status import compute_status, failure_status, status_body
 
 REPO = Path(__file__).resolve().parents[2]
 HEALTH_LUA = REPO / "deploy" / "argocd" / "health.lua"
 README = REPO / "deploy" / "argocd" / "README.md"
 ARGOCD_KEY = "resource.customizations.health.fogcompute.io_FogDeployment"
-T0 = "2025-01-01T00:00:00Z"
+NOW = datetime(2025, 1, 1, tzinfo=UTC)
 
 
 def _to_lua(runtime: Any, value: Any) -> Any:
@@ -47,17 +57,36 @@ def assess(obj: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def condition(
-    type_: str, status: str, reason: str, message: str, observed_generation: int = 2
+def built(
+    want: int,
+    replicas: Sequence[ReplicaState],
+    *,
+    generation: int = 2,
+    unplaced: int = 0,
+    shortfall: str | None = None,
+    stalled: str | None = None,
 ) -> dict[str, Any]:
-    return {
-        "type": type_,
-        "status": status,
-        "observedGeneration": observed_generation,
-        "lastTransitionTime": T0,
-        "reason": reason,
-        "message": message,
-    }
+    """A `.status` exactly as the operator writes it after a reconcile (model/status.py)."""
+    status = compute_status(
+        generation=generation,
+        desired_replicas=want,
+        revision="r1",
+        replicas=replicas,
+        unplaced=unplaced,
+        shortfall=shortfall,
+        previous_conditions=(),
+        stalled_reason=stalled,
+        now=NOW,
+    )
+    return status_body(status, name="hello-fog")
+
+
+def running(count: int = 3) -> list[ReplicaState]:
+    return [replica(seq) for seq in range(1, count + 1)]
+
+
+def condition_of(status: dict[str, Any], type_: str) -> dict[str, Any]:
+    return next(c for c in status["conditions"] if c["type"] == type_)
 
 
 def fog_deployment(
@@ -81,28 +110,10 @@ def fog_deployment(
     return obj
 
 
-def running_status(**overrides: Any) -> dict[str, Any]:
-    status: dict[str, Any] = {
-        "observedGeneration": 2,
-        "phase": "Running",
-        "replicas": 3,
-        "readyReplicas": 3,
-        "updatedReplicas": 3,
-        "ready": "3/3",
-        "conditions": [
-            condition("Ready", "True", "ReplicasReady", "3/3 replicas ready"),
-            condition("Reconciling", "False", "ReconcileSucceeded", "Up to date"),
-            condition("Stalled", "False", "ReconcileSucceeded", "Up to date"),
-        ],
-    }
-    status.update(overrides)
-    return status
-
-
 def test_healthy_when_ready_for_current_generation() -> None:
-    assert assess(fog_deployment(status=running_status())) == {
+    assert assess(fog_deployment(status=built(3, running()))) == {
         "status": "Healthy",
-        "message": "3/3 replicas ready",
+        "message": "3 of 3 replicas running revision r1",
     }
 
 
@@ -122,89 +133,93 @@ def test_progressing_while_status_lacks_observed_generation() -> None:
 def test_progressing_when_generation_is_ahead_even_if_ready() -> None:
     # The spec changed (generation 3) but the operator last reported on generation 2,
     # whose Ready=True says nothing about the new spec.
-    assert assess(fog_deployment(generation=3, status=running_status())) == {
+    assert assess(fog_deployment(generation=3, status=built(3, running()))) == {
         "status": "Progressing",
         "message": "Waiting for fog-controller to observe generation 3 (observed 2)",
     }
 
 
 def test_degraded_when_stalled_with_its_message() -> None:
-    status = running_status(
-        phase="Pending",
-        readyReplicas=0,
-        ready="0/3",
-        conditions=[
-            condition("Ready", "False", "Unschedulable", "0/3 replicas ready"),
-            condition("Reconciling", "False", "Unschedulable", "Not progressing"),
-            condition(
-                "Stalled",
-                "True",
-                "Unschedulable",
-                "no fog node has 32 free CPU cores for replica 1",
-            ),
-        ],
-    )
+    shortfall = "2 of 3 replicas placed; best remaining node offers 1000m of 2000m CPU"
+    status = built(3, running(2), unplaced=1, shortfall=shortfall)
+    assert condition_of(status, "Stalled")["reason"] == "InsufficientCapacity"
+    assert assess(fog_deployment(status=status)) == {"status": "Degraded", "message": shortfall}
+
+
+def test_degraded_when_crash_looping() -> None:
+    status = built(3, [], stalled="CrashLoopBackOff")
+    assert status["phase"] == "Failed"
     assert assess(fog_deployment(status=status)) == {
         "status": "Degraded",
-        "message": "no fog node has 32 free CPU cores for replica 1",
+        "message": "reconciliation stalled: CrashLoopBackOff; 0 of 3 replicas running",
     }
 
 
 def test_degraded_stalled_without_message_falls_back_to_reason() -> None:
-    status = running_status(conditions=[condition("Stalled", "True", "ImageRejected", "")])
+    status = built(3, running(2), unplaced=1)
+    condition_of(status, "Stalled")["message"] = ""  # e.g. trimmed by a tool on the way
     assert assess(fog_deployment(status=status)) == {
         "status": "Degraded",
-        "message": "ImageRejected",
+        "message": "InsufficientCapacity",
     }
 
 
 def test_progressing_while_rolling_out_with_reconciling_message() -> None:
-    status = running_status(
-        readyReplicas=2,
-        updatedReplicas=1,
-        ready="2/3",
-        conditions=[
-            condition("Ready", "False", "RollingOut", "2/3 replicas ready"),
-            condition(
-                "Reconciling", "True", "RollingOut", "Rolling out revision 5d41402a: 1/3 updated"
-            ),
-            condition("Stalled", "False", "RollingOut", "Progressing"),
-        ],
+    replicas = [replica(1, revision="r0"), replica(2, revision="r0"), replica(3)]
+    status = built(3, replicas)
+    assert condition_of(status, "Reconciling")["reason"] == "RollingUpdate"
+    assert assess(fog_deployment(status=status)) == {
+        "status": "Progressing",
+        "message": "1 of 3 replicas on revision r1; 3 of 3 replicas running",
+    }
+
+
+def test_progressing_while_the_database_is_unavailable() -> None:
+    status = built(3, running())
+    status.update(
+        failure_status(
+            reason="DatabaseUnavailable",
+            message="connection refused; retrying in 4 s",
+            stalled=False,
+            generation=2,
+            previous_conditions=status["conditions"],
+            now=NOW,
+        )
     )
     assert assess(fog_deployment(status=status)) == {
         "status": "Progressing",
-        "message": "Rolling out revision 5d41402a: 1/3 updated",
+        "message": "connection refused; retrying in 4 s",
     }
 
 
 def test_progressing_without_reconciling_uses_ready_message() -> None:
-    status = running_status(
-        conditions=[condition("Ready", "Unknown", "Placing", "placing 3 replicas")]
-    )
+    status = built(3, running(2))
+    status["conditions"] = [c for c in status["conditions"] if c["type"] != "Reconciling"]
     assert assess(fog_deployment(status=status)) == {
         "status": "Progressing",
-        "message": "placing 3 replicas",
+        "message": "2 of 3 replicas running",
     }
 
 
 def test_stale_ready_condition_is_not_healthy() -> None:
     # status.observedGeneration is current, but the Ready condition was computed for gen 1.
-    status = running_status(
-        conditions=[condition("Ready", "True", "ReplicasReady", "3/3", observed_generation=1)]
-    )
+    status = {**built(3, running(), generation=1), "observedGeneration": 2}
     health = assess(fog_deployment(status=status))
     assert health["status"] == "Progressing"
 
 
 def test_stopped_and_ready_is_healthy() -> None:
-    status = running_status(
-        phase="Stopped",
-        replicas=0,
-        readyReplicas=0,
-        updatedReplicas=0,
-        ready="0/0",
-        conditions=[condition("Ready", "True", "Stopped", "")],
-    )
+    status = built(0, [])
+    assert status["phase"] == "Stopped"
+    assert assess(fog_deployment(replicas=0, status=status)) == {
+        "status": "Healthy",
+        "message": "0 of 0 replicas running revision r1",
+    }
+
+
+def test_stopped_without_a_message_says_stopped() -> None:
+    status = built(0, [])
+    condition_of(status, "Ready")["message"] = ""
     assert assess(fog_deployment(replicas=0, status=status)) == {
         "status": "Healthy",
         "message": "FogDeployment is stopped (0 replicas)",
@@ -212,13 +227,12 @@ def test_stopped_and_ready_is_healthy() -> None:
 
 
 def test_failed_phase_without_stalled_is_degraded() -> None:
-    status = running_status(
-        phase="Failed",
-        conditions=[condition("Ready", "False", "ReplicasFailed", "3/3 replicas failed")],
-    )
+    # Only a status written by hand (or by an older operator) says Failed without Stalled.
+    status = built(3, [], stalled="CrashLoopBackOff")
+    condition_of(status, "Stalled")["status"] = "False"
     assert assess(fog_deployment(status=status)) == {
         "status": "Degraded",
-        "message": "3/3 replicas failed",
+        "message": "reconciliation stalled: CrashLoopBackOff; 0 of 3 replicas running",
     }
 
 
