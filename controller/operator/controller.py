@@ -73,7 +73,8 @@ class Controller:
 
     def __init__(self, *, syncer: Syncer, queue: WorkQueue[Key] | None = None) -> None:
         self.syncer = syncer
-        self.queue: WorkQueue[Key] = queue or WorkQueue()
+        # Not `queue or ...`: an empty queue is falsy (it has a length).
+        self.queue: WorkQueue[Key] = WorkQueue() if queue is None else queue
 
     def enqueue(self, key: Key) -> None:
         """Reconcile `key` soon (de-duplicated by the queue)."""

@@ -1,4 +1,4 @@
-"""Every long-running task of the operator, supervised: restarted when it fails, watched for stalls.
+"""Every long-running task of the operator: restarted when it fails, watched for stalls.
 
 The operator is a handful of loops (the workers, the notification listener, the resync, the
 node check). Run under a bare `asyncio.gather`, one that raised ended silently while the rest
@@ -108,13 +108,20 @@ class Supervisor:
         self._sleep = sleep
         self._tasks: dict[str, SupervisedTask] = {}
 
-    def add(self, name: str, body: TaskBody, *, stuck_after: float = STUCK_AFTER_SECONDS) -> None:
-        """Supervise `body` under `name`; it runs when `run()` does."""
+    def add(
+        self, name: str, body: TaskBody, *, stuck_after: float = STUCK_AFTER_SECONDS
+    ) -> Progress:
+        """Supervise `body` under `name`; it runs when `run()` does.
+
+        Returns the task's Progress (the same one `body` is handed on every start).
+        """
         if name in self._tasks:
             raise ValueError(f"a task named {name!r} is supervised already")
+        progress = Progress(self._clock)
         self._tasks[name] = SupervisedTask(
-            name=name, body=body, progress=Progress(self._clock), stuck_after=stuck_after
+            name=name, body=body, progress=progress, stuck_after=stuck_after
         )
+        return progress
 
     async def run(self) -> None:
         """Run every task until cancelled; a task that returns is finished, not restarted."""

@@ -1,0 +1,234 @@
+"""The controller's one outcome mapping, its workers' use of the queue, and the Syncer's status.
+
+Fakes stand in for the reconciler and the API client: what is under test is the decision
+logic between them (which queue action, which status, when a patch is sent), not their I/O,
+which the db and kube suites test for real.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from controller.db.errors import DatabaseUnavailableError, WriteConflictError
+from controller.errors import RetryableError
+from controller.kube.client import KubeApiError
+from controller.kube.resource import InvalidSpecError
+from controller.model.events import Event, EventType
+from controller.operator.controller import Action, Controller, Decision, decide
+from controller.operator.objects import ObservedObjects
+from controller.operator.reconciler import Outcome
+from controller.operator.supervisor import Progress
+from controller.operator.sync import Syncer
+from controller.operator.workqueue import WorkQueue
+
+KEY = ("team-a", "web")
+SPEC = {"image": "app:1", "replicas": 2, "resources": {"cpuCores": 1, "memoryMB": 512}}
+
+
+@pytest.mark.parametrize(
+    ("result", "expected"),
+    [
+        ({}, Decision(Action.DONE)),
+        ({"requeue_after": 7.5}, Decision(Action.REQUEUE_AFTER, 7.5)),
+        ({"error": InvalidSpecError("invalid spec: x")}, Decision(Action.WAIT_FOR_CHANGE)),
+        ({"error": DatabaseUnavailableError("down")}, Decision(Action.RETRY)),
+        ({"error": WriteConflictError("5 in a row")}, Decision(Action.RETRY)),
+        ({"error": KubeApiError("throttled", delay=3.0)}, Decision(Action.RETRY, 3.0)),
+        ({"error": KeyError("a bug")}, Decision(Action.RETRY)),
+    ],
+)
+def test_decide_maps_each_result_to_one_queue_action(
+    result: dict[str, Any], expected: Decision
+) -> None:
+    assert decide(**result) == expected
+
+
+class FakeSyncer:
+    """Returns or raises what the test says, and records what it was asked."""
+
+    def __init__(self, *results: float | Exception | None) -> None:
+        self.results = list(results)
+        self.calls: list[tuple[tuple[str, str], float]] = []
+        self.forgotten: list[tuple[str, str]] = []
+
+    async def sync(self, key: tuple[str, str], *, retry_delay: float = 0.0) -> float | None:
+        self.calls.append((key, retry_delay))
+        result = self.results.pop(0)
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def forget(self, key: tuple[str, str]) -> None:
+        self.forgotten.append(key)
+
+
+async def test_retryable_failures_back_off_and_a_success_resets_the_count() -> None:
+    syncer = FakeSyncer(
+        DatabaseUnavailableError("down"), DatabaseUnavailableError("down"), None, None
+    )
+    queue: WorkQueue[tuple[str, str]] = WorkQueue()
+    controller = Controller(syncer=syncer, queue=queue)  # type: ignore[arg-type]
+    assert (await controller.process(KEY)).action is Action.RETRY
+    assert (await controller.process(KEY)).action is Action.RETRY
+    assert queue.next_backoff(KEY) == 4.0  # two failures counted
+    # The status message announces the delay the queue is about to choose.
+    assert [delay for _, delay in syncer.calls] == [1.0, 2.0]
+    assert (await controller.process(KEY)).action is Action.DONE
+    assert queue.next_backoff(KEY) == 1.0
+    queue.close()
+
+
+async def test_a_suggested_delay_is_used_for_the_retry() -> None:
+    queue: WorkQueue[tuple[str, str]] = WorkQueue()
+    controller = Controller(
+        syncer=FakeSyncer(RetryableError("throttled", delay=0.01)),  # type: ignore[arg-type]
+        queue=queue,
+    )
+    await controller.process(KEY)
+    assert await asyncio.wait_for(queue.get(), timeout=2) == KEY
+
+
+async def test_requeue_after_adds_the_key_back_later_and_counts_no_failure() -> None:
+    queue: WorkQueue[tuple[str, str]] = WorkQueue()
+    controller = Controller(syncer=FakeSyncer(0.01), queue=queue)  # type: ignore[arg-type]
+    assert await controller.process(KEY) == Decision(Action.REQUEUE_AFTER, 0.01)
+    assert len(queue) == 0
+    assert await asyncio.wait_for(queue.get(), timeout=2) == KEY
+    assert queue.next_backoff(KEY) == 1.0
+
+
+async def test_an_invalid_spec_waits_for_a_change_and_a_bug_is_retried_with_its_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    queue: WorkQueue[tuple[str, str]] = WorkQueue()
+    syncer = FakeSyncer(InvalidSpecError("invalid spec: cpu"), ZeroDivisionError("bug"))
+    controller = Controller(syncer=syncer, queue=queue)  # type: ignore[arg-type]
+    assert (await controller.process(KEY)).action is Action.WAIT_FOR_CHANGE
+    assert queue.next_backoff(KEY) == 1.0  # nothing scheduled, no failure counted
+    assert (await controller.process(KEY)).action is Action.RETRY
+    bug = [r for r in caplog.records if "unexpected error" in r.getMessage()]
+    assert len(bug) == 1
+    assert bug[0].exc_info is not None
+    assert any("waiting for a spec change" in r.getMessage() for r in caplog.records)
+    queue.close()
+
+
+async def test_a_worker_marks_the_key_done_even_when_the_sync_fails() -> None:
+    queue: WorkQueue[tuple[str, str]] = WorkQueue()
+    controller = Controller(
+        syncer=FakeSyncer(DatabaseUnavailableError("down"), None),  # type: ignore[arg-type]
+        queue=queue,
+    )
+    worker = asyncio.create_task(controller.work(Progress()))
+    queue.add(KEY)
+    for _ in range(20):
+        await asyncio.sleep(0)
+    queue.add(KEY)  # would never be handed out again if the failed key were not done
+    for _ in range(20):
+        await asyncio.sleep(0)
+    worker.cancel()
+    queue.close()
+    assert len(controller.syncer.calls) == 2  # type: ignore[attr-defined]
+
+
+# --- the Syncer: what reaches the status ----------------------------------------------------
+
+
+class FakeKube:
+    """Records status patches and events instead of sending them."""
+
+    def __init__(self) -> None:
+        self.patches: list[dict[str, Any]] = []
+        self.events: list[str] = []
+
+    async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        self.patches.append(status)
+
+    async def post_event(self, ref: Any, event: Event) -> None:
+        self.events.append(event.reason)
+
+
+class FakeReconciler:
+    def __init__(self, *results: Outcome | Exception) -> None:
+        self.results = list(results)
+        self.calls = 0
+
+    async def reconcile(self, **_: Any) -> Outcome:
+        self.calls += 1
+        result = self.results.pop(0)
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+
+def observed(spec: dict[str, Any], generation: int = 1) -> ObservedObjects:
+    objects = ObservedObjects()
+    body = {
+        "metadata": {"namespace": KEY[0], "name": KEY[1], "uid": "u-1", "generation": generation},
+        "spec": spec,
+    }
+    objects.observe(body, deleted=False)
+    return objects
+
+
+def syncer(objects: ObservedObjects, reconciler: FakeReconciler, kube: FakeKube) -> Syncer:
+    return Syncer(reconciler=reconciler, kube=kube, objects=objects)  # type: ignore[arg-type]
+
+
+def conditions(patch: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    return {c["type"]: (c["status"], c["reason"]) for c in patch["conditions"]}
+
+
+async def test_an_invalid_spec_is_reported_stalled_and_never_reconciled() -> None:
+    # Past the API server only (an object stored before a stricter CRD): the seed's limit.
+    kube, reconciler = FakeKube(), FakeReconciler()
+    bad = {**SPEC, "resources": {"cpuCores": 64, "memoryMB": 512}}
+    with pytest.raises(InvalidSpecError, match="cpu_cores"):
+        await syncer(observed(bad, generation=3), reconciler, kube).sync(KEY)
+    assert reconciler.calls == 0
+    [patch] = kube.patches
+    assert conditions(patch)["Stalled"] == ("True", "InvalidSpec")
+    assert conditions(patch)["Ready"] == ("False", "InvalidSpec")
+    stalled = next(c for c in patch["conditions"] if c["type"] == "Stalled")
+    assert stalled["message"].startswith("invalid spec: ")
+    assert "\n" not in stalled["message"]
+    assert stalled["observedGeneration"] == 3
+
+
+async def test_an_outage_is_reported_with_the_retry_delay() -> None:
+    kube = FakeKube()
+    reconciler = FakeReconciler(DatabaseUnavailableError("connection refused"))
+    with pytest.raises(DatabaseUnavailableError):
+        await syncer(observed(SPEC), reconciler, kube).sync(KEY, retry_delay=8)
+    [patch] = kube.patches
+    assert conditions(patch)["Reconciling"] == ("True", "DatabaseUnavailable")
+    reconciling = next(c for c in patch["conditions"] if c["type"] == "Reconciling")
+    assert reconciling["message"] == "connection refused; retrying in 8 s"
+
+
+async def test_status_is_patched_only_when_it_changed() -> None:
+    body = {"observedGeneration": 1, "phase": "Running", "ready": "2/2"}
+    kube = FakeKube()
+    reconciler = FakeReconciler(
+        Outcome(status=body, events=(Event(EventType.NORMAL, "Ready", "2 of 2 running"),)),
+        Outcome(status=dict(body), events=()),
+        Outcome(status={**body, "phase": "Pending", "ready": "1/2"}, events=()),
+    )
+    sync = syncer(observed(SPEC), reconciler, kube)
+    await sync.sync(KEY)
+    await sync.sync(KEY)  # the same status again: no patch
+    assert kube.patches == [body]
+    assert kube.events == ["Ready"]
+    await sync.sync(KEY)
+    assert [p["phase"] for p in kube.patches] == ["Running", "Pending"]
+
+
+async def test_a_deleted_object_is_not_synced() -> None:
+    objects = observed(SPEC)
+    objects.forget(KEY)
+    kube, reconciler = FakeKube(), FakeReconciler()
+    assert await syncer(objects, reconciler, kube).sync(KEY) is None
+    assert (reconciler.calls, kube.patches) == (0, [])
