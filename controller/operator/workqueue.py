@@ -40,7 +40,9 @@ class WorkQueue(Generic[K]):
         self._dirty: set[K] = set()  # added and not yet handed out
         self._processing: set[K] = set()
         self._failures: dict[K, int] = {}
-        self._timers: set[asyncio.Task[None]] = set()
+        # At most one pending delayed add per key, the earliest (client-go's delaying queue):
+        # a key requeued by every reconcile of a long backoff must not collect timers.
+        self._timers: dict[K, asyncio.TimerHandle] = {}
 
     def add(self, key: K) -> None:
         """Reconcile `key` soon: once, however often it is added before a worker takes it."""
@@ -51,19 +53,25 @@ class WorkQueue(Generic[K]):
             self._ready.put_nowait(key)
 
     def add_after(self, key: K, delay: float) -> None:
-        """Add `key` once `delay` seconds have passed."""
+        """Add `key` once `delay` seconds have passed, unless an earlier add is pending."""
         if delay <= 0:
             self.add(key)
             return
+        loop = asyncio.get_running_loop()
+        pending = self._timers.get(key)
+        if pending is not None:
+            if pending.when() <= loop.time() + delay:
+                return  # the earlier one adds it anyway
+            pending.cancel()
+        self._timers[key] = loop.call_later(delay, self._fire, key)
 
-        async def later() -> None:
-            await asyncio.sleep(delay)
-            self.add(key)
+    def _fire(self, key: K) -> None:
+        del self._timers[key]
+        self.add(key)
 
-        # A task per pending delay (not a bare call_later) so that close() can cancel them.
-        task = asyncio.create_task(later())
-        self._timers.add(task)
-        task.add_done_callback(self._timers.discard)
+    def pending_timers(self) -> int:
+        """Delayed adds waiting to fire (at most one per key)."""
+        return len(self._timers)
 
     def next_backoff(self, key: K) -> float:
         """The delay `retry(key)` would choose now (for messages that announce it)."""
@@ -103,5 +111,6 @@ class WorkQueue(Generic[K]):
 
     def close(self) -> None:
         """Cancel pending delayed adds."""
-        for task in self._timers:
-            task.cancel()
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()

@@ -69,3 +69,20 @@ async def test_retries_back_off_per_key_and_success_starts_over() -> None:
 @pytest.mark.parametrize("failures", [1, 5, 7, 50, 1000])
 def test_backoff_doubles_up_to_a_minute(failures: int) -> None:
     assert backoff(failures) == min(BACKOFF_MAX_SECONDS, 2.0 ** (failures - 1))
+
+
+async def test_one_pending_timer_per_key_the_earliest() -> None:
+    queue: WorkQueue[str] = WorkQueue()
+    for _ in range(100):  # a key requeued by every reconcile of a long backoff
+        queue.add_after("a", 60)
+    queue.add_after("b", 60)
+    assert queue.pending_timers() == 2
+    queue.add_after("a", 0.01)  # earlier: replaces the pending one
+    assert queue.pending_timers() == 2
+    assert await asyncio.wait_for(queue.get(), timeout=2) == "a"
+    assert queue.pending_timers() == 1  # fired and gone; b still waits
+    queue.done("a")
+    queue.add_after("b", 120)  # later than the pending one: nothing changes
+    assert queue.pending_timers() == 1
+    queue.close()
+    assert queue.pending_timers() == 0
