@@ -47,6 +47,10 @@ MAX_CONFLICT_ATTEMPTS = 5
 CONFLICT_JITTER_SECONDS = 0.02
 # Over-commit refused by the node CHECK constraints: another deployment took the room.
 OVERCOMMIT_CONSTRAINT_PREFIX = "ck_nodes_"
+# Pooled connections that reconciles and finalizers never take, kept for the control loops
+# (the node check, notification lookups, the database probe): kopf runs every delete handler
+# at once, and a mass delete must not make a silent node go offline late.
+CONTROL_RESERVE = 4
 
 
 def is_conflict(error: DBAPIError) -> bool:
@@ -86,8 +90,8 @@ class Store:
         self._engine = engine  # ours to dispose of, when we made it
         # Reconciles come from a fixed pool of workers, but kopf runs the delete handler of
         # every object at once: deleting thousands must queue here, not in the connection
-        # pool, whose wait times out.
-        self._slots = asyncio.Semaphore(db_engine.MAX_CONCURRENT)
+        # pool, whose wait times out, and must leave the control loops their connections.
+        self._slots = asyncio.Semaphore(db_engine.MAX_CONCURRENT - CONTROL_RESERVE)
 
     @classmethod
     def connect(cls, url: URL) -> Store:

@@ -42,6 +42,7 @@ from controller.operator.controller import Controller
 from controller.operator.nodelifecycle import NodeLifecycle
 from controller.operator.objects import ObservedObjects
 from controller.operator.reconciler import Reconciler
+from controller.operator.recorder import EventRecorder
 from controller.operator.sources import Sources
 from controller.operator.supervisor import Supervisor
 from controller.operator.sync import Syncer
@@ -70,6 +71,7 @@ class Runtime:
     store: Store
     kube: kube_client.KubeClient
     controller: Controller
+    events: EventRecorder
     sources: Sources
     supervisor: Supervisor
     task: asyncio.Task[None]
@@ -118,9 +120,13 @@ async def start_runtime(config: OperatorConfig) -> Runtime:
     store = Store.connect(config.database_url)
     kube = kube_client.KubeClient(await kube_client.connect())
     objects = ObservedObjects()
+    events = EventRecorder(kube.post_event)
     controller = Controller(
         syncer=Syncer(
-            reconciler=Reconciler(store, restarts=config.restarts), kube=kube, objects=objects
+            reconciler=Reconciler(store, restarts=config.restarts),
+            kube=kube,
+            objects=objects,
+            events=events,
         )
     )
     sources = Sources(
@@ -133,6 +139,7 @@ async def start_runtime(config: OperatorConfig) -> Runtime:
     )
     supervisor = Supervisor()
     controller.supervise(supervisor)
+    events.supervise(supervisor)
     supervisor.add("notifications", sources.listen)
     supervisor.add("notified-keys", sources.resolve)
     supervisor.add("resync", sources.resync)
@@ -142,6 +149,7 @@ async def start_runtime(config: OperatorConfig) -> Runtime:
         store=store,
         kube=kube,
         controller=controller,
+        events=events,
         sources=sources,
         supervisor=supervisor,
         task=task,
@@ -168,6 +176,7 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
         runtime.task.cancel()
         await asyncio.gather(runtime.task, return_exceptions=True)
         runtime.controller.queue.close()
+        runtime.events.close()
         await runtime.kube.close()
         await runtime.store.close()
 

@@ -2,15 +2,14 @@
 
 Watch events, agent reports, requeues and the resync all end here (through the controller's
 work queue), so there is one place that turns reconciler results and errors into status and
-events; what the queue then does with the key is the controller's decision
-(controller.py). Status is written through the `/status` subresource under the object's lock, only
-when it changed. Finalizing a deletion takes the same lock, so a reconcile already running
-finishes first and one that comes later finds the object gone.
+events (recorder.py posts the events, with retries); what the queue then does with the key is
+the controller's decision (controller.py). Status is written through the `/status` subresource
+under the object's lock, only when it changed. Finalizing a deletion takes the same lock, so a
+reconcile already running finishes first and one that comes later finds the object gone.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -23,8 +22,7 @@ from controller.model.status import failure_status, status_changed
 from controller.operator.locks import KeyedLocks
 from controller.operator.objects import Key, ObservedObjects
 from controller.operator.reconciler import Reconciler
-
-logger = logging.getLogger(__name__)
+from controller.operator.recorder import EventRecorder
 
 
 class Syncer:
@@ -36,10 +34,12 @@ class Syncer:
         reconciler: Reconciler,
         kube: KubeClient,
         objects: ObservedObjects,
+        events: EventRecorder,
     ) -> None:
         self._reconciler = reconciler
         self._objects = objects
         self._kube = kube
+        self._events = events
         self._locks = KeyedLocks()
         # The status we last wrote per object. The status last seen on the watch may predate
         # our own last patch; judging "what changed" (and "did Ready just turn True") against
@@ -133,6 +133,5 @@ class Syncer:
                 raise
             await self._write(key, live, outcome.status)
         for event in outcome.events:
-            logger.info("%s/%s %s: %s", ref.namespace, ref.name, event.reason, event.message)
-            await self._kube.post_event(ref, event)
+            self._events.record(ref, event)
         return outcome.requeue_after

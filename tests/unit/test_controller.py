@@ -138,7 +138,7 @@ async def test_a_worker_marks_the_key_done_even_when_the_sync_fails() -> None:
 
 
 class FakeKube:
-    """Records status patches and events instead of sending them."""
+    """Records status patches, and the events the Syncer hands to its recorder."""
 
     def __init__(self) -> None:
         self.patches: list[dict[str, Any]] = []
@@ -147,7 +147,7 @@ class FakeKube:
     async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         self.patches.append(status)
 
-    async def post_event(self, ref: Any, event: Event) -> None:
+    def record(self, ref: Any, event: Event) -> None:
         self.events.append(event.reason)
 
 
@@ -175,7 +175,12 @@ def observed(spec: dict[str, Any], generation: int = 1) -> ObservedObjects:
 
 
 def syncer(objects: ObservedObjects, reconciler: FakeReconciler, kube: FakeKube) -> Syncer:
-    return Syncer(reconciler=reconciler, kube=kube, objects=objects)  # type: ignore[arg-type]
+    return Syncer(
+        reconciler=reconciler,  # type: ignore[arg-type]
+        kube=kube,  # type: ignore[arg-type]
+        objects=objects,
+        events=kube,  # type: ignore[arg-type]
+    )
 
 
 def conditions(patch: dict[str, Any]) -> dict[str, tuple[str, str]]:
