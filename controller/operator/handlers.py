@@ -180,13 +180,15 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
         await runtime.kube.close()
         await runtime.store.close()
 
-    @kopf.on.probe(id="database", registry=registry)
+    # Probes fail at once (PERMANENT): kopf retries a failed handler after its backoff by
+    # default, and the health request would hang for a minute instead of answering 500.
+    @kopf.on.probe(id="database", errors=kopf.ErrorsMode.PERMANENT, registry=registry)
     async def database_answers(memo: kopf.Memo, **_: Any) -> bool:
         await memo.runtime.store.ping()
         return True
 
     # Fails (and with it kopf's liveness endpoint) while a loop is stuck or crash-looping.
-    @kopf.on.probe(id="loops", registry=registry)
+    @kopf.on.probe(id="loops", errors=kopf.ErrorsMode.PERMANENT, registry=registry)
     async def loops(memo: kopf.Memo, **_: Any) -> dict[str, dict[str, Any]]:
         runtime: Runtime = memo.runtime
         return runtime.supervisor.check()
