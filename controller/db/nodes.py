@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from controller.db.errors import DatabaseError
 from controller.db.notify import notify, notify_waiting
 from controller.db.tables import DeploymentReplica, Node
+from controller.model import actors
 from controller.model.nodes import NodeStatus
 from controller.model.resources import Resources
 from controller.model.restarts import NODE_LOST
@@ -142,11 +143,6 @@ async def list_nodes(session: AsyncSession, *, names: Sequence[str] = ()) -> lis
     ]
 
 
-# Who changes replicas of a node that went silent (the notify trigger wakes the operator for
-# any actor but "operator" itself; see migration 0002).
-NODE_LIFECYCLE_ACTOR = "node-lifecycle"
-
-
 async def mark_lost(session: AsyncSession, *, grace: timedelta) -> list[str]:
     """Take nodes silent for longer than `grace` offline and fail their active replicas.
 
@@ -180,7 +176,7 @@ async def _fail_replicas_on(session: AsyncSession, node_ids: list[uuid.UUID]) ->
         .values(
             status=ReplicaStatus.FAILED,
             status_reason=NODE_LOST,
-            status_actor=NODE_LIFECYCLE_ACTOR,
+            status_actor=actors.NODE_LIFECYCLE,
             stopped_at=func.now(),
         )
     )

@@ -25,6 +25,7 @@ from controller.db.tables import (
     User,
     replica_status_enum,
 )
+from controller.model import actors
 from controller.model.states import (
     CAPACITY_HOLDING_STATUSES,
     IllegalTransitionError,
@@ -70,11 +71,6 @@ class ReportResult:
 
     accepted: int
     refused: list[tuple[uuid.UUID, str]] = field(default_factory=list)
-
-
-def agent_actor(node: str) -> str:
-    """The history actor of an agent's reports."""
-    return f"agent:{node}"
 
 
 async def assignments(
@@ -180,7 +176,7 @@ async def _write(session: AsyncSession, accepted: Sequence[Report]) -> None:
         func.unnest(
             _array("replica_ids", [item.replica_id for item in accepted], UUID(as_uuid=True)),
             _array("statuses", [str(item.status) for item in accepted], String()),
-            _array("actors", [agent_actor(item.node) for item in accepted], String()),
+            _array("actors", [actors.agent(item.node) for item in accepted], String()),
             _array("reasons", [item.reason for item in accepted], String()),
             _array("container_ids", [item.container_id for item in accepted], String()),
         )

@@ -1,4 +1,8 @@
-"""The migration chain produces exactly the models' schema, and round-trips."""
+"""The migration chain produces exactly the declared schema, and round-trips.
+
+Tables are compared with the models (Alembic's autogenerate diff); functions and triggers, which
+models do not describe, with the sets declared here, as procrastinate's schema check does.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,63 @@ from sqlalchemy.engine import URL
 
 from controller.db import migrate
 from controller.db.tables import Base
+
+# Our trigger functions (name, argument types) and triggers (name, table, timing and events,
+# function), as the migrations declare them: the schema is more than its tables.
+OUR_FUNCTIONS = {
+    ("fog_replica_holds_capacity", "s replicastatus, node uuid"),
+    ("fog_track_allocation", ""),
+    ("fog_record_replica_transition", ""),
+    ("fog_record_deployment_transition", ""),
+    ("fog_notify_replica_change", ""),
+    ("fog_count_failures", ""),
+}
+OUR_TRIGGERS = {
+    (
+        "deployment_replicas_track_allocation",
+        "deployment_replicas",
+        "AFTER INSERT OR DELETE OR UPDATE OF status, node_id, cpu_millicores, memory_mb,"
+        " gpu_units, storage_gb",
+        "fog_track_allocation",
+    ),
+    (
+        "deployment_replicas_record_transition",
+        "deployment_replicas",
+        "AFTER INSERT OR UPDATE OF status",
+        "fog_record_replica_transition",
+    ),
+    (
+        "deployments_record_transition",
+        "deployments",
+        "AFTER INSERT OR UPDATE OF status",
+        "fog_record_deployment_transition",
+    ),
+    (
+        "deployment_replicas_notify",
+        "deployment_replicas",
+        "AFTER UPDATE OF status",
+        "fog_notify_replica_change",
+    ),
+    (
+        "deployment_replicas_count_failures",
+        "deployment_replicas",
+        "AFTER UPDATE OF status",
+        "fog_count_failures",
+    ),
+}
+# Reads what pg_get_triggerdef says between the table and FOR EACH ROW, e.g.
+# "CREATE TRIGGER t AFTER INSERT OR UPDATE OF status ON deployments FOR EACH ROW ...".
+_TRIGGERS = text(
+    "SELECT t.tgname, c.relname,"
+    " substring(pg_get_triggerdef(t.oid) FROM 'CREATE TRIGGER \\S+ (.*) ON '),"
+    " p.proname"
+    " FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_proc p ON p.oid = t.tgfoid"
+    " WHERE NOT t.tgisinternal"
+)
+_FUNCTIONS = text(
+    "SELECT p.proname, pg_get_function_arguments(p.oid) FROM pg_proc p"
+    " JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'public'"
+)
 
 OUR_TABLES = {
     "users",
@@ -44,19 +105,33 @@ def _tables_and_types(url: URL) -> tuple[set[str], set[str]]:
         engine.dispose()
 
 
+def _functions_and_triggers(url: URL) -> tuple[set[tuple[str, str]], set[tuple[str, ...]]]:
+    engine = create_engine(url, poolclass=pool.NullPool)
+    try:
+        with engine.connect() as connection:
+            functions = {(name, args) for name, args in connection.execute(_FUNCTIONS)}
+            triggers = {tuple(row) for row in connection.execute(_TRIGGERS)}
+            return functions, triggers
+    finally:
+        engine.dispose()
+
+
 def test_migrations_produce_exactly_the_models_schema(empty_database_url: URL) -> None:
     migrate.upgrade(empty_database_url)
     assert _diff(empty_database_url) == []
     tables, types = _tables_and_types(empty_database_url)
     assert tables == OUR_TABLES
     assert types == {"deploymentstatus", "replicastatus", "nodestatus"}
+    assert _functions_and_triggers(empty_database_url) == (OUR_FUNCTIONS, OUR_TRIGGERS)
 
 
 def test_downgrade_base_then_upgrade_head_round_trips(empty_database_url: URL) -> None:
     migrate.upgrade(empty_database_url)
     migrate.downgrade(empty_database_url, "base")
     assert _tables_and_types(empty_database_url) == (set(), set())
+    assert _functions_and_triggers(empty_database_url) == (set(), set())
     assert migrate.current_revision(empty_database_url) is None
     migrate.upgrade(empty_database_url)
     assert migrate.current_revision(empty_database_url) == migrate.head_revision()
     assert _diff(empty_database_url) == []
+    assert _functions_and_triggers(empty_database_url) == (OUR_FUNCTIONS, OUR_TRIGGERS)
