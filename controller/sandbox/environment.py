@@ -17,7 +17,7 @@ from pathlib import Path
 
 import psycopg
 
-from controller.sandbox import binaries, controlplane, postgres
+from controller.sandbox import binaries, controlplane, harness, postgres
 from controller.sandbox.errors import SandboxError
 
 DEFAULT_DIR_ENV = "FOG_SANDBOX_DIR"
@@ -50,17 +50,6 @@ def default_dir() -> Path:
     return Path(os.environ.get(DEFAULT_DIR_ENV, DEFAULT_DIR)).absolute()
 
 
-def create_database(
-    server: postgres.PostgresServer, name: str, template: str | None = None
-) -> None:
-    """Create a database (optionally copied from a template) on a throwaway server."""
-    statement = f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else "")
-    with psycopg.connect(
-        host=server.host, port=server.port, user=server.user, dbname="postgres", autocommit=True
-    ) as connection:
-        connection.execute(statement.encode())
-
-
 def _state(folder: Path) -> Path:
     return folder / STATE_FILE
 
@@ -78,7 +67,7 @@ def up(folder: Path) -> Sandbox:
         raise
     sandbox = Sandbox(folder=folder, plane=plane, database=database)
     try:
-        create_database(database, DATABASE)
+        harness.create_database(database.url(), DATABASE)
     except psycopg.Error as exc:
         _stop(sandbox)
         raise SandboxError(f"could not create the sandbox database: {exc}") from None

@@ -1,8 +1,11 @@
-"""Start and stop the sandbox's server processes so that none is ever left behind.
+"""Start and stop the sandbox's processes so that none is ever left behind.
 
-Two ways to own a process: the tests keep it tied to their own life (Linux's parent-death
-signal kills it even if pytest itself is killed), while `fogctl sandbox up` detaches it into a
-session of its own and records its pid, so `fogctl sandbox down` can stop it later.
+Every process the sandbox, the tests and the benchmark start goes through here: the servers
+(etcd, kube-apiserver) and the product's own `fogctl` processes (operator, agents, see
+`harness`). Two ways to own a process: the tests and the benchmark keep it tied to their own
+life (Linux's parent-death signal kills it even if pytest itself is killed), while `fogctl
+sandbox up` detaches it into a session of its own and records its pid, so `fogctl sandbox
+down` can stop it later.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 # prctl(PR_SET_PDEATHSIG, SIGKILL): the kernel kills the child when its parent dies.
@@ -24,9 +28,13 @@ STOP_TIMEOUT_SECONDS = 10.0
 POLL_SECONDS = 0.05
 
 
+# Looked up once, here: the child between fork and exec then only makes the one call, and
+# loads no library while another thread of the parent may have held the loader's lock.
+_prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
+
+
 def _die_with_parent() -> None:
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 # Children started by this process, kept so they are reaped (no zombies, no ResourceWarning
@@ -34,10 +42,19 @@ def _die_with_parent() -> None:
 _children: dict[int, subprocess.Popen[bytes]] = {}
 
 
-def spawn(argv: list[str], *, log: Path, attached: bool) -> int:
-    """Start `argv` with its output in `log` and return its pid.
+def spawn(
+    argv: list[str],
+    *,
+    log: Path,
+    attached: bool,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> int:
+    """Start `argv` with its output appended to `log` and return its pid.
 
-    `attached` ties the process to this one's life; otherwise it outlives us.
+    `attached` ties the process to the life of the calling thread (the kernel's parent-death
+    signal follows the thread that forked); otherwise it outlives us. `env` replaces our
+    environment when given.
     """
     with log.open("ab") as output:
         child = subprocess.Popen(
@@ -45,8 +62,11 @@ def spawn(argv: list[str], *, log: Path, attached: bool) -> int:
             stdin=subprocess.DEVNULL,
             stdout=output,
             stderr=subprocess.STDOUT,
+            env=None if env is None else dict(env),
+            cwd=cwd,
             start_new_session=not attached,
-            # preexec_fn is unsafe with threads; the sandbox starts before any thread.
+            # preexec_fn runs Python between fork and exec; it is safe here because it takes
+            # no lock another thread could hold (the prctl symbol is resolved at import).
             preexec_fn=_die_with_parent if attached else None,
         )
     _children[child.pid] = child
