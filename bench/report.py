@@ -1,0 +1,170 @@
+"""What the benchmark reports: the statistics of runs, the machine, and the BENCHMARKS.md table.
+
+Kept apart from the scenarios so that the table's format, which BENCHMARKS.md and readers of
+bench/results/*.json rely on, changes only here, and a scenario only returns its figures.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from controller.sandbox import binaries, postgres
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    """Median of the runs, with min and max."""
+    return {
+        "median": round(statistics.median(values), 3),
+        "min": round(min(values), 3),
+        "max": round(max(values), 3),
+    }
+
+
+def percentile(values: list[float], pct: float) -> float:
+    """Nearest-rank percentile (pct in 0-100) of a non-empty list."""
+    ordered = sorted(values)
+    rank = max(0, min(len(ordered) - 1, round(pct / 100 * len(ordered) + 0.5) - 1))
+    return ordered[rank]
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on: they mean little without it."""
+    memory = 0
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            memory = int(line.split()[1]) // 1024
+    cpu_model = ""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu_model = line.split(":", 1)[1].strip()
+            break
+    versions = binaries.pinned_versions()
+
+    return {
+        "cores": os.cpu_count(),
+        "cpu": cpu_model,
+        "memory_mb": memory,
+        "python": platform.python_version(),
+        "kubernetes": versions.kubernetes,
+        "etcd": versions.etcd,
+        "postgresql": Path(postgres.find_bin_dir()).parent.name,
+        "kopf": version("kopf"),
+        "sqlalchemy": version("sqlalchemy"),
+        "psycopg": version("psycopg"),
+    }
+
+
+def cell(figure: dict[str, float]) -> str:
+    return f"{figure['median']} ({figure['min']} - {figure['max']})"
+
+
+def row(*cells: object) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+Figure = tuple[str, dict[str, float], str]  # what, the runs' summary, the target
+
+
+def _pair(scenario: str, first: Figure, second: Figure) -> list[str]:
+    """A scenario's two rows: its name on the first only, as the table groups them."""
+    return [
+        row(scenario, first[0], cell(first[1]), first[2]),
+        f"| | {second[0]} | {cell(second[1])} | {second[2]} |",
+    ]
+
+
+def _latency_rows(s: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    if "burst" in s:
+        b = s["burst"]
+        label = f"Burst: {b['nodes']} nodes, {b['deployments']} x {b['replicas_each']} replicas"
+        lines += [
+            f"| {label} | seconds until all Ready | {cell(b['seconds_to_all_ready'])} | |",
+            row(
+                "", "replicas placed per second", cell(b["replicas_placed_per_second"]), ">= 1,000"
+            ),
+            f"| | replicas Ready per second | {cell(b['replicas_ready_per_second'])} | |",
+            f"| | apply-to-Ready p50 (s) | {cell(b['apply_to_ready_p50_s'])} | |",
+            f"| | apply-to-Ready p99 (s) | {cell(b['apply_to_ready_p99_s'])} | |",
+        ]
+    if "single" in s:
+        g = s["single"]
+        lines += _pair(
+            f"Single: 10 replicas, {g['repeats']} times",
+            ("apply-to-Ready p50 (s)", g["apply_to_ready_p50_s"], ""),
+            ("apply-to-Ready p99 (s)", g["apply_to_ready_p99_s"], "<= 1"),
+        )
+    if "report" in s:
+        r = s["report"]
+        lines += _pair(
+            f"Agent report -> status ({r['samples']} reports)",
+            ("p50 (s)", r["report_to_status_p50_s"], ""),
+            ("p99 (s)", r["report_to_status_p99_s"], "<= 1"),
+        )
+    if "node_loss" in s:
+        n = s["node_loss"]
+        lines += _pair(
+            f"Node loss: 1 of {n['nodes']} nodes silent, grace {n['grace_seconds']} s",
+            ("seconds until its replica failed (NodeLost)", n["seconds_to_node_lost"], ""),
+            ("seconds until Ready again", n["seconds_to_ready_again"], ""),
+        )
+    return lines
+
+
+def _cost_rows(s: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    if "idle" in s:
+        i = s["idle"]
+        lines += [
+            row(
+                f"Idle: {i['objects']} Ready objects, {i['seconds']:.0f} s",
+                "operator CPU (% of one core)",
+                cell(i["operator_cpu_percent_of_one_core"]),
+                "< 5",
+            ),
+            f"| | operator peak RSS (MB) | {i['operator_peak_rss_mb']} | < 400 |",
+        ]
+    if "statements" in s:
+        for replicas, figures in s["statements"]["by_replicas"].items():
+            lines.append(
+                row(
+                    f"Statements per reconcile, {replicas} replicas",
+                    "create / after reports / steady",
+                    f"{figures['create']} / {figures['after_agents_report']} / {figures['steady']}",
+                    "<= 10, flat",
+                )
+            )
+    if "placement" in s:
+        p = s["placement"]
+        for strategy, figure in p["microseconds_per_placement"].items():
+            label = f"Pure placement: {p['replicas']:,} replicas on {p['nodes']:,} nodes"
+            lines.append(
+                row(f"{label} ({strategy})", "microseconds per placement", cell(figure), "")
+            )
+    return lines
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The BENCHMARKS.md page for one result."""
+    s = result["scenarios"]
+    m = result["machine"]
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Measured {result['date']} by `{result['command']}` on {m['cores']} cores "
+        f"({m['cpu']}), {m['memory_mb']} MiB; Python {m['python']}, Kubernetes "
+        f"{m['kubernetes']}, etcd {m['etcd']}, PostgreSQL {m['postgresql']} (fsync off, "
+        f"throwaway), kopf {m['kopf']}, SQLAlchemy {m['sqlalchemy']}, psycopg {m['psycopg']}.",
+        "Everything (API server, etcd, PostgreSQL, operator, agent, load generator) shares the "
+        f"machine. Each figure: median of {result['runs']} runs (min - max).",
+        "",
+        "| Scenario | Figure | Result | Target |",
+        "| --- | --- | --- | --- |",
+    ]
+    lines += _latency_rows(s) + _cost_rows(s)
+    return "\n".join(lines) + "\n"

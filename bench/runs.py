@@ -1,0 +1,245 @@
+"""One run of a scenario: fresh state, the product's processes, and a watch that times them.
+
+The servers, the databases and the processes come from the shared harness
+(controller/sandbox/harness.py), as in the end-to-end tests; what is here is what only a
+benchmark needs: nodes registered by the hundred straight into the database, objects created
+as fast as the API server takes them, and a watch that notes when each object turns Ready.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from kubernetes_asyncio import client, watch
+from kubernetes_asyncio.client.exceptions import ApiException
+from sqlalchemy.engine import URL
+
+from controller.db import engine as db_engine
+from controller.db import nodes as db_nodes
+from controller.kube.resource import GROUP, PLURAL, VERSION
+from controller.model.resources import Resources
+from controller.sandbox.harness import Servers, Stack
+
+# The operator and the agents import, connect and list before they act: about 2 s here. A run
+# starts its clock after this, so that start-up is not counted in what is measured.
+PROCESS_START_SECONDS = 3.0
+# The server ends a watch after this; the watch is then opened again.
+WATCH_SECONDS = 300
+# Creates the API server refuses under load (429, 5xx) are retried this many times.
+CREATE_ATTEMPTS = 5
+
+
+def manifest(name: str, replicas: int, selector: dict[str, str] | None = None) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "image": "bench:1",
+        "replicas": replicas,
+        "resources": {"cpuCores": 0.5, "memoryMB": 512, "storageGB": 1},
+    }
+    if selector:
+        spec["nodeSelector"] = selector
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "FogDeployment",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+
+
+def is_ready(obj: dict[str, Any]) -> bool:
+    status = obj.get("status") or {}
+    generation = obj["metadata"].get("generation")
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == "Ready":
+            return bool(
+                condition.get("status") == "True"
+                and condition.get("observedGeneration") == generation
+            )
+    return False
+
+
+class ReadyWatch:
+    """Records when each object of a namespace turns Ready or not (a watch, not polling)."""
+
+    def __init__(self, api: client.CustomObjectsApi, namespace: str) -> None:
+        self.api = api
+        self.namespace = namespace
+        self.ready_at: dict[str, float] = {}  # the first time each was seen Ready
+        self.changes: dict[str, list[tuple[float, bool]]] = {}  # (when, Ready) on each change
+        self.seen: dict[str, dict[str, Any]] = {}
+        self.changed = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+    def _record(self, obj: dict[str, Any]) -> None:
+        now = time.monotonic()
+        name = obj["metadata"]["name"]
+        self.seen[name] = obj
+        ready = is_ready(obj)
+        if ready and name not in self.ready_at:
+            self.ready_at[name] = now
+        changes = self.changes.setdefault(name, [])
+        if not changes or changes[-1][1] != ready:
+            changes.append((now, ready))
+        self.changed.set()
+
+    async def _run(self) -> None:
+        while True:
+            stream = watch.Watch().stream(
+                self.api.list_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                self.namespace,
+                PLURAL,
+                timeout_seconds=WATCH_SECONDS,
+            )
+            async for item in stream:
+                self._record(item["object"])
+
+    def ready_again_after(self, name: str, since: float) -> float | None:
+        """When `name` was Ready again after having been not Ready since `since`, if it was."""
+        lost = False
+        for when, ready in self.changes.get(name, []):
+            if when >= since and not ready:
+                lost = True
+            elif lost and ready:
+                return when
+        return None
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self.task:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+
+    async def until(self, predicate: Callable[[], bool], limit: float) -> None:
+        """Wait for `predicate`, looking again on each change; TimeoutError after `limit`."""
+        deadline = time.monotonic() + limit
+        while not predicate():
+            self.changed.clear()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError
+            try:
+                await asyncio.wait_for(self.changed.wait(), timeout=min(remaining, 1.0))
+            except TimeoutError:
+                continue
+
+
+async def create_all(
+    api: client.CustomObjectsApi, namespace: str, bodies: list[dict[str, Any]], concurrency: int
+) -> dict[str, float]:
+    """Create objects as fast as the API server takes them; return each create time."""
+    created: dict[str, float] = {}
+    queue = list(reversed(bodies))
+
+    async def worker() -> None:
+        while queue:
+            body = queue.pop()
+            for attempt in range(CREATE_ATTEMPTS):
+                try:
+                    await api.create_namespaced_custom_object(
+                        GROUP, VERSION, namespace, PLURAL, body
+                    )
+                    break
+                except ApiException as exc:  # 429/5xx under load: back off and retry
+                    if attempt == CREATE_ATTEMPTS - 1:
+                        raise
+                    await asyncio.sleep(0.2 * (attempt + 1) + (exc.status == 429))
+            created[body["metadata"]["name"]] = time.monotonic()
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return created
+
+
+async def register_nodes(url: URL, count: int, *, cpu: float, memory: int, prefix: str) -> None:
+    """Register `count` nodes in one transaction: `fogctl node register` 500 times takes minutes."""
+    engine = db_engine.make_engine(url)
+    sessions = db_engine.make_sessions(engine)
+    try:
+        async with sessions() as session, session.begin():
+            for index in range(count):
+                await db_nodes.register(
+                    session,
+                    name=node_name(prefix, index),
+                    capacity=Resources.from_cores(
+                        cpu_cores=cpu, memory_mb=memory, gpu_units=0, storage_gb=1000
+                    ),
+                    labels={"pool": prefix},
+                )
+    finally:
+        await engine.dispose()
+
+
+def node_name(prefix: str, index: int) -> str:
+    return f"{prefix}-{index:04d}"
+
+
+def scalar(url: URL, query: str) -> float:
+    """The one number a query returns (0 for no row or NULL): a count, a time."""
+    with psycopg.connect(url.set(drivername="postgresql").render_as_string(False)) as connection:
+        row = connection.execute(query.encode()).fetchone()
+        return float(row[0]) if row and row[0] is not None else 0.0
+
+
+@dataclass
+class Run:
+    """One run of a scenario: its database, namespace, processes and Ready watch."""
+
+    url: URL
+    namespace: str
+    prefix: str  # of its node names
+    watcher: ReadyWatch
+    stack: Stack
+
+
+@asynccontextmanager
+async def fresh_run(
+    servers: Servers,
+    api_client: client.ApiClient,
+    label: str,
+    *,
+    nodes: int,
+    cpu: float,
+    memory: int,
+    agents: Mapping[str, Sequence[str]],
+    operator_args: Sequence[str] = (),
+) -> AsyncIterator[Run]:
+    """A new database, namespace, registered nodes, agents and operator, and a Ready watch.
+
+    `agents` names each simulated agent with the nodes it plays (none: every registered node);
+    it is empty when the scenario plays the agent itself.
+    """
+    url = servers.fresh_database("fog_bench")
+    namespace = f"{label}-{uuid.uuid4().hex[:6]}"
+    await client.CoreV1Api(api_client).create_namespace(
+        client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace))
+    )
+    prefix = label.split("-")[0]
+    await register_nodes(url, nodes, cpu=cpu, memory=memory, prefix=prefix)
+    stack = Stack(
+        folder=servers.folder,
+        env=servers.env(url),
+        namespaces=[namespace],
+        operator_args=operator_args,
+        label=label,
+    )
+    watcher = ReadyWatch(client.CustomObjectsApi(api_client), namespace)
+    try:
+        # Agents first: registration counts as a heartbeat, and a short grace may run out.
+        for name, played in agents.items():
+            stack.agent_for(name, played)
+        stack.operator.start()
+        await asyncio.sleep(PROCESS_START_SECONDS)
+        watcher.start()
+        yield Run(url=url, namespace=namespace, prefix=prefix, watcher=watcher, stack=stack)
+    finally:
+        await watcher.stop()
+        stack.stop()
