@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import psycopg
 from sqlalchemy import text
@@ -42,18 +42,21 @@ async def notify_waiting(session: AsyncSession) -> None:
     await session.execute(_NOTIFY_WAITING, {"channel": CHANNEL})
 
 
-async def listen(url: URL) -> AsyncIterator[str]:
+async def listen(url: URL, *, connected: Callable[[], None]) -> AsyncIterator[str]:
     """Yield the payload of every notification on our channel until the connection drops.
 
-    A dropped or refused connection ends the iteration with DatabaseUnavailableError; the
-    caller decides when to listen again. Payloads are passed on as sent: they are input, and
-    the caller validates them.
+    `connected` is called once LISTEN is in force: whatever was notified before that moment
+    (while the connection was down) is lost, and the caller must look for it another way. A
+    dropped or refused connection ends the iteration with DatabaseUnavailableError; the caller
+    decides when to listen again. Payloads are passed on as sent: they are input, and the
+    caller validates them.
     """
     conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
     try:
         async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as connection:
             await connection.execute(f"LISTEN {CHANNEL}".encode())
             logger.info("listening for agent reports on %s", CHANNEL)
+            connected()
             async for notice in connection.notifies():
                 yield notice.payload
     except (psycopg.OperationalError, psycopg.InterfaceError) as exc:

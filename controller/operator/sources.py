@@ -20,7 +20,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from controller.db.errors import DatabaseUnavailableError
 from controller.operator.objects import Key, ObservedObjects
@@ -36,7 +36,15 @@ RECONNECT_SECONDS = 2.0
 # may still be arriving).
 EMPTY_RESYNC_SECONDS = 5.0
 
-Listen = Callable[[], AsyncIterator[str]]
+
+class Listen(Protocol):
+    """What the notification source listens with (db/notify.py `listen`, bound to a URL)."""
+
+    def __call__(self, *, connected: Callable[[], None]) -> AsyncIterator[str]:
+        """Open one LISTEN connection, call `connected` once listening, yield payloads."""
+        ...
+
+
 KeysOf = Callable[[Sequence[uuid.UUID]], Awaitable[list[Key]]]
 
 
@@ -62,6 +70,7 @@ class Sources:
         # Deployment ids notified and not yet resolved to keys; `resolve` waits on the event.
         self._notified: set[uuid.UUID] = set()
         self._pending = asyncio.Event()
+        self._connections = 0
 
     def observe(self, body: Mapping[str, Any], *, deleted: bool) -> None:
         """Record a watch event; queue a reconcile if the object is new or its spec changed."""
@@ -81,11 +90,27 @@ class Sources:
         self._notified.add(deployment_id)
         self._pending.set()
 
+    def connected(self) -> None:
+        """LISTEN is in force again: requeue every object after a reconnect.
+
+        Notifications sent while the connection was down are lost (PostgreSQL keeps none for a
+        listener that is not there), so an agent's report from those seconds would wait for
+        the resync. Like an informer's relist after its watch broke, every known object is
+        reconciled once; one that did not change costs three statements. The first connection
+        needs none of this: the watch's initial listing queues every object anyway.
+        """
+        self._connections += 1
+        if self._connections > 1:
+            keys = self.objects.keys()
+            logger.info("notifications resumed: reconciling all %d objects once", len(keys))
+            for key in keys:
+                self._enqueue(key)
+
     async def listen(self, progress: Progress) -> None:
         """Listen for notifications for as long as the operator runs; reconnect after a drop."""
         while True:
             try:
-                async for payload in self._listen():
+                async for payload in self._listen(connected=self.connected):
                     self.notified(payload)
                     progress.beat()
             except DatabaseUnavailableError as exc:
