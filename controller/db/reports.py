@@ -73,6 +73,11 @@ class ReportResult:
     refused: list[tuple[uuid.UUID, str]] = field(default_factory=list)
 
 
+def agent_actor(node: str) -> str:
+    """The history actor of an agent's reports."""
+    return f"{actors.AGENT_PREFIX}{node}"
+
+
 async def assignments(
     session: AsyncSession, *, nodes: Sequence[str], include_running: bool = True
 ) -> list[Assignment]:
@@ -176,7 +181,7 @@ async def _write(session: AsyncSession, accepted: Sequence[Report]) -> None:
         func.unnest(
             _array("replica_ids", [item.replica_id for item in accepted], UUID(as_uuid=True)),
             _array("statuses", [str(item.status) for item in accepted], String()),
-            _array("actors", [actors.agent(item.node) for item in accepted], String()),
+            _array("actors", [agent_actor(item.node) for item in accepted], String()),
             _array("reasons", [item.reason for item in accepted], String()),
             _array("container_ids", [item.container_id for item in accepted], String()),
         )

@@ -4,15 +4,11 @@ SQL reads them too: the notify trigger (migration 0002) wakes the operator for e
 the operator itself. tests/db/test_sql_contract.py holds the two to the same names.
 """
 
-# An agent's reports are recorded as `agent:<node>`: whose report it was, per node.
+# An agent's reports are recorded as `agent:<node>` (controller.db.reports.agent_actor): whose
+# report it was, per node.
 AGENT_PREFIX = "agent:"
 
 # The operator's reconciles and soft deletes.
 OPERATOR = "operator"
 # The node-lifecycle check, failing the replicas of a node that went silent.
 NODE_LIFECYCLE = "node-lifecycle"
-
-
-def agent(node: str) -> str:
-    """The actor of the reports of the agent on `node`."""
-    return f"{AGENT_PREFIX}{node}"
