@@ -8,12 +8,14 @@ import threading
 from pathlib import Path
 
 import yaml
-from conftest import Kubectl, make_kubectl
+from conftest import Kubectl
 from kubernetes import client, config, watch
 
 from controller.sandbox import binaries, controlplane, processes
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "examples" / "fogdeployment.yaml"
+# How long the server keeps the watch of the watch test open: the test's steps take seconds.
+WATCH_SECONDS = 60
 
 
 def test_readyz_says_ok(kubectl: Kubectl) -> None:
@@ -48,27 +50,31 @@ def test_custom_resource_create_watch_status_scale_delete(
     namespace: str,
 ) -> None:
     api = client.CustomObjectsApi(config.new_client_from_config(control_plane.kubeconfig))
+    resource = ("fogcompute.io", "v1alpha1", namespace, "fogdeployments")
+    # The watch starts from the list's resourceVersion, so it delivers every change after it
+    # however late the thread's request reaches the server: no race with the apply below.
+    since = api.list_namespaced_custom_object(*resource)["metadata"]["resourceVersion"]
     seen: list[tuple[str, int]] = []
-    ready = threading.Event()
+    failures: list[BaseException] = []
 
     def watch_events() -> None:
-        stream = watch.Watch().stream(
-            api.list_namespaced_custom_object,
-            "fogcompute.io",
-            "v1alpha1",
-            namespace,
-            "fogdeployments",
-            timeout_seconds=20,
-        )
-        ready.set()
-        for event in stream:
-            seen.append((event["type"], event["object"]["spec"]["replicas"]))
-            if event["type"] == "DELETED":
-                return
+        try:
+            # The server ends the watch after WATCH_SECONDS, which bounds a watch that never
+            # sees DELETED; the test's own steps take a few seconds.
+            for event in watch.Watch().stream(
+                api.list_namespaced_custom_object,
+                *resource,
+                resource_version=since,
+                timeout_seconds=WATCH_SECONDS,
+            ):
+                seen.append((event["type"], event["object"]["spec"]["replicas"]))
+                if event["type"] == "DELETED":
+                    return
+        except BaseException as exc:  # reported by the test, not lost in the thread
+            failures.append(exc)
 
     watcher = threading.Thread(target=watch_events, daemon=True)
     watcher.start()
-    ready.wait(10)
 
     kubectl("apply", "-n", namespace, "-f", "-", stdin=_example("web"))
     kubectl(
@@ -93,7 +99,9 @@ def test_custom_resource_create_watch_status_scale_delete(
     assert scale["status"] == {"replicas": 3, "selector": "app=web"}
 
     kubectl("delete", "-n", namespace, "fogdeploy/web", "--wait=true", "--timeout=30s")
-    watcher.join(25)
+    watcher.join(WATCH_SECONDS + 10)
+    assert not watcher.is_alive(), f"the watch never saw DELETED; it saw {seen}"
+    assert failures == []
     assert [kind for kind, _ in seen] == ["ADDED", "MODIFIED", "MODIFIED", "DELETED"]
     assert seen[-1] == ("DELETED", 5)
 
@@ -122,7 +130,7 @@ def test_two_control_planes_side_by_side(
     try:
         assert second.apiserver_port != control_plane.apiserver_port
         assert second.etcd_port != control_plane.etcd_port
-        other = make_kubectl(second.kubeconfig)
+        other = Kubectl(second.kubeconfig)
         other("create", "namespace", "only-in-second")
         assert other("get", "--raw", "/readyz").stdout.strip() == "ok"
     finally:

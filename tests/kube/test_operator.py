@@ -7,16 +7,18 @@ watching that namespace and a simulated agent, and looks at the results the way 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
-import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import yaml
-from conftest import Kubectl, Service, Stack, wait_for
-from sqlalchemy.engine import make_url
+from conftest import Kubectl, Stack, wait_for
+
+from controller.sandbox import harness
 
 MANIFESTS = Path(__file__).resolve().parents[1] / "manifests"
 
@@ -72,6 +74,40 @@ def replica_counts(stack: Stack, name: str) -> dict[str, int]:
         name,
     )
     return dict(rows)  # type: ignore[arg-type]
+
+
+def replicas_of_deployment(stack: Stack, deployment_id: Any) -> dict[str, int]:
+    """Replica counts by status of one deployment row, deleted or not."""
+    rows = sql(
+        stack,
+        "SELECT status::text, count(*) FROM deployment_replicas WHERE deployment_id = %s"
+        " GROUP BY status",
+        deployment_id,
+    )
+    return dict(rows)  # type: ignore[arg-type]
+
+
+def most_out_of_service(stack: Stack, desired: int) -> int | None:
+    """The most replicas of the desired count not running at once, once all had run.
+
+    Replays the replica history in the order it was written (clock_timestamp at the insert, so
+    a reconcile that acted on an agent's report is written after it); the count starts when
+    `desired` replicas first ran, so the ramp-up of the first apply is not counted. None if
+    that never happened.
+    """
+    running: set[Any] = set()
+    worst: int | None = None
+    for replica, status in sql(
+        stack,
+        "SELECT replica_id, new_status::text FROM replica_status_history ORDER BY changed_at, id",
+    ):
+        if status == "running":
+            running.add(replica)
+        else:
+            running.discard(replica)
+        if worst is not None or len(running) >= desired:
+            worst = max(worst or 0, desired - min(desired, len(running)))
+    return worst
 
 
 def start(stack: Stack, nodes: int = 3) -> None:
@@ -141,7 +177,11 @@ def test_image_change_rolls(stack: Stack, kubectl: Kubectl, namespace: str) -> N
         " JOIN deployments d ON d.id = r.deployment_id WHERE r.status = 'running'",
     )
     assert len(rows) == 4
-    # Never more than max(1, 25% of 4) = 1 replica unavailable during the rollout.
+    # Never more than max(1, 25% of 4) = 1 replica unavailable during the rollout ...
+    worst = most_out_of_service(stack, desired=4)
+    assert worst is not None
+    assert worst <= 1
+    # ... and each of the 4 old replicas was replaced by the rollout.
     in_service = sql(
         stack,
         "SELECT count(*) FROM replica_status_history WHERE new_status = 'stopping'"
@@ -158,9 +198,11 @@ def test_delete_soft_deletes_keeps_history_and_name_is_reusable(
     wait_for("Ready", lambda: ready(kubectl, namespace, "web", 2))
     kubectl("delete", "-n", namespace, "fogdeploy/web", "--timeout=60s")
     assert get(kubectl, namespace, "web") is None
-    rows = sql(stack, "SELECT status::text, deleted_at IS NOT NULL FROM deployments")
-    assert rows == [("deleted", True)]
-    wait_for("replicas stopped", lambda: replica_counts(stack, "web") == {})
+    rows = sql(stack, "SELECT id, status::text, deleted_at IS NOT NULL FROM deployments")
+    assert [row[1:] for row in rows] == [("deleted", True)]
+    # The soft delete asks the agent to stop them; the agent reports them stopped.
+    deleted = rows[0][0]
+    wait_for("replicas stopped", lambda: replicas_of_deployment(stack, deleted) == {"stopped": 2})
     history = stack.fogctl("history", f"{namespace}/web", "-o", "json")
     assert history.returncode == 0, history.stderr
     steps = [(e["replica"], e["new_status"]) for e in json.loads(history.stdout)["history"]]
@@ -274,30 +316,30 @@ def test_invalid_manifests_never_reach_the_database(
     assert sql(stack, "SELECT name FROM deployments") == [("canary",)]
 
 
-def test_database_outage_is_reported_then_recovered(
-    stack: Stack, kubectl: Kubectl, namespace: str
-) -> None:
+@contextlib.contextmanager
+def database_outage(stack: Stack) -> Iterator[None]:
+    """The test's database refuses and drops connections for the block, then takes them."""
+    harness.allow_connections(stack.env["FOG_DATABASE_URL"], False)
+    try:
+        yield
+    finally:
+        harness.allow_connections(stack.env["FOG_DATABASE_URL"], True)
+
+
+def web_ready_on_one_node(stack: Stack, kubectl: Kubectl, namespace: str) -> None:
     start(stack, nodes=1)
     kubectl("apply", "-n", namespace, "-f", "-", stdin=manifest("web", replicas=1))
     wait_for("Ready", lambda: ready(kubectl, namespace, "web", 1))
 
-    url = make_url(stack.env["FOG_DATABASE_URL"])
-    admin = url.set(database="postgres").render_as_string(hide_password=False)
-    admin = admin.replace("+psycopg", "")
 
-    def allow(on: bool) -> None:
-        with psycopg.connect(admin, autocommit=True) as connection:
-            connection.execute(
-                f'ALTER DATABASE "{url.database}" ALLOW_CONNECTIONS {str(on).lower()}'.encode()
-            )
-            if not on:
-                connection.execute(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
-                    (url.database,),
-                )
-
-    allow(False)
-    try:
+def test_database_outage_is_reported_then_recovered(
+    stack: Stack, kubectl: Kubectl, namespace: str
+) -> None:
+    # At the production resync (600 s) on purpose: the outage also drops the operator's LISTEN
+    # connection, and an agent report sent before it listens again is lost; only the requeue
+    # after a reconnect, not a resync, can bring the status back within the wait below.
+    web_ready_on_one_node(stack, kubectl, namespace)
+    with database_outage(stack):
         kubectl("scale", "-n", namespace, "fogdeploy/web", "--replicas=2")
 
         def unavailable() -> dict[str, Any] | None:
@@ -309,13 +351,39 @@ def test_database_outage_is_reported_then_recovered(
         condition = wait_for("DatabaseUnavailable condition", unavailable)
         assert condition["status"] == "True"
         assert "retrying in" in condition["message"]
-        assert stack.operator.process is not None
-        assert stack.operator.process.poll() is None  # still running
-    finally:
-        allow(True)
+        assert stack.operator.running()
     wait_for("Ready with 2 after the outage", lambda: ready(kubectl, namespace, "web", 2), 120)
-    assert stack.agent.process is not None
-    assert stack.agent.process.poll() is None
+    assert stack.agent.running()
+
+
+def test_delete_during_a_database_outage_completes_when_it_is_back(
+    stack: Stack, kubectl: Kubectl, namespace: str
+) -> None:
+    web_ready_on_one_node(stack, kubectl, namespace)
+    with database_outage(stack):
+        kubectl("delete", "-n", namespace, "fogdeploy/web", "--wait=false")
+        # kopf records a failed attempt of the delete handler in its progress annotation: the
+        # operator tried the soft delete, could not write it, and so kept the finalizer.
+        held = wait_for(
+            "a failed soft delete",
+            lambda: (
+                (obj := get(kubectl, namespace, "web"))
+                and "fogcompute.io/finalize" in obj["metadata"].get("annotations", {})
+                and obj
+            ),
+        )
+        assert held["metadata"]["deletionTimestamp"]
+        assert held["metadata"]["finalizers"] == ["fogcompute.io/finalizer"]
+        assert stack.operator.running()
+    wait_for("the object gone", lambda: get(kubectl, namespace, "web") is None, 120)
+    rows = sql(stack, "SELECT id, status::text, deleted_at IS NOT NULL FROM deployments")
+    assert [row[1:] for row in rows] == [("deleted", True)]
+    wait_for("replica stopped", lambda: replicas_of_deployment(stack, rows[0][0]) == {"stopped": 1})
+    history = stack.fogctl("history", f"{namespace}/web", "-o", "json")
+    assert history.returncode == 0, history.stderr
+    steps = [(e["replica"], e["new_status"]) for e in json.loads(history.stdout)["history"]]
+    assert (None, "deleted") in steps
+    assert ("web-0", "running") in steps  # the history from before the outage is kept
 
 
 def test_node_loss_replaces_replicas_and_the_returning_node_runs_nothing_twice(
@@ -323,85 +391,69 @@ def test_node_loss_replaces_replicas_and_the_returning_node_runs_nothing_twice(
 ) -> None:
     for name in ("edge-1", "edge-2", "edge-3"):
         stack.register_node(name)
-    grace = 3
-    stack.operator.args += ["--node-grace-seconds", str(grace)]
+    # A short grace so that the test takes seconds; how long recovery takes is measured by
+    # the benchmark (bench/scenarios.py, node-loss), not asserted here.
+    stack.operator.args += ["--node-grace-seconds", "3"]
     stack.operator.start()
-    steady = Service(
-        stack.folder / "agent-steady.log",
-        ["agent", "simulate", "edge-1", "edge-3", "--start-delay", "0", "--tick", "0.2"],
-        stack.env,
-    ).start()
-    flaky = Service(
-        stack.folder / "agent-edge-2.log",
-        ["agent", "simulate", "edge-2", "--start-delay", "0", "--tick", "0.2"],
-        stack.env,
-    ).start()
-    try:
-        # Registration counts as a heartbeat; the agents start later than that, so a node may
-        # go offline before its agent first speaks. Start once all three are heard from.
-        wait_for(
-            "three nodes heartbeating",
-            lambda: (
-                sql(
-                    stack,
-                    "SELECT count(*) FROM nodes WHERE status = 'online'"
-                    " AND last_heartbeat_at > now() - interval '1 second'",
-                )
-                == [(3,)]
-            ),
-        )
-        kubectl("apply", "-n", namespace, "-f", "-", stdin=manifest("web", replicas=3))
-        wait_for("Ready on three nodes", lambda: ready(kubectl, namespace, "web", 3))
-        assert sql(
-            stack,
-            "SELECT count(DISTINCT node_id) FROM deployment_replicas WHERE status = 'running'",
-        ) == [(3,)]
-        assert flaky.process is not None
-        flaky.process.send_signal(signal.SIGUSR1)  # cut edge-2's link
-        cut = time.monotonic()
-        wait_for(
-            "NodeLost",
-            lambda: (
-                sql(
-                    stack,
-                    "SELECT count(*) FROM replica_status_history"
-                    " WHERE reason = 'NodeLost' AND new_status = 'failed'",
-                )
-                == [(1,)]
-            ),
-        )
-        wait_for(
-            "replacement running elsewhere",
-            lambda: (
-                sql(
-                    stack,
-                    "SELECT n.name FROM deployment_replicas r JOIN nodes n ON n.id = r.node_id"
-                    " WHERE r.status = 'running' ORDER BY 1",
-                )
-                in (
-                    [("edge-1",), ("edge-1",), ("edge-3",)],
-                    [("edge-1",), ("edge-3",), ("edge-3",)],
-                )
-            ),
-        )
-        wait_for("Ready again", lambda: ready(kubectl, namespace, "web", 3))
-        assert time.monotonic() - cut <= grace + 5 + 2  # + the 1 s node check and polling
+    stack.agent_for("steady", ["edge-1", "edge-3"])
+    flaky = stack.agent_for("edge-2", ["edge-2"])
+    # Registration counts as a heartbeat; the agents start later than that, so a node may
+    # go offline before its agent first speaks. Start once all three are heard from.
+    wait_for(
+        "three nodes heartbeating",
+        lambda: (
+            sql(
+                stack,
+                "SELECT count(*) FROM nodes WHERE status = 'online'"
+                " AND last_heartbeat_at > now() - interval '1 second'",
+            )
+            == [(3,)]
+        ),
+    )
+    kubectl("apply", "-n", namespace, "-f", "-", stdin=manifest("web", replicas=3))
+    wait_for("Ready on three nodes", lambda: ready(kubectl, namespace, "web", 3))
+    assert sql(
+        stack,
+        "SELECT count(DISTINCT node_id) FROM deployment_replicas WHERE status = 'running'",
+    ) == [(3,)]
+    flaky.signal(signal.SIGUSR1)  # cut edge-2's link
+    wait_for(
+        "NodeLost",
+        lambda: (
+            sql(
+                stack,
+                "SELECT count(*) FROM replica_status_history"
+                " WHERE reason = 'NodeLost' AND new_status = 'failed'",
+            )
+            == [(1,)]
+        ),
+    )
+    wait_for(
+        "replacement running elsewhere",
+        lambda: (
+            sql(
+                stack,
+                "SELECT n.name FROM deployment_replicas r JOIN nodes n ON n.id = r.node_id"
+                " WHERE r.status = 'running' ORDER BY 1",
+            )
+            in (
+                [("edge-1",), ("edge-1",), ("edge-3",)],
+                [("edge-1",), ("edge-3",), ("edge-3",)],
+            )
+        ),
+    )
+    wait_for("Ready again", lambda: ready(kubectl, namespace, "web", 3))
 
-        flaky.process.send_signal(signal.SIGUSR2)  # edge-2 speaks again
-        wait_for(
-            "edge-2 online",
-            lambda: (
-                sql(stack, "SELECT status::text FROM nodes WHERE name = 'edge-2'") == [("online",)]
-            ),
-        )
-        wait_for("orphan stopped", lambda: "no longer assigned" in flaky.log.read_text())
-        assert replica_counts(stack, "web") == {"running": 3, "failed": 1}
-        assert sql(
-            stack,
-            "SELECT count(*) FROM replica_status_history WHERE old_status = 'failed'",
-        ) == [(0,)]
-        history = json.loads(stack.fogctl("history", f"{namespace}/web", "-o", "json").stdout)
-        assert any(e["reason"] == "NodeLost" for e in history["history"])
-    finally:
-        steady.stop()
-        flaky.stop()
+    flaky.signal(signal.SIGUSR2)  # edge-2 speaks again
+    wait_for(
+        "edge-2 online",
+        lambda: sql(stack, "SELECT status::text FROM nodes WHERE name = 'edge-2'") == [("online",)],
+    )
+    wait_for("orphan stopped", lambda: "no longer assigned" in flaky.log.read_text())
+    assert replica_counts(stack, "web") == {"running": 3, "failed": 1}
+    assert sql(
+        stack,
+        "SELECT count(*) FROM replica_status_history WHERE old_status = 'failed'",
+    ) == [(0,)]
+    history = json.loads(stack.fogctl("history", f"{namespace}/web", "-o", "json").stdout)
+    assert any(e["reason"] == "NodeLost" for e in history["history"])

@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 
 import psycopg
-from conftest import make_kubectl
 from sqlalchemy.engine import make_url
 
 from controller.sandbox import processes
+from controller.sandbox.harness import Kubectl
 
 
 def fogctl(*args: str) -> subprocess.CompletedProcess[str]:
@@ -48,7 +48,7 @@ def test_up_env_down(tmp_path: Path) -> None:
         exports = _exports(env.stdout)
         assert set(exports) == {"KUBECONFIG", "FOG_DATABASE_URL", "PATH"}
 
-        kubectl = make_kubectl(exports["KUBECONFIG"])
+        kubectl = Kubectl(exports["KUBECONFIG"])
         assert kubectl("get", "--raw", "/readyz").stdout.strip() == "ok"
         url = make_url(exports["FOG_DATABASE_URL"])
         with psycopg.connect(
