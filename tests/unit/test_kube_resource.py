@@ -6,9 +6,9 @@ import pytest
 from pydantic import ValidationError
 
 from controller.kube.resource import object_ref, parse_spec
-from controller.model.status import selector
 from controller.model.placement import Strategy
 from controller.model.resources import Resources
+from controller.model.status import selector
 
 MINIMAL = {"image": "app:1", "replicas": 2, "resources": {"cpuCores": 1.5, "memoryMB": 1024}}
 
