@@ -4,6 +4,9 @@ Following procrastinate's harness: the schema is migrated once into a template d
 each test gets `CREATE DATABASE ... TEMPLATE`, which copies files instead of replaying
 migrations (milliseconds per test). With FOG_TEST_DATABASE_URL set, that server is used
 instead of a throwaway one (the URL's user must be allowed to create databases).
+
+Here too: the `db` and `kube` markers, put on each test by the fixtures it uses (so
+`pytest -m "not db and not kube"` runs the pure tests alone), and hypothesis's profiles.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from hypothesis import settings
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -24,6 +28,40 @@ from controller.sandbox import postgres
 TEST_DATABASE_ENV = "FOG_TEST_DATABASE_URL"
 REPO = Path(__file__).resolve().parents[1]
 _names = itertools.count()
+
+# Hypothesis: "default" keeps the unit suite well under a minute on a busy 2-core machine;
+# "ci" (chosen when CI is set, as CI services do, or by HYPOTHESIS_PROFILE) tries five times
+# as many examples. No example database, so test runs leave nothing in the work tree; no
+# deadline, since a loaded machine makes timings meaningless.
+settings.register_profile("default", max_examples=200, deadline=None, database=None)
+settings.register_profile("ci", parent=settings.get_profile("default"), max_examples=1000)
+
+
+def _hypothesis_profile() -> str:
+    chosen = os.environ.get("HYPOTHESIS_PROFILE")
+    if chosen:
+        return chosen
+    in_ci = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+    return "ci" if in_ci else "default"
+
+
+settings.load_profile(_hypothesis_profile())
+
+# Every database fixture starts from the server's URL; every control-plane one from the
+# control plane (tests/kube/conftest.py). tests/kube/ also runs whole sandboxes by command.
+DATABASE_FIXTURES = frozenset({"postgres_server_url"})
+CONTROL_PLANE_FIXTURES = frozenset({"control_plane"})
+CONTROL_PLANE_TESTS = Path(__file__).resolve().parent / "kube"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test `db` and/or `kube` by the servers its fixtures start."""
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        if used & DATABASE_FIXTURES:
+            item.add_marker(pytest.mark.db)
+        if used & CONTROL_PLANE_FIXTURES or CONTROL_PLANE_TESTS in item.path.parents:
+            item.add_marker(pytest.mark.kube)
 
 
 def _admin_execute(server_url: URL, statement: str) -> None:

@@ -8,7 +8,6 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
-from hypothesis import settings
 from hypothesis import strategies as st
 
 from controller.model.placement import NodeCapacity, Strategy
@@ -17,9 +16,8 @@ from controller.model.replicas import ReplicaState
 from controller.model.resources import ZERO, Resources
 from controller.model.states import ReplicaStatus, check_replica_transition, holds_capacity
 
-# Modest example counts: the suite must stay fast on a busy 2-core machine; no example
-# database so test runs leave nothing behind in the work tree.
-PROPERTY = settings(max_examples=200, deadline=None, database=None)
+# Example counts, deadlines and the example database come from the hypothesis profile
+# loaded in tests/conftest.py ("default", or "ci" with more examples); nothing here pins them.
 
 _IDS = uuid.UUID("00000000-0000-0000-0000-00000000f09c")
 
@@ -188,18 +186,39 @@ selectors = st.dictionaries(st.sampled_from(["zone", "gpu"]), st.sampled_from("a
 
 
 @st.composite
+def overcommitted(draw: st.DrawFn, *, room_for: Resources = ZERO) -> tuple[Resources, Resources]:
+    """(allocated, capacity) of a node holding more than it has in at least one dimension.
+
+    As after an agent re-registers its node with less capacity than its replicas hold. The
+    other dimensions may have room for several replicas of room_for, and the over-committed
+    one is one that room_for does not ask for, when there is such a dimension: so only a fit
+    check of every dimension, not just the requested ones, keeps placement away.
+    """
+    capacity = draw(amounts) + room_for * draw(st.integers(0, 4))
+    used = [draw(st.integers(0, have)) for have in capacity.as_tuple()]
+    unrequested = [index for index, need in enumerate(room_for.as_tuple()) if need == 0]
+    over = draw(st.sampled_from(unrequested or [0, 1, 2, 3]))
+    used[over] = capacity.as_tuple()[over] + draw(st.integers(1, 1000))
+    return res(*used), capacity
+
+
+@st.composite
 def node_sets(
     draw: st.DrawFn, *, min_size: int = 0, room_for: Resources = ZERO
 ) -> list[NodeCapacity]:
     """Up to six nodes with some labels, mostly schedulable, partly allocated.
 
     Each node gets free room for 0-4 extra replicas of room_for on top of a random rest, so
-    examples are not dominated by nodes that fit nothing.
+    examples are not dominated by nodes that fit nothing. About one node in six is
+    over-committed instead (see overcommitted): it must never receive a replica.
     """
     result = []
     for index in range(draw(st.integers(min_size, 6))):
-        used = draw(amounts)
-        capacity = used + draw(amounts) + room_for * draw(st.integers(0, 4))
+        if draw(st.integers(0, 5)) == 0:
+            used, capacity = draw(overcommitted(room_for=room_for))
+        else:
+            used = draw(amounts)
+            capacity = used + draw(amounts) + room_for * draw(st.integers(0, 4))
         labels = draw(st.dictionaries(st.sampled_from(["zone", "gpu"]), st.sampled_from("ab")))
         schedulable = draw(st.integers(0, 3)) > 0  # 3 in 4, so most nodes are candidates
         result.append(node(f"n{index}", capacity, used, labels=labels, schedulable=schedulable))

@@ -5,7 +5,6 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 from model_builders import (
-    PROPERTY,
     Cluster,
     desired,
     node,
@@ -24,6 +23,7 @@ from controller.model.planner import (
     Assignment,
     DesiredState,
     NewReplica,
+    Plan,
     ReplicaTransition,
     StopReason,
     max_unavailable,
@@ -204,15 +204,29 @@ def test_rollout_on_a_full_cluster_converges_through_freed_slots() -> None:
 # --- simulation driver and properties -----------------------------------------------------
 
 
+def placed_on(step: Plan) -> list[uuid.UUID]:
+    """The node of every replica the plan creates on a node or assigns to one."""
+    created = [new.node_id for new in step.create if new.node_id is not None]
+    return created + [assignment.node_id for assignment in step.assign]
+
+
+def overcommitted_nodes(cluster: Cluster) -> set[uuid.UUID]:
+    """Nodes whose allocation exceeds their capacity (a capacity shrink, say)."""
+    return {n.node_id for n in cluster.nodes.values() if not n.allocated.fits_in(n.capacity)}
+
+
 def finish(cluster: Cluster, spec: DesiredState, *, floor: int) -> int:
     """Run reconcile + agent rounds until nothing changes; return how many rounds it took.
 
-    floor: the fewest available replicas allowed right after any plan is applied.
+    floor: the fewest available replicas allowed right after any plan is applied. No plan
+    may put a replica on a node that is over-committed when it is made.
     """
     limit = 4 * spec.replicas + 8  # a rollout needs ~2 rounds per replica; the rest is slack
     for rounds in range(limit):
+        overcommitted = overcommitted_nodes(cluster)
         step = cluster.plan(spec)
         cluster.apply(step, spec)
+        assert not overcommitted & set(placed_on(step)), "placed on an over-committed node"
         assert cluster.available() >= floor
         before = dict(cluster.replicas)
         cluster.agents_act()
@@ -225,8 +239,8 @@ def assert_converged(cluster: Cluster, spec: DesiredState) -> None:
     active = cluster.active()
     assert len(active) == spec.replicas
     assert all(r.revision == spec.revision and r.is_available for r in active)
-    for n in cluster.nodes.values():
-        assert n.allocated.fits_in(n.capacity)
+    for held_on in cluster.held():
+        assert cluster.nodes[held_on].allocated.fits_in(cluster.nodes[held_on].capacity)
 
 
 @st.composite
@@ -260,13 +274,13 @@ def cluster_states(draw: st.DrawFn) -> tuple[Cluster, DesiredState]:
     return cluster, spec
 
 
-@PROPERTY
 @given(state=cluster_states())
 def test_property_one_plan_is_safe_and_replanning_is_a_no_op(
     state: tuple[Cluster, DesiredState],
 ) -> None:
     cluster, spec = state
     available_before = cluster.available()
+    overcommitted = overcommitted_nodes(cluster)
     step = cluster.plan(spec)
     cluster.apply(step, spec)
 
@@ -276,8 +290,9 @@ def test_property_one_plan_is_safe_and_replanning_is_a_no_op(
         available_before, spec.replicas - max_unavailable(desired=spec.replicas)
     )
     assert sum(1 for r in cluster.active() if r.is_unassigned) == step.unplaced
+    assert not overcommitted & set(placed_on(step)), "placed on an over-committed node"
     for n in cluster.nodes.values():
-        assert n.allocated.fits_in(n.capacity), "over-committed"
+        assert n.node_id in overcommitted or n.allocated.fits_in(n.capacity), "over-committed"
     for changed, allocation in step.allocated.items():
         assert cluster.nodes[changed].allocated == allocation
     if step.unplaced:
@@ -316,7 +331,6 @@ def rollouts(draw: st.DrawFn) -> tuple[list[NodeCapacity], int, DesiredState]:
     return nodes, draw(st.integers(0, room)), spec
 
 
-@PROPERTY
 @given(case=rollouts())
 def test_property_rolling_update_converges_and_keeps_availability(
     case: tuple[list[NodeCapacity], int, DesiredState],
@@ -338,7 +352,6 @@ def test_property_rolling_update_converges_and_keeps_availability(
     assert_converged(cluster, spec)
 
 
-@PROPERTY
 @given(
     nodes=node_sets(),
     start=st.integers(0, 6),
@@ -373,3 +386,54 @@ def test_large_rollout_keeps_three_quarters_available() -> None:
     rounds = finish(cluster, desired(12), floor=9)  # max_unavailable(12) == 3
     assert_converged(cluster, desired(12))
     assert rounds == 4  # four batches of three; the fifth round finds nothing to do
+
+
+# --- inputs from outside the spec: drained nodes and the restart backoff --------------------
+
+
+def test_replicas_on_an_evacuated_node_move_within_the_budget_oldest_first() -> None:
+    # n1 is being drained (cordoned, so not schedulable); n2 has room for all eight.
+    draining = node("n1", ROOMY, schedulable=False)
+    replicas = [replica(seq, on="n1") for seq in range(1, 9)]
+    spec = replace(desired(8), evacuate=frozenset({node_id("n1")}))
+    step = plan(desired=spec, replicas=replicas, nodes=[draining, node("n2", ROOMY)])
+    update = StopReason.ROLLING_UPDATE
+    assert stops(step.transitions) == [(1, R.STOPPING, update), (2, R.STOPPING, update)]
+    assert step.create == (NewReplica(node_id=node_id("n2")),) * 2
+
+
+def test_evacuation_spares_other_nodes_and_moves_what_serves_nobody_at_once() -> None:
+    replicas = [
+        replica(1, on="n2"),
+        replica(2, on="n2"),
+        replica(3, on="n1"),
+        replica(4, R.PENDING, on="n1"),  # not running yet: costs no budget
+    ]
+    spec = replace(desired(4), evacuate=frozenset({node_id("n1")}))
+    nodes = [node("n1", ROOMY, schedulable=False), node("n2", ROOMY)]
+    step = plan(desired=spec, replicas=replicas, nodes=nodes)
+    update = StopReason.ROLLING_UPDATE
+    # 3 available, at least 4 - 1 = 3 must stay: only the pending one goes now.
+    assert stops(step.transitions) == [(4, R.STOPPING, update)]
+    assert step.create == (NewReplica(node_id=node_id("n2")),)
+    without = plan(desired=desired(4), replicas=replicas, nodes=nodes)
+    assert without.is_empty  # the same rows, no drain: nothing to do
+
+
+def test_hold_new_creates_no_replacements_while_the_backoff_runs() -> None:
+    crashed = [replica(1), replica(2, R.FAILED), replica(3, R.FAILED)]
+    nodes = [node("n1", ROOMY)]
+    held = plan(desired=replace(desired(3), hold_new=True), replicas=crashed, nodes=nodes)
+    assert held.is_empty
+    assert held.unplaced == 0  # holding back is not a shortage of room
+    free = plan(desired=desired(3), replicas=crashed, nodes=nodes)
+    assert free.create == (NewReplica(node_id=node_id("n1")),) * 2
+
+
+def test_hold_new_stops_rollouts_and_drains_but_not_scale_down() -> None:
+    replicas = [replica(1, revision="r0"), replica(2, revision="r0"), replica(3, on="n2")]
+    spec = replace(desired(2), hold_new=True, evacuate=frozenset({node_id("n2")}))
+    step = plan(desired=spec, replicas=replicas, nodes=[node("n1", ROOMY)])
+    # Scaling down still happens (old revision first); nothing is replaced, nothing created.
+    assert stops(step.transitions) == [(2, R.STOPPING, StopReason.SCALED_DOWN)]
+    assert (step.create, step.assign) == ((), ())
