@@ -58,7 +58,7 @@ def test_transition_time_moves_when_the_status_flips() -> None:
 
 def test_other_condition_types_do_not_lend_their_time() -> None:
     other = {"type": "Stalled", "status": "True", "lastTransitionTime": "2020-01-01T00:00:00Z"}
-    assert ready(True, previous=[other]).last_transition_time == rfc3339(moment=T0)
+    assert ready(True, previous=[other]).last_transition_time == "2025-01-02T03:04:05Z"
 
 
 def test_messages_are_collapsed_to_one_line_within_the_api_limit() -> None:

@@ -66,9 +66,13 @@ async def test_retries_back_off_per_key_and_success_starts_over() -> None:
     queue.close()
 
 
-@pytest.mark.parametrize("failures", [1, 5, 7, 50, 1000])
-def test_backoff_doubles_up_to_a_minute(failures: int) -> None:
-    assert backoff(failures) == min(BACKOFF_MAX_SECONDS, 2.0 ** (failures - 1))
+@pytest.mark.parametrize(
+    ("failures", "seconds"),
+    [(0, 1.0), (1, 1.0), (2, 2.0), (5, 16.0), (6, 32.0), (7, 60.0), (50, 60.0), (1000, 60.0)],
+)
+def test_backoff_doubles_up_to_a_minute(failures: int, seconds: float) -> None:
+    assert backoff(failures) == seconds
+    assert BACKOFF_MAX_SECONDS == 60.0
 
 
 async def test_one_pending_timer_per_key_the_earliest() -> None:
