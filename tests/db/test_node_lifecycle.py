@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -269,19 +268,38 @@ async def test_remove_is_refused_while_busy_unless_forced(
     assert statuses == [ReplicaStatus.FAILED]
 
 
+class Clock:
+    """The reconciler's clock, moved forward by the test instead of sleeping.
+
+    Failure times come from PostgreSQL's real clock, so this one is the real time plus
+    however far the test has advanced it.
+    """
+
+    def __init__(self) -> None:
+        self.ahead = timedelta(0)
+
+    def __call__(self) -> datetime:
+        return datetime.now(UTC) + self.ahead
+
+    def advance(self, seconds: float) -> None:
+        self.ahead += timedelta(seconds=seconds)
+
+
 async def test_crash_backoff_grows_then_stalled_then_recovers(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
     await add_node(sessions, "edge-1")
     policy = RestartPolicy(
-        base_delay=timedelta(milliseconds=200),
-        max_delay=timedelta(seconds=5),
+        base_delay=timedelta(seconds=30),
+        max_delay=timedelta(minutes=10),
         failure_limit=3,
     )
+    clock = Clock()
     driver = Driver(sessions)
-    driver.reconciler = type(driver.reconciler)(Store(sessions), restarts=policy)
+    driver.reconciler = type(driver.reconciler)(Store(sessions), restarts=policy, clock=clock)
     crashing = {"edge-1": Simulator(start_delay=0, fail_image="bad:*")}
-    holds: list[float] = []
+    requeues: list[float] = []
+    holds: list[tuple[int, float]] = []  # (failures so far, how far the clock is ahead then)
     status = await driver.reconcile(spec(1, image="bad:1"))
     for _ in range(40):
         await run_agents(sessions, crashing)
@@ -292,24 +310,37 @@ async def test_crash_backoff_grows_then_stalled_then_recovers(
         )
         driver.status = status = outcome.status
         if outcome.requeue_after is not None:
-            holds.append(outcome.requeue_after)
-            await asyncio.sleep(outcome.requeue_after)
+            requeues.append(outcome.requeue_after)
+            clock.advance(outcome.requeue_after)  # the work queue's requeue, without the wait
+            async with sessions() as session:
+                failures = await session.scalar(select(Deployment.consecutive_failures))
+            holds.append((failures or 0, clock.ahead.total_seconds()))
         if condition(status, "Stalled")["reason"] == "CrashLoopBackOff":
             break
     assert condition(status, "Stalled")["status"] == "True"
     assert status["phase"] == "Failed"
-    assert len(holds) >= 2
-    assert holds[-1] > holds[0]  # the wait grows
+    assert len(requeues) >= 2
+    assert requeues[-1] > requeues[0]  # the wait grows
+    # Each replacement waited 30 s, then 60 s ... after its failure (the failures happened
+    # within real milliseconds of each other, so the clock is that far ahead of them).
+    assert [failures for failures, _ in holds] == [1, 2, 3]
+    for failures, ahead in holds:
+        assert ahead == pytest.approx(30 * 2 ** (failures - 1), abs=5), holds
     # A fixed image runs: Ready again, the count starts over.
     driver.bump()
     healthy = agents("edge-1")
     status = await driver.reconcile(spec(1, image="good:1"))
     for _ in range(40):
         await run_agents(sessions, healthy)
-        status = await driver.reconcile(spec(1, image="good:1"))
+        outcome = await driver.reconciler.reconcile(
+            ref=driver.ref,
+            spec=parse_spec("web", spec(1, image="good:1")),
+            live_status=driver.status,
+        )
+        driver.status = status = outcome.status
         if condition(status, "Ready")["status"] == "True":
             break
-        await asyncio.sleep(0.2)
+        clock.advance(outcome.requeue_after or 0)
     assert condition(status, "Ready")["status"] == "True"
     assert condition(status, "Stalled")["status"] == "False"
     async with sessions() as session:
@@ -326,24 +357,98 @@ async def test_capacity_is_never_overcommitted_with_concurrent_agents_and_reconc
     drivers = [Driver(sessions, name=f"app-{i}") for i in range(8)]
     rng = random.Random(7)  # fixed seed: the interleaving varies, the workload does not
     bodies = [spec(rng.randint(1, 6), cpu=rng.choice([0.5, 1.0, 1.5])) for _ in drivers]
+    rounds = 15
+    gave_up: list[str] = []  # reconciles that hit 5 conflicts in a row (the queue retries)
+    excess: list[tuple[str, int, int]] = []  # more active replicas than the spec asked for
 
     async def agent_loop(name: str) -> None:
-        for _ in range(15):
+        for _ in range(rounds):
             await tick(sessions, simulators[name], [name])
-            await asyncio.sleep(0)
-
-    async def operator_loop(driver: Driver, body: dict[str, Any]) -> None:
-        for _ in range(15):
-            body = {**body, "replicas": max(0, body["replicas"] + rng.choice([-1, 0, 1]))}
-            with contextlib.suppress(WriteConflictError):  # kopf would retry it a second later
-                await driver.reconcile(body)
             await asyncio.sleep(0)
 
     async with asyncio.TaskGroup() as group:  # a failure cancels the rest: nothing leaks
         for name in names:
             group.create_task(agent_loop(name))
         for driver, body in zip(drivers, bodies, strict=True):
-            group.create_task(operator_loop(driver, body))
+            steps = [rng.choice([-1, 0, 1]) for _ in range(rounds)]
+            group.create_task(_operator_loop(driver, body, steps, gave_up, excess))
+    # Conflicts are retried inside the store; giving up must stay the exception.
+    assert len(gave_up) <= len(drivers) * rounds // 10, gave_up
+    assert excess == [], "replicas created twice over"
+    async with sessions() as session:
+        started_in_race = await session.scalar(
+            select(func.count()).where(ReplicaStatusHistory.new_status == ReplicaStatus.RUNNING)
+        )
+    assert started_in_race >= len(drivers), "the race placed and started (almost) nothing"
+
+    # Back to the first replica counts (18.5 of the 24 cores): every deployment converges.
+    statuses = await _settle(drivers, bodies, simulators)
+    assert [status["ready"] for status in statuses] == [
+        f"{body['replicas']}/{body['replicas']}" for body in bodies
+    ]
+    await _assert_nothing_placed_twice(sessions, sum(body["replicas"] for body in bodies))
+    await _assert_allocation_matches_replicas(sessions)
+
+
+async def _operator_loop(
+    driver: Driver,
+    body: dict[str, Any],
+    steps: list[int],
+    gave_up: list[str],
+    excess: list[tuple[str, int, int]],
+) -> None:
+    """Reconcile once per step, the replica count moved by the step each time."""
+    for step in steps:
+        body = {**body, "replicas": max(0, body["replicas"] + step)}
+        try:
+            await driver.reconcile(body)
+        except WriteConflictError:  # kopf would retry it a second later
+            gave_up.append(driver.ref.name)
+        else:  # agents only move replicas on, so the count stays as the reconcile left it
+            active = await driver.active()
+            if active > body["replicas"]:
+                excess.append((driver.ref.name, active, body["replicas"]))
+        await asyncio.sleep(0)
+
+
+async def _settle(
+    drivers: list[Driver], bodies: list[dict[str, Any]], simulators: dict[str, Simulator]
+) -> list[dict[str, Any]]:
+    """Reconcile every deployment, then let every agent act, until all are Ready (10 rounds)."""
+    for _ in range(10):
+        statuses = [
+            await driver.reconcile(body) for driver, body in zip(drivers, bodies, strict=True)
+        ]
+        if all(condition(status, "Ready")["status"] == "True" for status in statuses):
+            break
+        await run_agents(drivers[0].sessions, simulators)
+    return statuses
+
+
+async def _assert_nothing_placed_twice(
+    sessions: async_sessionmaker[AsyncSession], desired: int
+) -> None:
+    """No replica started twice or on two nodes; exactly the desired replicas run."""
+    async with sessions() as session:
+        per_replica = (
+            await session.execute(
+                select(
+                    ReplicaStatusHistory.replica_id,
+                    func.count().filter(ReplicaStatusHistory.new_status == ReplicaStatus.STARTING),
+                    func.count(func.distinct(ReplicaStatusHistory.node_id)),
+                ).group_by(ReplicaStatusHistory.replica_id)
+            )
+        ).all()
+        running = await session.scalar(
+            select(func.count()).where(DeploymentReplica.status == ReplicaStatus.RUNNING)
+        )
+    assert per_replica, "no replica history at all"
+    assert all(starts <= 1 for _, starts, _ in per_replica), "a replica started twice"
+    assert all(nodes <= 1 for _, _, nodes in per_replica), "a replica moved between nodes"
+    assert running == desired
+
+
+async def _assert_allocation_matches_replicas(sessions: async_sessionmaker[AsyncSession]) -> None:
     async with sessions() as session:
         rows = await session.execute(
             text(
