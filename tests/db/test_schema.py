@@ -341,11 +341,58 @@ async def test_node_allocation_follows_replicas_that_hold_capacity(session: Asyn
     assert await _allocated(session, edge.id) == (0, 0, 0, 0)
 
 
-async def test_database_refuses_to_overcommit_a_node(session: AsyncSession) -> None:
+DIMENSIONS = ("cpu", "memory", "gpu", "storage")
+
+
+@pytest.mark.parametrize(
+    ("dimension", "capacity", "first", "too_much", "rest"),
+    [
+        ("cpu", {"cpu_cores": 2.0}, {"cpu_millicores": 1500}, 600, 500),
+        ("memory", {"memory_mb": 2048}, {"memory_mb": 1024}, 1025, 1024),
+        ("gpu", {"gpu_units": 1}, {"gpu_units": 1}, 1, 0),
+        ("storage", {"storage_gb": 20}, {"storage_gb": 10}, 11, 10),
+    ],
+)
+async def test_database_refuses_to_overcommit_a_node(
+    session: AsyncSession,
+    dimension: str,
+    capacity: dict[str, float],
+    first: dict[str, int],
+    too_much: int,
+    rest: int,
+) -> None:
     owner = await rows.user(session)
-    edge = await rows.node(session, cpu_cores=2.0, memory_mb=8192)
+    # Plenty of everything else (8 cores, 16 GiB, 100 GB; no GPU unless asked for).
+    edge = await rows.node(session, **capacity)
     deployment = await rows.deployment(session, owner)
-    await rows.replica(session, deployment, 0, node_id=edge.id, cpu_millicores=1500)
+    await rows.replica(session, deployment, 0, node_id=edge.id, **first)
     await session.commit()
-    with pytest.raises(IntegrityError, match="ck_nodes_cpu_not_overcommitted"):
-        await rows.replica(session, deployment, 1, node_id=edge.id, cpu_millicores=600)
+    column = next(iter(first))
+    with pytest.raises(IntegrityError, match=f"ck_nodes_{dimension}_not_overcommitted"):
+        async with session.begin_nested():
+            await rows.replica(session, deployment, 1, node_id=edge.id, **{column: too_much})
+    # What is left fills the node exactly, which is allowed.
+    await rows.replica(session, deployment, 2, node_id=edge.id, **{column: rest})
+    await session.commit()
+    held = dict(zip(DIMENSIONS, await _allocated(session, edge.id), strict=True))
+    assert held[dimension] == {"cpu": 2000, "memory": 2048, "gpu": 1, "storage": 20}[dimension]
+
+
+@pytest.mark.parametrize(
+    ("column", "shrunk", "constraint"),
+    [
+        ("cpu_cores", 1.0, "ck_nodes_cpu_not_overcommitted"),
+        ("memory_mb", 1000, "ck_nodes_memory_not_overcommitted"),
+        ("storage_gb", 5, "ck_nodes_storage_not_overcommitted"),
+    ],
+)
+async def test_capacity_cannot_shrink_below_what_replicas_hold(
+    session: AsyncSession, column: str, shrunk: float, constraint: str
+) -> None:
+    owner = await rows.user(session)
+    edge = await rows.node(session)
+    deployment = await rows.deployment(session, owner)
+    await rows.replica(session, deployment, 0, node_id=edge.id)  # 1.5 cores, 1 GiB, 10 GB
+    await session.commit()
+    with pytest.raises(IntegrityError, match=constraint):
+        await session.execute(update(Node).where(Node.id == edge.id).values({column: shrunk}))
