@@ -11,16 +11,19 @@ import uuid
 from typing import Any
 
 import pytest
+import rows
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from controller.agent.simulate import Simulator, tick
+from controller.db import deployments
 from controller.db import engine as db_engine
 from controller.db import nodes as db_nodes
 from controller.db.history import deployment_history
 from controller.db.store import Store
 from controller.db.tables import Deployment, DeploymentReplica, Node
 from controller.kube.resource import ObjectRef, parse_spec
+from controller.model.placement import Strategy
 from controller.model.resources import Resources
 from controller.model.states import DeploymentStatus, ReplicaStatus
 from controller.operator.reconciler import Reconciler
@@ -32,7 +35,12 @@ def sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
 
 
 async def add_node(
-    sessions: async_sessionmaker[AsyncSession], name: str, cpu: float = 4, memory: int = 8192
+    sessions: async_sessionmaker[AsyncSession],
+    name: str,
+    cpu: float = 4,
+    memory: int = 8192,
+    *,
+    labels: dict[str, str] | None = None,
 ) -> None:
     async with sessions() as session, session.begin():
         await db_nodes.register(
@@ -41,7 +49,7 @@ async def add_node(
             capacity=Resources.from_cores(
                 cpu_cores=cpu, memory_mb=memory, gpu_units=0, storage_gb=100
             ),
-            labels={"zone": "a"},
+            labels={"zone": "a"} if labels is None else labels,
         )
 
 
@@ -138,11 +146,12 @@ async def test_apply_places_replicas_then_ready_when_running(
     second = await driver.reconcile(spec(3))
     assert second["phase"] == "Running"
     assert second["ready"] == "3/3"
+    [revision] = {revision for _, revision in await driver.replicas()}  # as stored
     assert condition(second, "Ready") | {"lastTransitionTime": "x"} == {
         "type": "Ready",
         "status": "True",
         "reason": "AllReplicasReady",
-        "message": condition(second, "Ready")["message"],
+        "message": f"3 of 3 replicas running revision {revision}",
         "observedGeneration": 1,
         "lastTransitionTime": "x",
     }
@@ -284,3 +293,87 @@ async def test_history_has_one_row_per_transition(
         ("web-0", ReplicaStatus.STARTING, ReplicaStatus.RUNNING, "agent:edge-1"),
         (None, DeploymentStatus.SCHEDULED, DeploymentStatus.RUNNING, "operator"),
     ]
+
+
+async def test_scale_up_from_zero_goes_through_pending(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    await add_node(sessions, "edge-1")
+    driver = Driver(sessions)
+    stopped = await converge(driver, spec(0))
+    assert (stopped["phase"], stopped["ready"]) == ("Stopped", "0/0")
+    assert await driver.replicas() == []
+    driver.bump()
+    first = await driver.reconcile(spec(2))
+    assert first["phase"] == "Scheduled"
+    assert [s for s, _ in await driver.replicas()] == [ReplicaStatus.PENDING] * 2
+    up = await converge(driver, spec(2))
+    assert (up["phase"], up["ready"], up["observedGeneration"]) == ("Running", "2/2", 2)
+    async with sessions() as session:
+        history = await deployment_history(session, namespace="team-a", name="web")
+    pending, scheduled = DeploymentStatus.PENDING, DeploymentStatus.SCHEDULED
+    running, stopped = DeploymentStatus.RUNNING, DeploymentStatus.STOPPED
+    assert [(e.old_status, e.new_status) for e in history if e.replica is None] == [
+        (None, pending),
+        (pending, stopped),
+        (stopped, pending),  # stopped may only go to pending (or deleted)
+        (pending, scheduled),
+        (scheduled, running),
+    ]
+    assert driver.events.count("ScaledUp") == 1
+
+
+HALF_CORE = Resources(cpu_millis=500, memory_mb=512, gpu_units=0, storage_gb=1)
+
+
+async def _candidates(
+    sessions: async_sessionmaker[AsyncSession],
+    strategy: Strategy,
+    selector: dict[str, str],
+    request: Resources = HALF_CORE,
+) -> list[str]:
+    async with sessions() as session:
+        found = await deployments.candidate_nodes(
+            session,
+            node_selector=selector,
+            request=request,
+            strategy=strategy,
+            limit=10,
+            lock=False,
+        )
+    return [node.name for node in found]
+
+
+async def test_candidate_nodes_carry_the_selector_and_follow_the_strategy(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    # Four cores and 8 GiB each; "half" and "most" hold 50% and 75% of both.
+    await add_node(sessions, "empty", labels={"zone": "a"})
+    await add_node(sessions, "half", labels={"zone": "a", "disk": "ssd"})
+    await add_node(sessions, "most", labels={"zone": "a", "disk": "ssd"})
+    await add_node(sessions, "other-zone", labels={"zone": "b", "disk": "ssd"})
+    await add_node(sessions, "unlabelled", labels={})
+    async with sessions() as session, session.begin():
+        owner = await rows.user(session)
+        filler = await rows.deployment(session, owner, "filler")
+        ids = {n.name: n.id for n in await db_nodes.list_nodes(session)}
+        await rows.replica(
+            session, filler, 0, ids["half"], cpu_millicores=2000, memory_mb=4096, storage_gb=1
+        )
+        await rows.replica(
+            session, filler, 1, ids["most"], cpu_millicores=3000, memory_mb=6144, storage_gb=1
+        )
+    zone_a = {"zone": "a"}
+    assert await _candidates(sessions, Strategy.SPREAD, zone_a) == ["empty", "half", "most"]
+    assert await _candidates(sessions, Strategy.BIN_PACK, zone_a) == ["most", "half", "empty"]
+    ssd_a = {"zone": "a", "disk": "ssd"}  # every label must match
+    assert await _candidates(sessions, Strategy.BIN_PACK, ssd_a) == ["most", "half"]
+    assert await _candidates(sessions, Strategy.SPREAD, {"zone": "c"}) == []
+    everything = await _candidates(sessions, Strategy.BIN_PACK, {})
+    assert everything[:2] == ["most", "half"]
+    assert sorted(everything[2:]) == ["empty", "other-zone", "unlabelled"]
+    # A node without room for one more replica is not a candidate: "most" has 1 core left.
+    big = Resources(cpu_millis=1500, memory_mb=512, gpu_units=0, storage_gb=1)
+    assert await _candidates(sessions, Strategy.BIN_PACK, zone_a, big) == ["half", "empty"]
+    roomy = Resources(cpu_millis=500, memory_mb=2049, gpu_units=0, storage_gb=1)  # 2048 left
+    assert await _candidates(sessions, Strategy.BIN_PACK, zone_a, roomy) == ["half", "empty"]
