@@ -16,17 +16,15 @@ import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 from hypothesis import settings
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from controller.db import migrate
-from controller.sandbox import postgres
+from controller.sandbox import harness, postgres
 
 TEST_DATABASE_ENV = "FOG_TEST_DATABASE_URL"
-REPO = Path(__file__).resolve().parents[1]
 _names = itertools.count()
 
 # Hypothesis: "default" keeps the unit suite well under a minute on a busy 2-core machine;
@@ -64,18 +62,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.kube)
 
 
-def _admin_execute(server_url: URL, statement: str) -> None:
-    with psycopg.connect(
-        host=server_url.host,
-        port=server_url.port,
-        user=server_url.username,
-        password=server_url.password,
-        dbname=server_url.database,
-        autocommit=True,
-    ) as connection:
-        connection.execute(statement.encode())
-
-
 @pytest.fixture(scope="session")
 def postgres_server_url() -> Iterator[URL]:
     """A URL of a database on a server we may create databases on."""
@@ -94,22 +80,19 @@ def postgres_server_url() -> Iterator[URL]:
 def template_database(postgres_server_url: URL) -> Iterator[str]:
     """A database migrated to head once per session, copied by each test."""
     name = f"fog_template_{os.getpid()}"
-    _admin_execute(postgres_server_url, f'CREATE DATABASE "{name}"')
     try:
-        migrate.upgrade(postgres_server_url.set(database=name))
+        migrate.upgrade(harness.create_database(postgres_server_url, name))
         yield name
     finally:
-        _admin_execute(postgres_server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        harness.drop_database(postgres_server_url, name)
 
 
 def _fresh_database(server_url: URL, template: str | None) -> Iterator[URL]:
     name = f"fog_test_{os.getpid()}_{next(_names)}"
-    suffix = f' TEMPLATE "{template}"' if template else ""
-    _admin_execute(server_url, f'CREATE DATABASE "{name}"{suffix}')
     try:
-        yield server_url.set(database=name)
+        yield harness.create_database(server_url, name, template=template)
     finally:
-        _admin_execute(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        harness.drop_database(server_url, name)
 
 
 @pytest.fixture
