@@ -241,8 +241,8 @@ async def agent_report(
 
 # Nodes whose agent has been heard from within the last second.
 HEARD_FROM = (
-    "SELECT count(*) FROM nodes WHERE status = 'online'"
-    " AND last_heartbeat_at > now() - interval '1 second'"
+    "SELECT count(*) FROM nodes JOIN node_leases ON node_id = id"
+    " WHERE status = 'online' AND renewed_at > now() - interval '1 second'"
 )
 
 

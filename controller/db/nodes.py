@@ -1,6 +1,7 @@
 """Fog nodes in Postgres: registration, heartbeats, and the listing `fogctl node list` shows.
 
-A node is a row an agent keeps alive. Registration is an upsert, so an agent that restarts
+A node is a row an agent keeps alive through its lease (`node_leases`, one row per node that
+only heartbeats write; see migration 0003). Registration is an upsert, so an agent that restarts
 simply registers again; capacity may change (a disk added), labels are replaced, and the
 allocation totals, which belong to the replicas, are never touched here.
 """
@@ -19,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from controller.db.errors import DatabaseError
 from controller.db.notify import notify, notify_waiting
-from controller.db.tables import DeploymentReplica, Node
+from controller.db.tables import DeploymentReplica, Node, NodeLease
 from controller.model import actors
 from controller.model.nodes import NodeStatus
 from controller.model.resources import Resources
@@ -81,7 +82,6 @@ async def register(
         "storage_gb": capacity.storage_gb,
         "labels": dict(labels),
         "status": NodeStatus.ONLINE,
-        "last_heartbeat_at": func.now(),
     }
     statement = (
         pg_insert(Node)
@@ -92,29 +92,38 @@ async def register(
         .returning(Node.id)
     )
     node_id: uuid.UUID = (await session.execute(statement)).scalar_one()
+    await session.execute(
+        pg_insert(NodeLease)
+        .values(node_id=node_id)
+        .on_conflict_do_update(index_elements=[NodeLease.node_id], set_={"renewed_at": func.now()})
+    )
     await notify_waiting(session)
     return node_id
 
 
 async def heartbeat(session: AsyncSession, *, names: Sequence[str]) -> int:
-    """Record that these nodes' agents are alive; return how many rows were stamped.
+    """Record that these nodes' agents are alive; return how many leases were renewed.
 
-    Rows locked at this moment are skipped, not waited for: a placement is writing that node's
-    allocation. Waiting, one statement for many nodes held every row it had stamped while it
-    queued behind the next, and every placement queued behind it in turn. A skipped node is
-    stamped at its next heartbeat, one tick later, far inside the grace period.
+    Only lease rows are written, and only heartbeats write them: reading the node rows by name
+    takes no lock, so the heartbeat never waits for a placement that holds them, and no node is
+    ever skipped. A node the check had taken offline is brought back online here (a placement
+    never locks an offline node, which is not a candidate), and deployments waiting for room
+    are woken, since room has just come back.
     """
-    free = (
-        select(Node.id)
-        .where(Node.name.in_(names))
-        .with_for_update(skip_locked=True, key_share=True)
+    renewed = await session.execute(
+        update(NodeLease)
+        .where(NodeLease.node_id == Node.id, Node.name.in_(names))
+        .values(renewed_at=func.now())
     )
-    result = await session.execute(
+    returned = await session.execute(
         update(Node)
-        .where(Node.id.in_(free.scalar_subquery()))
-        .values(last_heartbeat_at=func.now(), status=NodeStatus.ONLINE)
+        .where(Node.name.in_(names), Node.status == NodeStatus.OFFLINE)
+        .values(status=NodeStatus.ONLINE)
+        .returning(Node.id)
     )
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    if returned.first() is not None:
+        await notify_waiting(session)
+    return int(renewed.rowcount)  # type: ignore[attr-defined]
 
 
 async def node_names(session: AsyncSession) -> list[str]:
@@ -124,7 +133,11 @@ async def node_names(session: AsyncSession) -> list[str]:
 
 async def list_nodes(session: AsyncSession, *, names: Sequence[str] = ()) -> list[NodeRecord]:
     """Every node (or the named ones), by name."""
-    statement = select(Node).order_by(Node.name)
+    statement = (
+        select(Node, NodeLease.renewed_at)
+        .outerjoin(NodeLease, NodeLease.node_id == Node.id)
+        .order_by(Node.name)
+    )
     if names:
         statement = statement.where(Node.name.in_(names))
     return [
@@ -137,9 +150,9 @@ async def list_nodes(session: AsyncSession, *, names: Sequence[str] = ()) -> lis
             labels=node.labels,
             capacity=capacity_of(node),
             allocated=allocated_of(node),
-            last_heartbeat_at=node.last_heartbeat_at,
+            last_heartbeat_at=renewed_at,
         )
-        for node in await session.scalars(statement)
+        for node, renewed_at in await session.execute(statement)
     ]
 
 
@@ -154,7 +167,8 @@ async def mark_lost(session: AsyncSession, *, grace: timedelta) -> list[str]:
         update(Node)
         .where(
             Node.status == NodeStatus.ONLINE,
-            Node.last_heartbeat_at < func.now() - grace,
+            NodeLease.node_id == Node.id,
+            NodeLease.renewed_at < func.now() - grace,
         )
         .values(status=NodeStatus.OFFLINE)
         .returning(Node.id, Node.name)

@@ -7,7 +7,7 @@ read these tables. What we add is what a reconciler needs and the seed left open
   unique `(user_id, name)` is Kubernetes' own `(namespace, name)` rule.
 * `nodes` carries capacity and the totals allocated to replicas that hold it. A trigger keeps
   the totals and CHECK constraints make over-commit impossible even when two operators race
-  (see docs/design/capacity-and-history.md).
+  (see docs/design/capacity-and-history.md). Its heartbeat lives apart, in `node_leases`.
 * Each replica row carries its own resource request and template revision: during a rolling
   update old and new replicas hold different amounts, so the amount released when a replica
   stops must be the one it was placed with, not the deployment's current request.
@@ -163,9 +163,29 @@ class Node(Base):
     allocated_memory_mb: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     allocated_gpu_units: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     allocated_storage_gb: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
-    last_heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = _created_at()
     updated_at: Mapped[datetime] = _updated_at()
+
+
+class NodeLease(Base):
+    """A node's heartbeat, in a row of its own, as Kubernetes moved heartbeats to Lease objects.
+
+    Placements lock node rows while they write allocations; a heartbeat stamped on the node row
+    had to wait for them or skip the node, and under sustained placement a healthy node could
+    miss enough heartbeats to be declared lost. The lease row is written by nobody else, so a
+    heartbeat never waits for placement work and is never skipped (migration 0003).
+    """
+
+    __tablename__ = "node_leases"
+
+    node_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("nodes.id", ondelete="CASCADE"), primary_key=True
+    )
+    # Stamped with the database's now(): the node check compares it with now() too, so the
+    # agent's and the operator's clocks never enter the comparison.
+    renewed_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
 
 
 class Deployment(Base):

@@ -74,6 +74,7 @@ _FUNCTIONS = text(
 OUR_TABLES = {
     "users",
     "nodes",
+    "node_leases",
     "deployments",
     "deployment_resources",
     "deployment_replicas",

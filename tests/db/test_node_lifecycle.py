@@ -19,7 +19,13 @@ from controller.db import nodes as db_nodes
 from controller.db import reports
 from controller.db.errors import WriteConflictError
 from controller.db.store import Store
-from controller.db.tables import Deployment, DeploymentReplica, Node, ReplicaStatusHistory
+from controller.db.tables import (
+    Deployment,
+    DeploymentReplica,
+    Node,
+    NodeLease,
+    ReplicaStatusHistory,
+)
 from controller.kube.resource import parse_spec
 from controller.model.restarts import RestartPolicy
 from controller.model.states import ReplicaStatus
@@ -36,9 +42,9 @@ async def silence(sessions: async_sessionmaker[AsyncSession], node: str, seconds
     """Make a node's last heartbeat `seconds` old, as if its agent had gone quiet."""
     async with sessions() as session, session.begin():
         await session.execute(
-            update(Node)
-            .where(Node.name == node)
-            .values(last_heartbeat_at=func.now() - timedelta(seconds=seconds))
+            update(NodeLease)
+            .where(NodeLease.node_id == Node.id, Node.name == node)
+            .values(renewed_at=func.now() - timedelta(seconds=seconds))
         )
 
 
@@ -125,6 +131,44 @@ async def test_silent_node_goes_offline_and_its_replicas_are_replaced(
     assert status["ready"] == "3/3"
     running = await placement(sessions)
     assert sorted(running["edge-1"] + running["edge-3"]) == ["running"] * 3
+
+
+async def test_heartbeat_renews_a_lease_while_a_placement_holds_the_node(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """A placement's lock on the node row neither delays nor skips the heartbeat.
+
+    The placement's candidate read locks node rows FOR NO KEY UPDATE until it commits; the
+    heartbeat used to skip such rows, so a node under sustained placement could be declared
+    lost. A lock timeout turns any wait into an error instead of a hang.
+    """
+    await add_node(sessions, "edge-1")
+    await silence(sessions, "edge-1", seconds=30)
+    async with sessions() as placing, placing.begin():
+        await placing.execute(
+            select(Node.id).where(Node.name == "edge-1").with_for_update(key_share=True)
+        )
+        async with sessions() as beating, beating.begin():
+            await beating.execute(text("SET LOCAL lock_timeout = '2s'"))
+            assert await db_nodes.heartbeat(beating, names=["edge-1"]) == 1
+        async with sessions() as reading:
+            age = await reading.scalar(select(func.now() - NodeLease.renewed_at))
+        assert age is not None
+        assert age < timedelta(seconds=5)  # renewed now, not left 30 s old
+    assert await mark_lost(sessions) == []
+
+
+async def test_a_node_taken_offline_is_online_again_at_its_next_heartbeat(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    await add_node(sessions, "edge-1")
+    await silence(sessions, "edge-1", seconds=41)
+    assert await mark_lost(sessions) == ["edge-1"]
+    async with sessions() as session, session.begin():
+        assert await db_nodes.heartbeat(session, names=["edge-1"]) == 1
+    async with sessions() as session:
+        assert await session.scalar(select(Node.status)) == "online"
+    assert await mark_lost(sessions) == []
 
 
 async def test_node_coming_back_never_runs_a_replica_twice(

@@ -404,8 +404,8 @@ def test_node_loss_replaces_replicas_and_the_returning_node_runs_nothing_twice(
         lambda: (
             sql(
                 stack,
-                "SELECT count(*) FROM nodes WHERE status = 'online'"
-                " AND last_heartbeat_at > now() - interval '1 second'",
+                "SELECT count(*) FROM nodes JOIN node_leases ON node_id = id"
+                " WHERE status = 'online' AND renewed_at > now() - interval '1 second'",
             )
             == [(3,)]
         ),
