@@ -129,9 +129,8 @@ async def tick(
     `complete`, only replicas that need action are read (not the running ones), so a tick's
     cost follows what changed, not how much runs.
 
-    The heartbeat commits on its own: it locks every node row it touches, and placements lock
-    node rows too. Held through the reports, it made every placement on those nodes wait for
-    the whole round.
+    The heartbeat commits on its own, first: it renews the nodes' leases (never waiting for a
+    placement's locks, see db/nodes.py), and a failed report must not undo it.
     """
     written = 0
     async with sessions() as session, session.begin():
