@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from datetime import UTC, datetime
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -110,10 +110,10 @@ def _change(args: argparse.Namespace) -> int:
     return 0
 
 
-def _age(moment: datetime | None) -> str:
-    if moment is None:
+def _age(age: timedelta | None) -> str:
+    if age is None:
         return "never"
-    seconds = int((datetime.now(UTC) - moment).total_seconds())
+    seconds = int(age.total_seconds())
     return f"{seconds}s" if seconds < SECONDS_SHOWN_UP_TO else f"{seconds // 60}m"
 
 
@@ -155,7 +155,7 @@ def _list(args: argparse.Namespace) -> int:
             f"{node.allocated.memory_mb}/{node.capacity.memory_mb}",
             f"{node.allocated.gpu_units}/{node.capacity.gpu_units}",
             f"{node.allocated.storage_gb}/{node.capacity.storage_gb}",
-            _age(node.last_heartbeat_at),
+            _age(node.heartbeat_age),
             ",".join(f"{k}={v}" for k, v in sorted(node.labels.items())) or "<none>",
         ]
         for node in found

@@ -113,6 +113,9 @@ class Snapshot:
     user_id: uuid.UUID | None
     deployment: StoredDeployment | None
     replicas: tuple[ReplicaState, ...]
+    # The database's now() for this transaction: stored times (failures, transitions) are
+    # stamped with it, so decisions compare them with it and never with the operator's clock.
+    now: datetime
     # Nodes being drained that hold some of this deployment's replicas.
     evacuate: frozenset[uuid.UUID] = frozenset()
 
@@ -122,10 +125,16 @@ def lock_key(namespace: str, name: str) -> str:
     return f"fogdeployment/{namespace}/{name}"
 
 
-async def lock(session: AsyncSession, *, namespace: str, name: str) -> None:
-    """Take the deployment's transaction-scoped advisory lock (released at commit)."""
+async def lock(session: AsyncSession, *, namespace: str, name: str) -> datetime:
+    """Take the deployment's transaction-scoped advisory lock (released at commit).
+
+    Returns the transaction's now() from the same statement, the one clock of a reconcile.
+    """
     key = func.hashtextextended(lock_key(namespace, name), 0)
-    await session.execute(select(func.pg_advisory_xact_lock(key)))
+    now: datetime = (
+        await session.execute(select(func.pg_advisory_xact_lock(key), func.now()))
+    ).one()[1]
+    return now
 
 
 async def _read_deployment(
@@ -287,12 +296,14 @@ async def observe(session: AsyncSession, *, namespace: str, name: str) -> Snapsh
 
     Nodes are read separately (`candidate_nodes`), only when something needs placing.
     """
-    await lock(session, namespace=namespace, name=name)
+    now = await lock(session, namespace=namespace, name=name)
     user_id, deployment = await _read_deployment(session, namespace=namespace, name=name)
     replicas, evacuate = (
         await _read_replicas(session, deployment.id) if deployment else ((), frozenset())
     )
-    return Snapshot(user_id=user_id, deployment=deployment, replicas=replicas, evacuate=evacuate)
+    return Snapshot(
+        user_id=user_id, deployment=deployment, replicas=replicas, now=now, evacuate=evacuate
+    )
 
 
 async def _ensure_user(session: AsyncSession, namespace: str) -> uuid.UUID:

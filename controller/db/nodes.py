@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import Interval, delete, func, select, type_coerce, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -49,6 +49,8 @@ class NodeRecord:
     capacity: Resources
     allocated: Resources
     last_heartbeat_at: datetime | None
+    # How long ago, on the database's clock (the one that stamped it), not the reader's.
+    heartbeat_age: timedelta | None
 
 
 def capacity_of(row: Any) -> Resources:
@@ -134,7 +136,7 @@ async def node_names(session: AsyncSession) -> list[str]:
 async def list_nodes(session: AsyncSession, *, names: Sequence[str] = ()) -> list[NodeRecord]:
     """Every node (or the named ones), by name."""
     statement = (
-        select(Node, NodeLease.renewed_at)
+        select(Node, NodeLease.renewed_at, type_coerce(func.now() - NodeLease.renewed_at, Interval))
         .outerjoin(NodeLease, NodeLease.node_id == Node.id)
         .order_by(Node.name)
     )
@@ -151,8 +153,9 @@ async def list_nodes(session: AsyncSession, *, names: Sequence[str] = ()) -> lis
             capacity=capacity_of(node),
             allocated=allocated_of(node),
             last_heartbeat_at=renewed_at,
+            heartbeat_age=age,
         )
-        for node, renewed_at in await session.execute(statement)
+        for node, renewed_at, age in await session.execute(statement)
     ]
 
 

@@ -9,9 +9,8 @@ retry decisions.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from controller.db.deployments import DesiredRecord, Snapshot
@@ -57,11 +56,9 @@ class Reconciler:
         store: Store,
         *,
         restarts: RestartPolicy | None = None,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._store = store
         self._restarts = restarts or RestartPolicy()
-        self._clock = clock
 
     async def reconcile(
         self, *, ref: ObjectRef, spec: DeploymentSpec, live_status: Mapping[str, Any]
@@ -117,7 +114,8 @@ class Reconciler:
         previous: Sequence[Mapping[str, Any]],
     ) -> Outcome:
         snapshot = await tx.observe(namespace=ref.namespace, name=ref.name)
-        now = self._clock()
+        # The database's clock: failure times were stamped with it (one clock, see Snapshot).
+        now = snapshot.now
         stored = snapshot.deployment
         restart = restarts.decide(
             failures=stored.consecutive_failures if stored else 0,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -312,21 +312,18 @@ async def test_remove_is_refused_while_busy_unless_forced(
     assert statuses == [ReplicaStatus.FAILED]
 
 
-class Clock:
-    """The reconciler's clock, moved forward by the test instead of sleeping.
+async def let_time_pass(sessions: async_sessionmaker[AsyncSession], seconds: float) -> None:
+    """Move the stored failure time back, as if `seconds` had passed, instead of sleeping.
 
-    Failure times come from PostgreSQL's real clock, so this one is the real time plus
-    however far the test has advanced it.
+    The reconciler compares stored times with the database's own now() (one clock), so time
+    passing is the stored time ageing, as `silence` ages a heartbeat.
     """
-
-    def __init__(self) -> None:
-        self.ahead = timedelta(0)
-
-    def __call__(self) -> datetime:
-        return datetime.now(UTC) + self.ahead
-
-    def advance(self, seconds: float) -> None:
-        self.ahead += timedelta(seconds=seconds)
+    async with sessions() as session, session.begin():
+        await session.execute(
+            update(Deployment).values(
+                last_failure_at=Deployment.last_failure_at - timedelta(seconds=seconds)
+            )
+        )
 
 
 async def test_crash_backoff_grows_then_stalled_then_recovers(
@@ -338,12 +335,11 @@ async def test_crash_backoff_grows_then_stalled_then_recovers(
         max_delay=timedelta(minutes=10),
         failure_limit=3,
     )
-    clock = Clock()
     driver = Driver(sessions)
-    driver.reconciler = type(driver.reconciler)(Store(sessions), restarts=policy, clock=clock)
+    driver.reconciler = type(driver.reconciler)(Store(sessions), restarts=policy)
     crashing = {"edge-1": Simulator(start_delay=0, fail_image="bad:*")}
     requeues: list[float] = []
-    holds: list[tuple[int, float]] = []  # (failures so far, how far the clock is ahead then)
+    holds: list[tuple[int, float]] = []  # (failures so far, the wait asked for then)
     status = await driver.reconcile(spec(1, image="bad:1"))
     for _ in range(40):
         await run_agents(sessions, crashing)
@@ -355,21 +351,22 @@ async def test_crash_backoff_grows_then_stalled_then_recovers(
         driver.status = status = outcome.status
         if outcome.requeue_after is not None:
             requeues.append(outcome.requeue_after)
-            clock.advance(outcome.requeue_after)  # the work queue's requeue, without the wait
             async with sessions() as session:
                 failures = await session.scalar(select(Deployment.consecutive_failures))
-            holds.append((failures or 0, clock.ahead.total_seconds()))
+            holds.append((failures or 0, outcome.requeue_after))
+            # The work queue's requeue, without the wait.
+            await let_time_pass(sessions, outcome.requeue_after)
         if condition(status, "Stalled")["reason"] == "CrashLoopBackOff":
             break
     assert condition(status, "Stalled")["status"] == "True"
     assert status["phase"] == "Failed"
     assert len(requeues) >= 2
     assert requeues[-1] > requeues[0]  # the wait grows
-    # Each replacement waited 30 s, then 60 s ... after its failure (the failures happened
-    # within real milliseconds of each other, so the clock is that far ahead of them).
+    # Each replacement waited 30 s, then 60 s ... after its failure, measured on the
+    # database's clock (the test's own steps take real milliseconds, hence the tolerance).
     assert [failures for failures, _ in holds] == [1, 2, 3]
-    for failures, ahead in holds:
-        assert ahead == pytest.approx(30 * 2 ** (failures - 1), abs=5), holds
+    for failures, wait in holds:
+        assert wait == pytest.approx(30 * 2 ** (failures - 1), abs=5), holds
     # A fixed image runs: Ready again, the count starts over.
     driver.bump()
     healthy = agents("edge-1")
@@ -384,7 +381,7 @@ async def test_crash_backoff_grows_then_stalled_then_recovers(
         driver.status = status = outcome.status
         if condition(status, "Ready")["status"] == "True":
             break
-        clock.advance(outcome.requeue_after or 0)
+        await let_time_pass(sessions, outcome.requeue_after or 0)
     assert condition(status, "Ready")["status"] == "True"
     assert condition(status, "Stalled")["status"] == "False"
     async with sessions() as session:
