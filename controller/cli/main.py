@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from controller.cli import (
     agent_commands,
+    check_command,
     db_commands,
     history_command,
     node_commands,
@@ -40,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     node_commands.register(commands)
     agent_commands.register(commands)
     history_command.register(commands)
+    check_command.register(commands)
     return parser
 
 

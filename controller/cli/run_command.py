@@ -48,13 +48,7 @@ def register(commands: Any) -> None:
         default=float(os.environ.get(RESYNC_ENV, DEFAULT_RESYNC_SECONDS)),
         help=f"periodic reconcile interval (default: ${RESYNC_ENV} or {DEFAULT_RESYNC_SECONDS:g})",
     )
-    run.add_argument(
-        "--node-grace-seconds",
-        type=_positive_float,
-        default=float(os.environ.get(GRACE_ENV, DEFAULT_NODE_GRACE_SECONDS)),
-        help=f"heartbeat age after which a node is offline (default: ${GRACE_ENV} or "
-        f"{DEFAULT_NODE_GRACE_SECONDS:g})",
-    )
+    add_node_grace(run)
     defaults = RestartPolicy()
     run.add_argument(
         "--restart-delay-seconds",
@@ -81,6 +75,17 @@ def register(commands: Any) -> None:
     )
     run.add_argument("-v", "--verbose", action="store_true", help="log every handler call")
     run.set_defaults(handler=_run)
+
+
+def add_node_grace(parser: argparse.ArgumentParser) -> None:
+    """The `--node-grace-seconds` option, shared by `run` and `check` so that they agree."""
+    parser.add_argument(
+        "--node-grace-seconds",
+        type=_positive_float,
+        default=float(os.environ.get(GRACE_ENV, DEFAULT_NODE_GRACE_SECONDS)),
+        help=f"heartbeat age after which a node is offline (default: ${GRACE_ENV} or "
+        f"{DEFAULT_NODE_GRACE_SECONDS:g})",
+    )
 
 
 def _positive_float(text: str) -> float:

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import Interval, delete, func, select, type_coerce, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.selectable import ScalarSelect
 
 from controller.db.errors import DatabaseError
 from controller.db.notify import notify, notify_waiting
@@ -165,6 +166,10 @@ async def mark_lost(session: AsyncSession, *, grace: timedelta) -> list[str]:
     Two statements whatever the number of nodes and replicas. The failed rows release their
     capacity (allocation trigger) and wake their deployments' reconciles (notify trigger),
     which place replacements elsewhere. Returns the names of the nodes taken offline.
+
+    Replicas are failed on every offline node, not only the ones taken offline now: a
+    placement that read its candidates without locks (the reconciler's second read) can
+    commit a replica onto a node just taken offline, and nothing else would ever move it.
     """
     lost = await session.execute(
         update(Node)
@@ -177,12 +182,14 @@ async def mark_lost(session: AsyncSession, *, grace: timedelta) -> list[str]:
         .returning(Node.id, Node.name)
     )
     rows = list(lost)
-    if rows:
-        await _fail_replicas_on(session, [row.id for row in rows])
+    offline = select(Node.id).where(Node.status == NodeStatus.OFFLINE).scalar_subquery()
+    await _fail_replicas_on(session, offline)
     return [row.name for row in rows]
 
 
-async def _fail_replicas_on(session: AsyncSession, node_ids: list[uuid.UUID]) -> None:
+async def _fail_replicas_on(
+    session: AsyncSession, node_ids: Sequence[uuid.UUID] | ScalarSelect[uuid.UUID]
+) -> None:
     """Fail every replica holding capacity on these nodes, as lost with them."""
     await session.execute(
         update(DeploymentReplica)

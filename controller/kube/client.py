@@ -19,7 +19,7 @@ import aiohttp
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from controller.errors import RetryableError
+from controller.errors import RetryableError, TerminalError
 from controller.kube import resource
 from controller.model.events import Event
 
@@ -45,12 +45,19 @@ def _api_error(what: str, exc: ApiException) -> KubeApiError:
     return KubeApiError(f"{what}: {exc.status} {exc.reason}", delay=delay)
 
 
+class KubeConfigError(TerminalError):
+    """No usable kubeconfig or in-cluster account: retrying will not help, the user must act."""
+
+
 async def connect() -> client.ApiClient:
     """An API client from the in-cluster service account, else the kubeconfig."""
-    if os.environ.get("KUBERNETES_SERVICE_HOST"):
-        config.load_incluster_config()
-    else:
-        await config.load_kube_config()
+    try:
+        if os.environ.get("KUBERNETES_SERVICE_HOST"):
+            config.load_incluster_config()
+        else:
+            await config.load_kube_config()
+    except (config.ConfigException, OSError) as exc:
+        raise KubeConfigError(f"cannot load the Kubernetes configuration: {exc}") from exc
     return client.ApiClient()
 
 
