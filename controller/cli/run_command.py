@@ -12,10 +12,12 @@ from typing import Any
 import kopf
 from sqlalchemy.engine import URL
 
+from controller.cli import arguments
 from controller.cli.db_commands import add_database_url
 from controller.db import migrate, urls
 from controller.db.errors import DatabaseUnavailableError, SchemaMismatchError
 from controller.model.restarts import RestartPolicy
+from controller.operator import failpoints
 from controller.operator.handlers import OperatorConfig, build_registry
 
 RESYNC_ENV = "FOG_RESYNC_SECONDS"
@@ -44,27 +46,27 @@ def register(commands: Any) -> None:
     )
     run.add_argument(
         "--resync-seconds",
-        type=_positive_float,
-        default=float(os.environ.get(RESYNC_ENV, DEFAULT_RESYNC_SECONDS)),
+        type=arguments.seconds(),
+        default=arguments.from_env(RESYNC_ENV, arguments.seconds(), DEFAULT_RESYNC_SECONDS),
         help=f"periodic reconcile interval (default: ${RESYNC_ENV} or {DEFAULT_RESYNC_SECONDS:g})",
     )
     add_node_grace(run)
     defaults = RestartPolicy()
     run.add_argument(
         "--restart-delay-seconds",
-        type=_positive_float,
+        type=arguments.seconds(),
         default=defaults.base_delay.total_seconds(),
         help="first wait before replacing a failed replica; doubles per failure",
     )
     run.add_argument(
         "--restart-max-delay-seconds",
-        type=_positive_float,
+        type=arguments.seconds(),
         default=defaults.max_delay.total_seconds(),
         help="longest wait between replacements",
     )
     run.add_argument(
         "--failure-limit",
-        type=int,
+        type=arguments.number(int, minimum=1),
         default=defaults.failure_limit,
         help="consecutive failures before the deployment is Stalled (phase Failed)",
     )
@@ -81,18 +83,11 @@ def add_node_grace(parser: argparse.ArgumentParser) -> None:
     """The `--node-grace-seconds` option, shared by `run` and `check` so that they agree."""
     parser.add_argument(
         "--node-grace-seconds",
-        type=_positive_float,
-        default=float(os.environ.get(GRACE_ENV, DEFAULT_NODE_GRACE_SECONDS)),
+        type=arguments.seconds(),
+        default=arguments.from_env(GRACE_ENV, arguments.seconds(), DEFAULT_NODE_GRACE_SECONDS),
         help=f"heartbeat age after which a node is offline (default: ${GRACE_ENV} or "
         f"{DEFAULT_NODE_GRACE_SECONDS:g})",
     )
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -127,6 +122,7 @@ async def _operate(args: argparse.Namespace, url: URL) -> None:
             failure_limit=args.failure_limit,
         ),
         verbose=args.verbose,
+        failpoints=failpoints.parse(os.environ.get(failpoints.ENV_VAR, "")),
     )
     await kopf.operator(
         registry=build_registry(config),

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -62,6 +62,8 @@ class OperatorConfig:
     node_grace: timedelta
     restarts: RestartPolicy = field(default_factory=RestartPolicy)
     verbose: bool = False
+    # Faults to inject into the loops (tests only; `FOG_FAILPOINTS`, see failpoints.py).
+    failpoints: Mapping[str, tuple[int, float]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -137,7 +139,7 @@ async def start_runtime(config: OperatorConfig) -> Runtime:
         keys_of=store.deployment_keys,
         resync_seconds=config.resync_seconds,
     )
-    supervisor = Supervisor()
+    supervisor = Supervisor(failpoints=config.failpoints)
     controller.supervise(supervisor)
     events.supervise(supervisor)
     supervisor.add("notifications", sources.listen)

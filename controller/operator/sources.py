@@ -130,15 +130,22 @@ class Sources:
             ids, self._notified = list(self._notified), set()
             try:
                 with progress.busy():
-                    keys = await self._keys_of(ids)
+                    for key in await self._keys_of(ids):
+                        self._enqueue(key)
             except DatabaseUnavailableError as exc:
                 logger.warning("looking up %d notified deployments failed: %s", len(ids), exc)
-                self._notified.update(ids)  # keep them for the next attempt
-                self._pending.set()
+                self._keep(ids)
                 await asyncio.sleep(RECONNECT_SECONDS)
-                continue
-            for key in keys:
-                self._enqueue(key)
+            except Exception:
+                # Unexpected: the supervisor restarts this loop, which must still find the
+                # ids (queueing some twice is harmless; losing one is a missed report).
+                self._keep(ids)
+                raise
+
+    def _keep(self, ids: list[uuid.UUID]) -> None:
+        """Put ids back for the next lookup."""
+        self._notified.update(ids)
+        self._pending.set()
 
     async def resync(self, progress: Progress) -> None:
         """Queue every known object once per interval, evenly spread, forever."""

@@ -25,10 +25,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from controller.operator import failpoints
+from controller.operator.failpoints import Failpoint
 from controller.operator.workqueue import backoff
 
 logger = logging.getLogger(__name__)
@@ -51,14 +53,20 @@ Clock = Callable[[], float]
 class Progress:
     """What one task says about itself: when it last made progress, and what it is busy with."""
 
-    def __init__(self, clock: Clock = time.monotonic) -> None:
+    def __init__(self, clock: Clock = time.monotonic, fault: Failpoint | None = None) -> None:
         self._clock = clock
+        self._fault = fault
         self.last_beat = clock()
         self.busy_since: float | None = None
 
     def beat(self) -> None:
-        """The task did something: it is alive and not stuck."""
+        """The task did something: it is alive and not stuck.
+
+        An armed failpoint (tests only, see failpoints.py) raises here, mid-loop.
+        """
         self.last_beat = self._clock()
+        if self._fault is not None:
+            self._fault.hit(self.last_beat)
 
     @contextlib.contextmanager
     def busy(self) -> Iterator[None]:
@@ -103,9 +111,12 @@ class Supervisor:
         *,
         clock: Clock = time.monotonic,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+        failpoints: Mapping[str, tuple[int, float]] | None = None,
     ) -> None:
         self._clock = clock
         self._sleep = sleep
+        self._failpoints = failpoints or {}
+        self._started = clock()
         self._tasks: dict[str, SupervisedTask] = {}
 
     def add(
@@ -117,7 +128,8 @@ class Supervisor:
         """
         if name in self._tasks:
             raise ValueError(f"a task named {name!r} is supervised already")
-        progress = Progress(self._clock)
+        fault = failpoints.for_task(self._failpoints, name, started=self._started)
+        progress = Progress(self._clock, fault)
         self._tasks[name] = SupervisedTask(
             name=name, body=body, progress=progress, stuck_after=stuck_after
         )
