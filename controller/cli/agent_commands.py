@@ -13,7 +13,7 @@ import yaml
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from controller.agent import simulate
-from controller.cli import database
+from controller.cli import arguments, database
 from controller.cli.db_commands import add_database_url
 from controller.cli.errors import CommandError
 from controller.db import nodes as db_nodes
@@ -27,10 +27,16 @@ def register(commands: Any) -> None:
     sim = actions.add_parser("simulate", help="heartbeat nodes and run their replicas in name only")
     sim.add_argument("nodes", nargs="*", metavar="NODE", help="default: every registered node")
     sim.add_argument(
-        "--start-delay", type=float, default=1.0, help="seconds from starting to running"
+        "--start-delay",
+        type=arguments.seconds(inclusive=True),
+        default=1.0,
+        help="seconds from starting to running",
     )
     sim.add_argument(
-        "--tick", type=float, default=simulate.DEFAULT_TICK_SECONDS, help="seconds between rounds"
+        "--tick",
+        type=arguments.seconds(),
+        default=simulate.DEFAULT_TICK_SECONDS,
+        help="seconds between rounds",
     )
     sim.add_argument(
         "--nodes-file",

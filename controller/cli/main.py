@@ -3,7 +3,8 @@
 Each sub-command lives in a module of its own that adds its parser (`register`) and the
 function to run; this module only dispatches. Errors the user can act on (a bad URL, an
 unreachable database, a missing binary) are printed as `fogctl: error: ...` with exit code 1,
-never as a traceback.
+never as a traceback; a command line that cannot be parsed gets one line too, with exit code 2
+(controller/cli/arguments.py).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Sequence
 
 from controller.cli import (
     agent_commands,
+    arguments,
     check_command,
     db_commands,
     history_command,
@@ -31,7 +33,7 @@ USER_ERRORS = (FogError, SandboxError)
 
 def build_parser() -> argparse.ArgumentParser:
     """The whole command tree (also used by the docs and the CLI tests)."""
-    parser = argparse.ArgumentParser(
+    parser = arguments.Parser(
         prog="fogctl", description="Operate fog-controller: database, sandbox, nodes, operator."
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -46,10 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command; the return value is the process exit code."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Run one command; the return value is the process exit code.
+
+    A command line that cannot be parsed exits inside `parse_args` (one line, exit code 2);
+    building the parser is inside the `try` because flag defaults read the environment.
+    """
     try:
+        args = build_parser().parse_args(argv)
         result: int = args.handler(args)
     except USER_ERRORS as exc:
         print(f"fogctl: error: {exc}", file=sys.stderr)

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from controller.cli import database
+from controller.cli import arguments, database
 from controller.cli.db_commands import add_database_url
 from controller.cli.tables import render
 from controller.db import nodes as db_nodes
@@ -26,19 +26,6 @@ def _label(text: str) -> tuple[str, str]:
     return key, value
 
 
-def _non_negative(kind: type[int] | type[float]) -> Any:
-    def parse(text: str) -> int | float:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a {kind.__name__}: {text!r}") from None
-        if value < 0:
-            raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-        return value
-
-    return parse
-
-
 def register(commands: Any) -> None:
     """Add `node` and its sub-commands to the `fogctl` parser."""
     node = commands.add_parser("node", help="fog nodes: register, list, cordon, drain, remove")
@@ -46,10 +33,14 @@ def register(commands: Any) -> None:
 
     add = actions.add_parser("register", help="create or update a node")
     add.add_argument("name")
-    add.add_argument("--cpu", type=_non_negative(float), required=True, help="CPU cores")
-    add.add_argument("--memory-mb", type=_non_negative(int), required=True)
-    add.add_argument("--gpu", type=_non_negative(int), default=0, help="GPU units (default 0)")
-    add.add_argument("--storage-gb", type=_non_negative(int), required=True)
+    add.add_argument(
+        "--cpu", type=arguments.number(float, minimum=0.0), required=True, help="CPU cores"
+    )
+    add.add_argument("--memory-mb", type=arguments.number(int, minimum=0), required=True)
+    add.add_argument(
+        "--gpu", type=arguments.number(int, minimum=0), default=0, help="GPU units (default 0)"
+    )
+    add.add_argument("--storage-gb", type=arguments.number(int, minimum=0), required=True)
     add.add_argument("--label", type=_label, action="append", default=[], metavar="KEY=VALUE")
     add_database_url(add)
     add.set_defaults(handler=_register)

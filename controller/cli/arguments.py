@@ -1,0 +1,77 @@
+"""The argument parser every `fogctl` command shares, and the value types its flags use.
+
+Bad input must cost a person one line, never a traceback and never argparse's usage block:
+the block buries the one line that says what is wrong, and `--help` shows it anyway. So the
+parser prints `<command>: error: <what>` and exits with argparse's usage-error code, and every
+numeric flag is parsed here, where "x", "nan", "inf" and values out of range are refused by
+name before anything runs (a NaN or an infinity would otherwise reach a timedelta or the
+database and fail there with a traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+from collections.abc import Callable
+from typing import NoReturn, TypeVar
+
+from controller.cli.errors import CommandError
+
+# argparse's exit code for a command line it cannot parse; scripts tell it apart from 1, a
+# command that ran and failed.
+USAGE_ERROR = 2
+# The longest duration any flag may ask for: a year is far beyond any sensible interval or
+# delay, and far inside what timedelta and the event loop's timers can hold (1e300 s is not).
+MAX_SECONDS = 366 * 24 * 3600
+
+N = TypeVar("N", int, float)
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line; sub-command parsers inherit the class."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print `<prog>: error: <message>` on one line and exit with USAGE_ERROR."""
+        self.exit(USAGE_ERROR, f"{self.prog}: error: {' '.join(message.split())}\n")
+
+
+def number(
+    kind: type[N], *, minimum: N, inclusive: bool = True, maximum: N | None = None
+) -> Callable[[str], N]:
+    """An argparse type: a finite `kind` >= `minimum` (> if not `inclusive`), <= `maximum`."""
+    noun = "a whole number" if kind is int else "a number"
+
+    def parse(text: str) -> N:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not {noun}: {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+        if value < minimum or (value == minimum and not inclusive):
+            bound = ">=" if inclusive else ">"
+            raise argparse.ArgumentTypeError(f"must be {bound} {minimum:g}, got {text}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"must be <= {maximum:g}, got {text}")
+        return value
+
+    # argparse names the type in its own messages ("invalid parse value") if one escapes.
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def seconds(*, minimum: float = 0.0, inclusive: bool = False) -> Callable[[str], float]:
+    """An argparse type for a duration in seconds: > 0 (or >= `minimum`), at most a year."""
+    return number(float, minimum=minimum, inclusive=inclusive, maximum=float(MAX_SECONDS))
+
+
+def from_env(variable: str, parse: Callable[[str], N], fallback: N) -> N:
+    """A flag's default from the environment, parsed like the flag; one line if it is bad."""
+    raw = os.environ.get(variable)
+    if raw is None:
+        return fallback
+    try:
+        return parse(raw)
+    except argparse.ArgumentTypeError as exc:
+        raise CommandError(f"${variable}: {exc}") from None
