@@ -105,6 +105,12 @@ class StoredDeployment:
     consecutive_failures: int = 0
     last_failure_at: datetime | None = None
 
+    @property
+    def revision(self) -> str:
+        """The revision recorded, the one `consecutive_failures` counts for (migration 0004)."""
+        revision: str = self.values[Deployment.revision.key]
+        return revision
+
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
@@ -355,7 +361,14 @@ async def _write_deployment(
             resources=resources,
         )
     if dict(stored.values) != values:
-        await session.execute(update(Deployment).where(Deployment.id == stored.id).values(**values))
+        changes = dict(values)
+        if values[Deployment.revision.key] != stored.revision:
+            # A new revision starts with a clean slate: the old one's failures say nothing
+            # about it (model/restarts.py).
+            changes.update(consecutive_failures=0, last_failure_at=None)
+        await session.execute(
+            update(Deployment).where(Deployment.id == stored.id).values(**changes)
+        )
     if dict(stored.resources) != resources:
         await session.execute(
             update(DeploymentResource)

@@ -231,8 +231,9 @@ class Deployment(Base):
     # The Kubernetes object this row belongs to; a re-created object has a new uid.
     k8s_uid: Mapped[str | None] = mapped_column(String(64))
     observed_generation: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
-    # Replica failures since the deployment was last Ready, and when the last one happened:
-    # the restart backoff reads them (kept by a trigger, see migration 0002).
+    # Failures of the current revision's replicas since the deployment was last Ready, and
+    # when the last one happened: the restart backoff reads them (kept by a trigger, see
+    # migrations 0002 and 0004; a new revision resets them).
     consecutive_failures: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     last_failure_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # Next replica ordinal: replica names are <deployment>-<ordinal>, never reused.

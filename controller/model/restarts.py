@@ -6,6 +6,10 @@ Nomad's exponential reschedule policy (30 s up to 1 h there; shorter here so a d
 it). After `failure_limit` consecutive failures the deployment is Stalled (phase Failed) until a
 replica runs again. A replica lost with its node is not counted: the node failed, not the
 replica.
+
+The count belongs to one revision. A new revision (a fixed image, say) starts with a clean
+slate: no inherited backoff and no inherited Stalled verdict, so its replicas are placed at once
+and a GitOps tool that checks the fixing commit sees it progress, not fail.
 """
 
 from __future__ import annotations
@@ -50,10 +54,19 @@ class RestartDecision:
 
 
 def decide(
-    *, failures: int, last_failure_at: datetime | None, now: datetime, policy: RestartPolicy
+    *,
+    failures: int,
+    last_failure_at: datetime | None,
+    counted_revision: str | None,
+    revision: str,
+    now: datetime,
+    policy: RestartPolicy,
 ) -> RestartDecision:
-    """Apply the policy to a deployment's failure count."""
-    if failures <= 0 or last_failure_at is None:
+    """Apply the policy to the failure count of `counted_revision`, for replicas of `revision`.
+
+    A count kept for another revision than the one to run says nothing about it: no hold.
+    """
+    if counted_revision != revision or failures <= 0 or last_failure_at is None:
         return RestartDecision(hold_until=None, stalled_reason=None)
     until = last_failure_at + policy.delay(failures)
     return RestartDecision(

@@ -120,6 +120,8 @@ class Reconciler:
         restart = restarts.decide(
             failures=stored.consecutive_failures if stored else 0,
             last_failure_at=stored.last_failure_at if stored else None,
+            counted_revision=stored.revision if stored else None,
+            revision=spec.revision,
             now=now,
             policy=self._restarts,
         )

@@ -76,8 +76,11 @@ def test_which_statuses_hold_capacity_agrees_with_the_state_machine(
     assert held is holds_capacity(status=status, has_node=has_node)
 
 
-def make_replica(db: psycopg.Connection) -> tuple[uuid.UUID, uuid.UUID]:
-    """A deployment with one running replica on a node; returns (deployment id, replica id)."""
+def make_replica(db: psycopg.Connection, revision: str = "r1") -> tuple[uuid.UUID, uuid.UUID]:
+    """A deployment at revision r1 with one running replica of `revision` on a node.
+
+    Returns (deployment id, replica id).
+    """
     user = _one(db, "INSERT INTO users (name) VALUES ('team-a') RETURNING id")
     node = _one(
         db,
@@ -94,8 +97,8 @@ def make_replica(db: psycopg.Connection) -> tuple[uuid.UUID, uuid.UUID]:
         db,
         "INSERT INTO deployment_replicas (deployment_id, node_id, ordinal, revision,"
         " cpu_millicores, memory_mb, gpu_units, storage_gb, status, status_actor)"
-        " VALUES (%s, %s, 0, 'r1', 500, 512, 0, 1, %s, 'test') RETURNING id",
-        (deployment, node, ReplicaStatus.RUNNING.value),
+        " VALUES (%s, %s, 0, %s, 500, 512, 0, 1, %s, 'test') RETURNING id",
+        (deployment, node, revision, ReplicaStatus.RUNNING.value),
     )
     return deployment, replica
 
@@ -139,5 +142,17 @@ def test_a_replica_lost_with_its_node_does_not_count_as_a_failure(
 ) -> None:
     deployment, replica = make_replica(db)
     change(db, replica, to=ReplicaStatus.FAILED, actor=actors.NODE_LIFECYCLE, reason=reason)
+    failures = _one(db, "SELECT consecutive_failures FROM deployments WHERE id = %s", (deployment,))
+    assert failures == counted
+
+
+@pytest.mark.parametrize(("revision", "counted"), [("r0", 0), ("r1", 1)])
+def test_only_a_failure_of_the_current_revision_counts(
+    db: psycopg.Connection, revision: str, counted: int
+) -> None:
+    # A new revision starts with a clean slate (model/restarts.py): an old replica that fails
+    # during the rollout must not hold back or stall the new one.
+    deployment, replica = make_replica(db, revision=revision)
+    change(db, replica, to=ReplicaStatus.FAILED, actor=agent_actor("edge-1"), reason=CRASH_LOOP)
     failures = _one(db, "SELECT consecutive_failures FROM deployments WHERE id = %s", (deployment,))
     assert failures == counted

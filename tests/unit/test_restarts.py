@@ -8,6 +8,26 @@ from controller.model.restarts import CRASH_LOOP, RestartDecision, RestartPolicy
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 S = timedelta(seconds=1)
+REV = "a" * 64
+
+
+def decided(
+    failures: int,
+    last: datetime | None,
+    now: datetime,
+    policy: RestartPolicy,
+    *,
+    counted: str | None = REV,
+) -> RestartDecision:
+    """The decision for replicas of REV, the count kept for `counted`."""
+    return decide(
+        failures=failures,
+        last_failure_at=last,
+        counted_revision=counted,
+        revision=REV,
+        now=now,
+        policy=policy,
+    )
 
 
 @pytest.mark.parametrize(
@@ -28,28 +48,38 @@ def test_a_custom_policy_caps_at_its_own_maximum() -> None:
 
 def test_no_failure_holds_nothing() -> None:
     for failures, last in ((0, None), (0, T0), (3, None)):
-        assert decide(
-            failures=failures, last_failure_at=last, now=T0, policy=RestartPolicy()
-        ) == RestartDecision(hold_until=None, stalled_reason=None)
+        assert decided(failures, last, T0, RestartPolicy()) == RestartDecision(
+            hold_until=None, stalled_reason=None
+        )
 
 
 def test_replacement_waits_until_the_delay_has_passed() -> None:
     policy = RestartPolicy()
-    early = decide(failures=2, last_failure_at=T0, now=T0 + 9 * S, policy=policy)
+    early = decided(2, T0, T0 + 9 * S, policy)
     assert early.hold_until == T0 + 10 * S
     assert early.holds(T0 + 9 * S)
     assert not early.holds(T0 + 10 * S)  # the end of the hold is exclusive
     assert early.stalled_reason is None
-    due = decide(failures=2, last_failure_at=T0, now=T0 + 10 * S, policy=policy)
+    due = decided(2, T0, T0 + 10 * S, policy)
     assert due == RestartDecision(hold_until=None, stalled_reason=None)
 
 
 def test_stalled_from_the_failure_limit_on_even_after_the_wait() -> None:
     policy = RestartPolicy(failure_limit=5)
-    below = decide(failures=4, last_failure_at=T0, now=T0 + 3600 * S, policy=policy)
+    below = decided(4, T0, T0 + 3600 * S, policy)
     assert below.stalled_reason is None
-    at = decide(failures=5, last_failure_at=T0, now=T0 + S, policy=policy)
+    at = decided(5, T0, T0 + S, policy)
     assert (at.hold_until, at.stalled_reason) == (T0 + 80 * S, CRASH_LOOP)
-    later = decide(failures=9, last_failure_at=T0, now=T0 + 3600 * S, policy=policy)
+    later = decided(9, T0, T0 + 3600 * S, policy)
     assert (later.hold_until, later.stalled_reason) == (None, CRASH_LOOP)
     assert CRASH_LOOP == "CrashLoopBackOff"
+
+
+def test_a_new_revision_starts_with_a_clean_slate() -> None:
+    policy = RestartPolicy(failure_limit=5)
+    old = decided(9, T0, T0 + S, policy, counted="b" * 64)
+    assert old == RestartDecision(hold_until=None, stalled_reason=None)
+    assert not old.holds(T0 + S)
+    # The same count kept for the revision to run holds and stalls: the revision is the cause.
+    same = decided(9, T0, T0 + S, policy)
+    assert (same.hold_until, same.stalled_reason) == (T0 + 300 * S, CRASH_LOOP)
