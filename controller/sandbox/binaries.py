@@ -103,7 +103,7 @@ def ensure(log: Path | None = None) -> Binaries:
         return found
     versions = pinned_versions()
     target = cache_root() / versions.cache_key
-    with _build_lock(target.parent):
+    with build_lock(target.parent):
         found = _from_folder(target)  # another process may have built them while we waited
         if found is not None:
             return found
@@ -114,7 +114,7 @@ def ensure(log: Path | None = None) -> Binaries:
 
 
 @contextlib.contextmanager
-def _build_lock(folder: Path) -> Iterator[None]:
+def build_lock(folder: Path) -> Iterator[None]:
     """One build at a time per machine: two test runs must not race on the same cache."""
     folder.mkdir(parents=True, exist_ok=True)
     with (folder / ".build.lock").open("w") as handle:
@@ -155,7 +155,7 @@ def _build(versions: Versions, target: Path, log: Path | None) -> None:
             f"building kube-apiserver and kubectl {versions.kubernetes} and etcd "
             f"{versions.etcd} into {target} (first build: about 6 min on 2 cores)"
         )
-        _go_build(
+        go_build(
             TOOLS_DIR / "kube",
             ["-ldflags", _version_ldflags(versions.kubernetes)],
             ["k8s.io/kubernetes/cmd/kube-apiserver", "k8s.io/kubernetes/cmd/kubectl"],
@@ -163,7 +163,7 @@ def _build(versions: Versions, target: Path, log: Path | None) -> None:
             log,
         )
         # An explicit file name: Go would name this binary after the module ("server").
-        _go_build(
+        go_build(
             TOOLS_DIR / "etcd",
             ["-ldflags", "-s -w"],
             ["go.etcd.io/etcd/server/v3"],
@@ -177,9 +177,10 @@ def _build(versions: Versions, target: Path, log: Path | None) -> None:
     _say(f"control-plane binaries ready in {target}")
 
 
-def _go_build(
+def go_build(
     module: Path, flags: list[str], packages: list[str], output: str, log: Path | None
 ) -> None:
+    """`go build` in `module`, showing progress; a failure raises with the build's last lines."""
     argv = ["go", "build", "-v", "-trimpath", *flags, "-o", output, *packages]
     env = {**os.environ, "CGO_ENABLED": "0"}  # static binaries; no C toolchain needed
     lines: list[str] = []

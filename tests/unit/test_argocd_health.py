@@ -4,81 +4,28 @@ The statuses it is shown are built by the operator's own status builder (model/s
 the reasons and messages are the ones the operator emits; the few that only a hand-written or
 older status could show are built the same way and then altered, and say so.
 
-Argo CD evaluates custom health checks with gopher-lua, a Lua 5.1 implementation: it converts
-the live object from JSON into nested tables, binds it to the global `obj`, runs the script as a
-chunk and reads the table the chunk returns. lupa's Lua 5.1 runtime reproduces that here.
+The interpreter and the conversion of the object into Lua tables are in tests/gitops.py, shared
+with the kube tests that assess objects read from the API server.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import lupa.lua51 as lupa  # a hard dependency of this test on purpose: no importorskip
+import lupa.lua51 as lupa
 import pytest
 import yaml
+from gitops import HEALTH_LUA, NOW, assess, built
 from model_builders import replica
 
 from controller.model.replicas import ReplicaState
-from controller.model.status import compute_status, failure_status, status_body
+from controller.model.status import failure_status
 
 REPO = Path(__file__).resolve().parents[2]
-HEALTH_LUA = REPO / "deploy" / "argocd" / "health.lua"
 README = REPO / "deploy" / "argocd" / "README.md"
 ARGOCD_KEY = "resource.customizations.health.fogcompute.io_FogDeployment"
-NOW = datetime(2025, 1, 1, tzinfo=UTC)
-
-
-def _to_lua(runtime: Any, value: Any) -> Any:
-    """Convert JSON-like Python data to Lua values the way Argo CD does (1-based arrays)."""
-    if isinstance(value, dict):
-        table = runtime.table()
-        for key, item in value.items():
-            table[key] = _to_lua(runtime, item)
-        return table
-    if isinstance(value, list):
-        table = runtime.table()
-        for index, item in enumerate(value, start=1):
-            table[index] = _to_lua(runtime, item)
-        return table
-    return value
-
-
-def assess(obj: dict[str, Any]) -> dict[str, Any]:
-    runtime = lupa.LuaRuntime(unpack_returned_tuples=False)
-    runtime.globals().obj = _to_lua(runtime, obj)
-    hs = runtime.execute(HEALTH_LUA.read_text())
-    assert hs is not None, "the script must return the hs table"
-    result = dict(hs.items())
-    assert set(result) <= {"status", "message"}
-    return result
-
-
-def built(
-    want: int,
-    replicas: Sequence[ReplicaState],
-    *,
-    generation: int = 2,
-    unplaced: int = 0,
-    shortfall: str | None = None,
-    stalled: str | None = None,
-) -> dict[str, Any]:
-    """A `.status` exactly as the operator writes it after a reconcile (model/status.py)."""
-    status = compute_status(
-        generation=generation,
-        desired_replicas=want,
-        revision="r1",
-        replicas=replicas,
-        unplaced=unplaced,
-        shortfall=shortfall,
-        previous_conditions=(),
-        stalled_reason=stalled,
-        now=NOW,
-    )
-    return status_body(status, name="hello-fog")
 
 
 def running(count: int = 3) -> list[ReplicaState]:
