@@ -124,13 +124,100 @@ def parse_spec(name: str, spec: Mapping[str, Any]) -> DeploymentSpec:
     return DeploymentSpec(create=create, desired=desired)
 
 
+# Where each seed field comes from in the manifest (parse_spec's mapping, reversed): errors
+# name fields as the user wrote them, not as the seed's schema calls them.
+_MANIFEST_PATHS: Mapping[tuple[str, ...], str] = {
+    ("name",): "metadata.name",
+    ("container_image",): "spec.image",
+    ("resources",): "spec.resources",
+    ("resources", "cpu_cores"): "spec.resources.cpuCores",
+    ("resources", "memory_mb"): "spec.resources.memoryMB",
+    ("resources", "gpu_units"): "spec.resources.gpuUnits",
+    ("resources", "storage_gb"): "spec.resources.storageGB",
+    ("container_spec",): "spec",  # env, ports, command and args sit directly in the spec
+    ("node_selector",): "spec.nodeSelector",
+    ("placement_strategy",): "spec.placement.strategy",
+    ("target_replicas",): "spec.replicas",
+}
+# Pydantic's error types in the words of a Kubernetes validation message, with the bound
+# from the error's context; any other type keeps pydantic's own sentence (never its link).
+_PROBLEMS: Mapping[str, str] = {
+    "less_than_equal": "must be at most {le}",
+    "less_than": "must be less than {lt}",
+    "greater_than_equal": "must be at least {ge}",
+    "greater_than": "must be greater than {gt}",
+    "string_too_long": "must be at most {max_length} characters",
+    "string_too_short": "must be at least {min_length} characters",
+    "too_long": "must have at most {max_length} items",
+    "string_pattern_mismatch": "must match {pattern}",
+    "missing": "is required",
+    "int_type": "must be an integer",
+    "int_from_float": "must be an integer",
+    "float_type": "must be a number",
+    "finite_number": "must be a finite number",
+    "string_type": "must be a string",
+    "dict_type": "must be an object",
+    "extra_forbidden": "is not a known field",
+}
+
+
+def _manifest_path(loc: tuple[int | str, ...]) -> str:
+    """A pydantic location as the manifest's dotted path.
+
+    The longest known prefix is translated; the rest follows, map keys after a dot and list
+    indexes in brackets.
+    """
+    for size in range(len(loc), 0, -1):
+        path = _MANIFEST_PATHS.get(tuple(str(part) for part in loc[:size]))
+        if path is not None:
+            break
+    else:
+        path, size = "spec", 0
+    for part in loc[size:]:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return path
+
+
+def _bound(value: Any) -> Any:
+    """32.0 reads as 32, as the manifest would write it."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def spec_problems(exc: ValidationError) -> str:
+    """One line naming each broken field as the manifest spells it, and what it must be.
+
+    e.g. `spec.resources.cpuCores: must be at most 32; spec.image: is required`.
+    """
+    problems = []
+    for error in exc.errors(include_url=False):
+        template = _PROBLEMS.get(error["type"])
+        if error["type"].endswith("_type") and error.get("input") is None:
+            template = _PROBLEMS["missing"]  # parse_spec passes an absent field on as None
+        bounds = {key: _bound(value) for key, value in (error.get("ctx") or {}).items()}
+        if template is not None:
+            text = template.format(**bounds)
+        else:
+            text = error["msg"][:1].lower() + error["msg"][1:]
+        problems.append(f"{_manifest_path(error['loc'])}: {' '.join(text.split())}")
+    return "; ".join(problems)
+
+
+def declared_replicas(spec: Mapping[str, Any]) -> int | None:
+    """The spec's replica count if it is valid by itself, whatever else is wrong; else None."""
+    try:
+        scale = DeploymentScale.model_validate({"target_replicas": spec.get("replicas")})
+    except ValidationError:
+        return None
+    return scale.target_replicas
+
+
 def read_spec(name: str, spec: Mapping[str, Any]) -> DeploymentSpec:
     """`parse_spec`, with a broken spec classified as InvalidSpecError.
 
-    The message is folded into one line: pydantic's spans several, and it goes into a
-    condition and a log line.
+    The message names the fields as the manifest does, on one line: it goes into a condition,
+    an event and a log line.
     """
     try:
         return parse_spec(name, spec)
     except ValidationError as exc:
-        raise InvalidSpecError(" ".join(f"invalid spec: {exc}".split())) from exc
+        raise InvalidSpecError(spec_problems(exc)) from exc

@@ -224,12 +224,20 @@ def failure_status(
     generation: int,
     previous_conditions: Sequence[Mapping[str, Any]],
     now: datetime,
+    ready_replicas: int = 0,
+    desired_replicas: int | None = None,
 ) -> dict[str, Any]:
     """The `.status` of a reconcile that could not run: conditions that say why.
 
     Stalled for causes that wait for a spec change (InvalidSpec), Reconciling for those that
     are retried (DatabaseUnavailable). The counts are left as last written: nothing new is
     known about the replicas.
+
+    A stalled verdict is a judgement of this generation's spec, so it also sets the top-level
+    `observedGeneration` (kstatus and the Argo CD check read that first; without it a spec
+    that can never work looked in progress forever), phase Failed, and the Ready column from
+    `ready_replicas` (last written) and `desired_replicas` (the spec's count, None when that
+    is itself unreadable). A retried cause leaves them: the spec was not looked at.
     """
     conditions = condition_set(
         verdict=ConditionType.STALLED if stalled else ConditionType.RECONCILING,
@@ -239,7 +247,15 @@ def failure_status(
         previous=previous_conditions,
         now=now,
     )
-    return {"conditions": [condition.as_dict() for condition in conditions]}
+    body: dict[str, Any] = {"conditions": [condition.as_dict() for condition in conditions]}
+    if stalled:
+        desired = "?" if desired_replicas is None else str(desired_replicas)
+        body |= {
+            "observedGeneration": generation,
+            "phase": str(Phase.FAILED),
+            "ready": f"{ready_replicas}/{desired}",
+        }
+    return body
 
 
 def status_changed(*, old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:

@@ -83,6 +83,7 @@ class Syncer:
         reason: str,
         message: str,
         stalled: bool,
+        desired_replicas: int | None = None,
     ) -> None:
         """Say in the status why the reconcile could not run."""
         await self._write(
@@ -95,6 +96,8 @@ class Syncer:
                 generation=generation,
                 previous_conditions=list(live.get("conditions") or []),
                 now=datetime.now(UTC),
+                ready_replicas=int(live.get("readyReplicas") or 0),
+                desired_replicas=desired_replicas,
             ),
         )
 
@@ -117,7 +120,13 @@ class Syncer:
                 outcome = await self._reconciler.reconcile(ref=ref, spec=spec, live_status=live)
             except InvalidSpecError as exc:
                 await self._fail(
-                    key, live, ref.generation, reason="InvalidSpec", message=str(exc), stalled=True
+                    key,
+                    live,
+                    ref.generation,
+                    reason="InvalidSpec",
+                    message=str(exc),
+                    stalled=True,
+                    desired_replicas=resource.declared_replicas(observed.spec),
                 )
                 raise
             except DatabaseUnavailableError as exc:

@@ -139,6 +139,24 @@ def test_progressing_while_the_database_is_unavailable() -> None:
     }
 
 
+def test_degraded_for_a_new_object_with_an_invalid_spec() -> None:
+    # The operator's only status for an object whose spec it refused from the start.
+    status = failure_status(
+        reason="InvalidSpec",
+        message="spec.resources.cpuCores: must be at most 32",
+        stalled=True,
+        generation=1,
+        previous_conditions=(),
+        now=NOW,
+        desired_replicas=3,
+    )
+    assert (status["phase"], status["ready"], status["observedGeneration"]) == ("Failed", "0/3", 1)
+    assert assess(fog_deployment(generation=1, status=status)) == {
+        "status": "Degraded",
+        "message": "spec.resources.cpuCores: must be at most 32",
+    }
+
+
 def test_progressing_without_reconciling_uses_ready_message() -> None:
     status = built(3, running(2))
     status["conditions"] = [c for c in status["conditions"] if c["type"] != "Reconciling"]

@@ -191,16 +191,17 @@ async def test_an_invalid_spec_is_reported_stalled_and_never_reconciled() -> Non
     # Past the API server only (an object stored before a stricter CRD): the seed's limit.
     kube, reconciler = FakeKube(), FakeReconciler()
     bad = {**SPEC, "resources": {"cpuCores": 64, "memoryMB": 512}}
-    with pytest.raises(InvalidSpecError, match="cpu_cores"):
+    with pytest.raises(InvalidSpecError, match="cpuCores"):
         await syncer(observed(bad, generation=3), reconciler, kube).sync(KEY)
     assert reconciler.calls == 0
     [patch] = kube.patches
     assert conditions(patch)["Stalled"] == ("True", "InvalidSpec")
     assert conditions(patch)["Ready"] == ("False", "InvalidSpec")
     stalled = next(c for c in patch["conditions"] if c["type"] == "Stalled")
-    assert stalled["message"].startswith("invalid spec: ")
-    assert "\n" not in stalled["message"]
+    assert stalled["message"] == "spec.resources.cpuCores: must be at most 32"
     assert stalled["observedGeneration"] == 3
+    # The spec was judged at this generation: the Ready and Phase columns say so.
+    assert (patch["observedGeneration"], patch["phase"], patch["ready"]) == (3, "Failed", "0/2")
 
 
 async def test_an_outage_is_reported_with_the_retry_delay() -> None:
@@ -210,6 +211,9 @@ async def test_an_outage_is_reported_with_the_retry_delay() -> None:
         await syncer(observed(SPEC), reconciler, kube).sync(KEY, retry_delay=8)
     [patch] = kube.patches
     assert conditions(patch)["Reconciling"] == ("True", "DatabaseUnavailable")
+    # The spec was not looked at: nothing claims this generation was observed.
+    assert "observedGeneration" not in patch
+    assert "phase" not in patch
     reconciling = next(c for c in patch["conditions"] if c["type"] == "Reconciling")
     assert reconciling["message"] == "connection refused; retrying in 8 s"
 

@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from controller.kube.resource import object_ref, parse_spec
+from controller.kube.resource import (
+    InvalidSpecError,
+    declared_replicas,
+    object_ref,
+    parse_spec,
+    read_spec,
+)
 from controller.model.placement import Strategy
 from controller.model.resources import Resources
 from controller.model.status import selector
@@ -53,3 +59,58 @@ def test_object_ref_and_selector() -> None:
     ref = object_ref({"namespace": "team-a", "name": "web", "uid": "u-1", "generation": 3})
     assert (ref.namespace, ref.name, ref.uid, ref.generation) == ("team-a", "web", "u-1", 3)
     assert selector("web") == "fogcompute.io/deployment=web"
+
+
+def problems(name: str, spec: dict[str, object]) -> str:
+    with pytest.raises(InvalidSpecError) as caught:
+        read_spec(name, spec)
+    return str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "spec", "message"),
+    [
+        (
+            "web",
+            {**MINIMAL, "resources": {"cpuCores": 64, "memoryMB": 1024}},
+            "spec.resources.cpuCores: must be at most 32",
+        ),
+        (
+            "web",
+            {**MINIMAL, "resources": {"cpuCores": 1, "memoryMB": 100, "storageGB": 0}},
+            "spec.resources.memoryMB: must be at least 512;"
+            " spec.resources.storageGB: must be at least 1",
+        ),
+        ("web", {**MINIMAL, "replicas": 101}, "spec.replicas: must be at most 100"),
+        ("web", {**MINIMAL, "image": "x" * 501}, "spec.image: must be at most 500 characters"),
+        (
+            "web",
+            {"replicas": 1, "resources": {"cpuCores": 1}},
+            "spec.image: is required; spec.resources.memoryMB: is required",
+        ),
+        (
+            "web",
+            {**MINIMAL, "nodeSelector": {"zone": 1}},
+            "spec.nodeSelector.zone: must be a string",
+        ),
+        (
+            "web",
+            {**MINIMAL, "placement": {"strategy": "Random"}},
+            "spec.placement.strategy: must match ^(Spread|BinPack)$",
+        ),
+        ("web.app", MINIMAL, "metadata.name: must match ^[A-Za-z0-9_-]+$"),
+    ],
+)
+def test_an_invalid_spec_names_each_field_as_the_manifest_spells_it(
+    name: str, spec: dict[str, object], message: str
+) -> None:
+    found = problems(name, spec)
+    assert found == message
+    assert "pydantic" not in found
+    assert "\n" not in found
+
+
+def test_the_replica_count_is_read_even_when_the_rest_is_invalid() -> None:
+    assert declared_replicas({**MINIMAL, "resources": {}}) == 2
+    assert declared_replicas({**MINIMAL, "replicas": 101}) is None
+    assert declared_replicas({}) is None
