@@ -69,7 +69,7 @@ def _load_nodes(path: Path) -> list[tuple[str, Resources, dict[str, str]]]:
                 storage_gb=int(entry["storageGB"]),
             )
             nodes.append((str(entry["name"]), capacity, dict(entry.get("labels") or {})))
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise CommandError(f"{path}: node {index + 1}: bad or missing {exc}") from None
     return nodes
 

@@ -51,14 +51,19 @@ def number(
             raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
         if value < minimum or (value == minimum and not inclusive):
             bound = ">=" if inclusive else ">"
-            raise argparse.ArgumentTypeError(f"must be {bound} {minimum:g}, got {text}")
+            raise argparse.ArgumentTypeError(f"must be {bound} {_shown(minimum)}, got {text}")
         if maximum is not None and value > maximum:
-            raise argparse.ArgumentTypeError(f"must be <= {maximum:g}, got {text}")
+            raise argparse.ArgumentTypeError(f"must be <= {_shown(maximum)}, got {text}")
         return value
 
     # argparse names the type in its own messages ("invalid parse value") if one escapes.
     parse.__name__ = kind.__name__
     return parse
+
+
+def _shown(bound: float) -> str:
+    """A bound as a person writes it: 0 not 0.0, 2147483647 not 2.14748e+09."""
+    return str(int(bound)) if float(bound).is_integer() else str(bound)
 
 
 def seconds(*, minimum: float = 0.0, inclusive: bool = False) -> Callable[[str], float]:

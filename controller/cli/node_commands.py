@@ -13,8 +13,12 @@ from controller.cli import arguments, database
 from controller.cli.db_commands import add_database_url
 from controller.cli.tables import render
 from controller.db import nodes as db_nodes
-from controller.model.resources import Resources
+from controller.model.resources import MILLIS_PER_CORE, Resources
 
+# The capacity columns are PostgreSQL integers (CPU in millicores): larger values cannot be
+# stored, so they are refused here by name rather than by the database.
+INT4_MAX = 2**31 - 1
+CPU_MAX_CORES = INT4_MAX / MILLIS_PER_CORE
 # Heartbeat ages are shown in seconds below two minutes, then in minutes, like kubectl's AGE.
 SECONDS_SHOWN_UP_TO = 120
 
@@ -34,13 +38,23 @@ def register(commands: Any) -> None:
     add = actions.add_parser("register", help="create or update a node")
     add.add_argument("name")
     add.add_argument(
-        "--cpu", type=arguments.number(float, minimum=0.0), required=True, help="CPU cores"
+        "--cpu",
+        type=arguments.number(float, minimum=0.0, maximum=CPU_MAX_CORES),
+        required=True,
+        help="CPU cores",
     )
-    add.add_argument("--memory-mb", type=arguments.number(int, minimum=0), required=True)
     add.add_argument(
-        "--gpu", type=arguments.number(int, minimum=0), default=0, help="GPU units (default 0)"
+        "--memory-mb", type=arguments.number(int, minimum=0, maximum=INT4_MAX), required=True
     )
-    add.add_argument("--storage-gb", type=arguments.number(int, minimum=0), required=True)
+    add.add_argument(
+        "--gpu",
+        type=arguments.number(int, minimum=0, maximum=INT4_MAX),
+        default=0,
+        help="GPU units (default 0)",
+    )
+    add.add_argument(
+        "--storage-gb", type=arguments.number(int, minimum=0, maximum=INT4_MAX), required=True
+    )
     add.add_argument("--label", type=_label, action="append", default=[], metavar="KEY=VALUE")
     add_database_url(add)
     add.set_defaults(handler=_register)

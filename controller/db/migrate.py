@@ -7,6 +7,7 @@ revision this code does not know (a newer release migrated it; downgrading code 
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -71,8 +72,16 @@ def head_revision() -> str:
 
 def current_revision(url: URL) -> str | None:
     """The revision the database is at, or None for an empty database."""
-    with _connect(url) as connection:
-        return MigrationContext.configure(connection).get_current_revision()
+    # Reading the revision is not a migration: Alembic's "Context impl PostgresqlImpl." and
+    # "Will assume transactional DDL." (INFO) would only bury what a command prints.
+    alembic_log = logging.getLogger("alembic.runtime.migration")
+    level = alembic_log.level
+    alembic_log.setLevel(max(level, logging.WARNING))
+    try:
+        with _connect(url) as connection:
+            return MigrationContext.configure(connection).get_current_revision()
+    finally:
+        alembic_log.setLevel(level)
 
 
 def _known(revision: str) -> bool:

@@ -16,17 +16,22 @@ from typing import Any
 
 from sqlalchemy import Interval, delete, func, select, type_coerce, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.selectable import ScalarSelect
 
-from controller.db.errors import DatabaseError
+from controller.db.errors import DatabaseError, InvalidValueError, refused
 from controller.db.notify import notify, notify_waiting
-from controller.db.tables import DeploymentReplica, Node, NodeLease
+from controller.db.tables import ACTOR_MAX, DeploymentReplica, Node, NodeLease
 from controller.model import actors
 from controller.model.nodes import NodeStatus
 from controller.model.resources import Resources
 from controller.model.restarts import NODE_LOST
 from controller.model.states import CAPACITY_HOLDING_STATUSES, ReplicaStatus
+
+# A node's agent writes history as `agent:<node>` into actor columns of ACTOR_MAX characters,
+# so a node name may use what the prefix leaves of them (249), not all of the column's 253.
+NODE_NAME_MAX = ACTOR_MAX - len(actors.AGENT_PREFIX)
 
 
 class NodeNotFoundError(DatabaseError):
@@ -77,7 +82,15 @@ def allocated_of(row: Any) -> Resources:
 async def register(
     session: AsyncSession, *, name: str, capacity: Resources, labels: Mapping[str, str]
 ) -> uuid.UUID:
-    """Create or update a node; it is online from now on (registration is a heartbeat)."""
+    """Create or update a node; it is online from now on (registration is a heartbeat).
+
+    A value the schema refuses (a name too long, a number out of range, a NUL character, a
+    capacity below what the node's replicas hold) is an InvalidValueError naming the node.
+    """
+    if len(name) > NODE_NAME_MAX:
+        raise InvalidValueError(
+            f"node name {name[:20]!r}... is {len(name)} characters; at most {NODE_NAME_MAX}"
+        )
     values = {
         "cpu_cores": capacity.cpu_cores,
         "memory_mb": capacity.memory_mb,
@@ -94,7 +107,10 @@ async def register(
         )
         .returning(Node.id)
     )
-    node_id: uuid.UUID = (await session.execute(statement)).scalar_one()
+    try:
+        node_id: uuid.UUID = (await session.execute(statement)).scalar_one()
+    except (IntegrityError, DataError) as exc:
+        raise refused(exc, subject=f"node {name}") from None
     await session.execute(
         pg_insert(NodeLease)
         .values(node_id=node_id)
