@@ -35,6 +35,11 @@ SELECTOR_LABEL = "fogcompute.io/deployment"
 SHORT_REVISION = 12
 
 
+def short_revision(revision: str) -> str:
+    """The revision as `status.revision`, messages and events show it."""
+    return revision[:SHORT_REVISION]
+
+
 def selector(name: str) -> str:
     """The label selector string of a deployment's replicas (for `/scale` and autoscalers)."""
     return f"{SELECTOR_LABEL}={name}"
@@ -158,7 +163,7 @@ class FogDeploymentStatus:
         return {
             "phase": str(self.phase),
             "observedGeneration": self.observed_generation,
-            "revision": self.revision[:SHORT_REVISION],
+            "revision": short_revision(self.revision),
             "replicas": self.replicas,
             "readyReplicas": self.ready_replicas,
             "updatedReplicas": self.updated_replicas,
@@ -188,7 +193,11 @@ def compute_status(
     counts = _Counts.of(desired=desired_replicas, revision=revision, replicas=replicas)
     stalled = stalled_reason if desired_replicas > 0 else None
     summary = _summarize(
-        counts=counts, revision=revision, unplaced=unplaced, shortfall=shortfall, stalled=stalled
+        counts=counts,
+        revision=short_revision(revision),
+        unplaced=unplaced,
+        shortfall=shortfall,
+        stalled=stalled,
     )
     conditions = condition_set(
         verdict=summary.verdict,

@@ -191,3 +191,33 @@ def test_every_reason_is_valid_and_every_message_one_line(case: dict[str, Any]) 
         assert REASON_PATTERN.fullmatch(condition.reason)
         assert "\n" not in condition.message
         assert condition.message
+
+
+@pytest.mark.parametrize(
+    ("replicas", "reason"),
+    [
+        ([replica(1, revision="0" * 64), replica(2, revision="f" * 64)], "RollingUpdate"),
+        ([replica(1, revision="f" * 64), replica(2, revision="f" * 64)], "AllReplicasReady"),
+    ],
+)
+def test_messages_show_the_revision_as_short_as_status_revision(
+    replicas: list[ReplicaState], reason: str
+) -> None:
+    full = "f" * 64
+    result = compute_status(
+        generation=1,
+        desired_replicas=2,
+        revision=full,
+        replicas=replicas,
+        unplaced=0,
+        shortfall=None,
+        previous_conditions=(),
+        stalled_reason=None,
+        now=NOW,
+    )
+    shown = result.as_patch()["revision"]
+    assert shown == "f" * 12
+    [verdict] = [c for c in result.conditions if c.status]
+    assert verdict.reason == reason
+    assert f"revision {shown}" in verdict.message
+    assert full not in verdict.message
