@@ -2,14 +2,15 @@
 
 Agents never write SQL. They ask `assignments` which replicas are on their nodes and in which
 state each should move next, and send `Report`s; every report is checked against the replica
-state machine and the replica's node before it is written, and the history trigger records it
+state machine and the replica's node, and its values against what the columns hold, before
+it is written (a refused report leaves no trace); the history trigger records an accepted one
 with the agent (`agent:<node>`) as actor. A batch of reports from many nodes is two statements.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +33,11 @@ from controller.model.states import (
     ReplicaStatus,
     check_replica_transition,
 )
+
+# A reason is a short word or sentence ("Started", "ImagePullFailed: ..."); 1,024 characters, as
+# the CRD allows a condition's reason, is plenty, and keeps an agent from filling the history.
+REASON_MAX = 1024
+_STATUSES = frozenset(str(status) for status in ReplicaStatus)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,17 +132,48 @@ async def assignments(
     ]
 
 
-def _check(report: Report, current: tuple[str, ReplicaStatus] | None) -> str | None:
-    """Why a report is refused, or None when it may be written."""
-    if current is None:
-        return "unknown replica"
-    node, status = current
-    if node != report.node:
-        return f"replica is not on node {report.node}"
-    if report.container_id is not None and len(report.container_id) > CONTAINER_ID_MAX:
-        return f"container id longer than {CONTAINER_ID_MAX} characters"
+def _bad_text(value: object, *, limit: int) -> str | None:
+    """Why a reported text cannot be stored (PostgreSQL text holds no NUL and only UTF-8)."""
+    if not isinstance(value, str):
+        return f"not text: {type(value).__name__}"
+    if len(value) > limit:
+        return f"longer than {limit} characters"
+    if "\x00" in value:
+        return "contains a NUL character"
     try:
-        check_replica_transition(old=status, new=report.status)
+        value.encode()
+    except UnicodeEncodeError:
+        return "not valid Unicode (a lone surrogate)"
+    return None
+
+
+def _garbage(report: Report) -> str | None:
+    """Why a report's values are malformed whatever the replica's state, or None."""
+    if not isinstance(report.replica_id, uuid.UUID):
+        return f"replica id is not a UUID: {report.replica_id!r:.40}"
+    if not isinstance(report.status, str) or report.status not in _STATUSES:
+        return f"unknown replica status {report.status!r:.40}"
+    if why := _bad_text(report.reason, limit=REASON_MAX):
+        return f"reason {why}"
+    if report.container_id is not None and (
+        why := _bad_text(report.container_id, limit=CONTAINER_ID_MAX)
+    ):
+        return f"container id {why}"
+    return None
+
+
+def _check(report: Report, current: Mapping[uuid.UUID, tuple[str, ReplicaStatus]]) -> str | None:
+    """Why a report is refused (its values first, then its replica's state), or None."""
+    if why := _garbage(report):
+        return why
+    found = current.get(report.replica_id)
+    if found is None:
+        return "unknown replica"
+    node, status = found
+    if node != report.node:
+        return f"replica is not on node {report.node!r:.300}"
+    try:
+        check_replica_transition(old=status, new=ReplicaStatus(report.status))
     except IllegalTransitionError as exc:
         return str(exc)
     return None
@@ -146,7 +183,8 @@ async def report(session: AsyncSession, reports: Sequence[Report]) -> ReportResu
     """Write the legal reports (one UPDATE), refuse the rest with a reason."""
     if not reports:
         return ReportResult(accepted=0)
-    ids = [item.replica_id for item in reports]
+    # Only well-formed ids reach the query: a malformed one would fail the whole statement.
+    ids = [item.replica_id for item in reports if isinstance(item.replica_id, uuid.UUID)]
     rows = await session.execute(
         select(DeploymentReplica.id, Node.name, DeploymentReplica.status)
         .outerjoin(Node, Node.id == DeploymentReplica.node_id)
@@ -157,7 +195,7 @@ async def report(session: AsyncSession, reports: Sequence[Report]) -> ReportResu
     refused: list[tuple[uuid.UUID, str]] = []
     accepted: list[Report] = []
     for item in reports:
-        why = _check(item, current.get(item.replica_id))
+        why = _check(item, current)
         if why is None and any(a.replica_id == item.replica_id for a in accepted):
             why = "a second report for the replica in one batch"
         if why is None:
