@@ -38,9 +38,16 @@ SNAPSHOT = (
     "SELECT * FROM deployment_status_history ORDER BY id",
     "SELECT * FROM nodes ORDER BY id",
 )
-# The function-scoped database is shared by a test's examples on purpose: a refused report
-# must change nothing, so every example starts from the same rows.
-SHARED_DATABASE = settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def generated(test: Callable[..., Any]) -> Callable[..., Any]:
+    """A test drawing its reports from `data`, on one database for all its examples.
+
+    Sharing the function-scoped database between examples is the point: a refused report must
+    change nothing, so every example starts from the same rows.
+    """
+    shared = settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+    return given(data=st.data())(shared(test))
 
 
 @pytest.fixture
@@ -153,8 +160,7 @@ def _fields(report: Report) -> dict[str, Any]:
 # --------------------------------------------------------------------------- the tests
 
 
-@given(data=st.data())
-@SHARED_DATABASE
+@generated
 async def test_bad_reports_are_refused_and_recorded_nowhere(
     sessions: async_sessionmaker[AsyncSession],
     replicas: dict[ReplicaStatus, uuid.UUID],
@@ -170,8 +176,7 @@ async def test_bad_reports_are_refused_and_recorded_nowhere(
     assert await snapshot(sessions) == before
 
 
-@given(data=st.data())
-@SHARED_DATABASE
+@generated
 async def test_a_legal_report_among_bad_ones_is_the_only_one_written(
     sessions: async_sessionmaker[AsyncSession],
     replicas: dict[ReplicaStatus, uuid.UUID],
