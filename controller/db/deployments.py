@@ -21,7 +21,19 @@ from datetime import datetime
 from operator import attrgetter
 from typing import Any
 
-from sqlalchemy import Float, and_, cast, column, func, insert, select, update, values
+from sqlalchemy import (
+    Float,
+    and_,
+    case,
+    cast,
+    column,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+    values,
+)
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -229,6 +241,11 @@ def _node_capacity(row: Any) -> NodeCapacity:
     )
 
 
+def _by_strategy(share: Any, strategy: Strategy) -> Any:
+    """Least allocated first for Spread, most for BinPack; nodes without a share last."""
+    return (share.asc() if strategy is Strategy.SPREAD else share.desc()).nulls_last()
+
+
 async def candidate_nodes(
     session: AsyncSession,
     *,
@@ -237,6 +254,7 @@ async def candidate_nodes(
     strategy: Strategy,
     limit: int,
     lock: bool,
+    closest: bool = False,
 ) -> tuple[NodeCapacity, ...]:
     """The best `limit` nodes that could take one more replica of `request`.
 
@@ -255,11 +273,24 @@ async def candidate_nodes(
     again without `lock`: the skipped nodes may be the only ones with room. That second read
     locks nothing (a waiting lock taken while holding the first read's would deadlock with
     another reconcile doing the same); the node CHECK constraints guard what it places.
+
+    With `closest` (for that second read), the places left over after every node with room are
+    filled with full nodes, the closest to fitting one more replica first (the placement's own
+    measure, placement._closest_fit): the planner never places on them, but the capacity
+    message names what the closest node lacks, on every reconcile and not only on the one that
+    filled the last node.
     """
     share = Node.allocated_cpu_millicores / func.nullif(
         Node.cpu_cores * MILLIS_PER_CORE, 0
     ) + Node.allocated_memory_mb / func.nullif(cast(Node.memory_mb, Float), 0)
-    order = share.asc() if strategy is Strategy.SPREAD else share.desc()
+    cpu_capacity = func.round(Node.cpu_cores * MILLIS_PER_CORE)
+    free_and_need = (
+        (cpu_capacity - Node.allocated_cpu_millicores, request.cpu_millis),
+        (Node.memory_mb - Node.allocated_memory_mb, request.memory_mb),
+        (Node.gpu_units - Node.allocated_gpu_units, request.gpu_units),
+        (Node.storage_gb - Node.allocated_storage_gb, request.storage_gb),
+    )
+    room = and_(*(need <= free for free, need in free_and_need))
     statement = (
         select(
             Node.id,
@@ -274,20 +305,25 @@ async def candidate_nodes(
             Node.allocated_gpu_units,
             Node.allocated_storage_gb,
         )
-        .where(
-            Node.status == NodeStatus.ONLINE,
-            Node.cordoned.is_(False),
-            Node.allocated_cpu_millicores + request.cpu_millis
-            <= func.round(Node.cpu_cores * MILLIS_PER_CORE),
-            Node.allocated_memory_mb + request.memory_mb <= Node.memory_mb,
-            Node.allocated_gpu_units + request.gpu_units <= Node.gpu_units,
-            Node.allocated_storage_gb + request.storage_gb <= Node.storage_gb,
-        )
-        # Random among equals, so that reconciles reading without locks do not all plan on
-        # the same first rows.
-        .order_by(order.nulls_last(), func.random())
+        .where(Node.status == NodeStatus.ONLINE, Node.cordoned.is_(False))
         .limit(limit)
     )
+    # Random among equals with room, so that reconciles reading without locks do not all plan
+    # on the same first rows.
+    if closest:
+        # The scarcest dimension's free amount in replicas: what placement._closest_fit ranks
+        # (ties by name, as there).
+        ratios = [cast(free, Float) / need for free, need in free_and_need if need > 0]
+        nearness = func.least(*ratios) if ratios else literal(0.0)
+        statement = statement.order_by(
+            room.desc(),
+            _by_strategy(case((room, share)), strategy),
+            case((room, func.random())),
+            nearness.desc(),
+            Node.name,
+        )
+    else:
+        statement = statement.where(room).order_by(_by_strategy(share, strategy), func.random())
     if lock:
         # NO KEY UPDATE, not UPDATE: the foreign-key checks of agents' replica writes take
         # KEY SHARE on the node and must not queue (or deadlock) behind a placement.

@@ -131,10 +131,11 @@ def _closest_fit(
     eligible: Sequence[NodeCapacity],
     allocated: Mapping[uuid.UUID, Resources],
     request: Resources,
-) -> Resources | None:
-    """Free capacity of the eligible node that comes closest to fitting one more replica.
+) -> tuple[str, Resources] | None:
+    """Name and free capacity of the eligible node that comes closest to fitting one more.
 
-    Closeness is the free amount of the node's scarcest dimension relative to the request.
+    Closeness is the free amount of the node's scarcest dimension relative to the request
+    (db/deployments.candidate_nodes orders full nodes the same way).
     """
 
     def closeness(node: NodeCapacity) -> tuple[float, str, uuid.UUID]:
@@ -149,7 +150,7 @@ def _closest_fit(
     if not eligible:
         return None
     best = min(eligible, key=closeness)
-    return best.capacity - allocated[best.node_id]
+    return best.name, best.capacity - allocated[best.node_id]
 
 
 def place(
@@ -199,7 +200,8 @@ def place(
             request=request,
             placed=already_placed + len(placed),
             wanted=already_placed + count,
-            best_free=_closest_fit(eligible=eligible, allocated=allocated, request=request),
+            closest=_closest_fit(eligible=eligible, allocated=allocated, request=request),
+            selector=bool(node_selector),
         )
     return Placement(
         node_ids=tuple(placed),

@@ -92,26 +92,50 @@ class Resources:
 ZERO = Resources(cpu_millis=0, memory_mb=0, gpu_units=0, storage_gb=0)
 
 
-def _describe(amount: Resources) -> str:
-    # Negative free capacity (an over-committed node) reads as "nothing left", not "-0.5 CPU".
-    shown = Resources(*(max(0, value) for value in amount.as_tuple()))
-    return (
-        f"{shown.cpu_cores} CPU, {shown.memory_mb} MiB memory, "
-        f"{shown.gpu_units} GPU, {shown.storage_gb} GB storage"
+def _amounts(amount: Resources, *, skip_zero: bool = False) -> str:
+    """e.g. "1.5 CPU, 512 MiB memory, 0 GPU, 1 GB storage" (only the non-zero ones if asked)."""
+    parts = (
+        (amount.cpu_millis, f"{amount.cpu_cores} CPU"),
+        (amount.memory_mb, f"{amount.memory_mb} MiB memory"),
+        (amount.gpu_units, f"{amount.gpu_units} GPU"),
+        (amount.storage_gb, f"{amount.storage_gb} GB storage"),
     )
+    return ", ".join(text for value, text in parts if value or not skip_zero)
+
+
+def _where(*, request: Resources, closest: tuple[str, Resources] | None, selector: bool) -> str:
+    if closest is None:
+        return (
+            "no schedulable node matches the node selector"
+            if selector
+            else "no schedulable node (online and not cordoned)"
+        )
+    name, free = closest
+    # Negative free capacity (an over-committed node) counts as nothing left.
+    short = Resources(
+        *(
+            max(0, need - max(0, have))
+            for need, have in zip(request.as_tuple(), free.as_tuple(), strict=True)
+        )
+    )
+    if short == ZERO:  # only a request of nothing on an over-committed node
+        return f"closest node {name} is over-committed"
+    return f"closest node {name} is short of {_amounts(short, skip_zero=True)}"
 
 
 def describe_shortfall(
-    *, request: Resources, placed: int, wanted: int, best_free: Resources | None
+    *,
+    request: Resources,
+    placed: int,
+    wanted: int,
+    closest: tuple[str, Resources] | None,
+    selector: bool,
 ) -> str:
-    """Explain in one line why replicas could not all be placed.
+    """Explain in one line why replicas could not all be placed, and what is missing where.
 
-    best_free is the free capacity of the eligible node that came closest to fitting one
-    more replica, or None when no schedulable node matches the node selector at all.
+    closest is the name and free capacity of the eligible node that came closest to fitting
+    one more replica; the message says which resources it lacks and by how much. None means
+    no schedulable node matched at all: because of the node selector when there is one.
     """
-    where = (
-        "no schedulable node matches the node selector"
-        if best_free is None
-        else f"best remaining node offers {_describe(best_free)}"
-    )
-    return f"need {_describe(request)} per replica; {placed} of {wanted} replicas placed; {where}"
+    where = _where(request=request, closest=closest, selector=selector)
+    return f"need {_amounts(request)} per replica; {placed} of {wanted} replicas placed; {where}"

@@ -90,7 +90,8 @@ class Reconciler:
 
         Candidates are locked, and nodes other reconciles hold are skipped; only if that leaves
         replicas without a place is there a second read that also sees the held nodes, without
-        locks (room may be on the held nodes alone; the CHECK constraints guard it).
+        locks (room may be on the held nodes alone; the CHECK constraints guard it). That read
+        also returns the full nodes closest to fitting, for the capacity message.
         """
         plan = planner.plan(desired=desired, replicas=snapshot.replicas, nodes=())
         for lock in (True, False):
@@ -102,6 +103,7 @@ class Reconciler:
                 strategy=desired.strategy,
                 limit=max(MIN_CANDIDATES, CANDIDATES_PER_REPLICA * plan.unplaced),
                 lock=lock,
+                closest=not lock,
             )
             plan = planner.plan(desired=desired, replicas=snapshot.replicas, nodes=nodes)
         return plan

@@ -151,7 +151,7 @@ async def test_apply_places_replicas_then_ready_when_running(
         "type": "Ready",
         "status": "True",
         "reason": "AllReplicasReady",
-        "message": f"3 of 3 replicas running revision {revision}",
+        "message": f"3 of 3 replicas running revision {revision[:12]}",  # as status.revision
         "observedGeneration": 1,
         "lastTransitionTime": "x",
     }

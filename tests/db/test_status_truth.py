@@ -16,10 +16,12 @@ from test_node_lifecycle import agents, let_time_pass, run_agents
 from test_reconciler import Driver, add_node, condition, spec
 
 from controller.agent.simulate import Simulator
+from controller.db import deployments
 from controller.db import engine as db_engine
 from controller.db.store import Store
 from controller.db.tables import Deployment
 from controller.kube.resource import parse_spec
+from controller.model.placement import Strategy
 from controller.model.restarts import RestartPolicy
 from controller.model.states import ReplicaStatus
 from controller.operator.reconciler import Outcome, Reconciler
@@ -87,3 +89,65 @@ async def test_a_crash_loop_fixed_by_a_new_image_starts_clean_and_is_ready_at_on
     ready = await reconcile(driver, good)
     assert (ready.status["phase"], ready.status["ready"]) == ("Running", "2/2")
     assert condition(ready.status, "Ready")["status"] == "True"
+
+
+async def test_the_capacity_message_names_what_the_closest_node_lacks_on_every_reconcile(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    # 1 core per replica: edge-1 takes two, edge-2 one, and then has half a core left.
+    await add_node(sessions, "edge-1", cpu=2)
+    await add_node(sessions, "edge-2", cpu=1.5)
+    driver = Driver(sessions)
+    body = spec(4, cpu=1.0)
+    messages = []
+    for _ in range(4):
+        await reconcile(driver, body)
+        stalled = condition(driver.status, "Stalled")
+        assert (stalled["status"], stalled["reason"]) == ("True", "InsufficientCapacity")
+        messages.append(stalled["message"])
+        await run_agents(sessions, agents("edge-1", "edge-2"))
+    assert set(messages) == {
+        "need 1.0 CPU, 512 MiB memory, 0 GPU, 1 GB storage per replica; 3 of 4 replicas placed;"
+        " closest node edge-2 is short of 0.5 CPU"
+    }
+    assert driver.status["unplacedReplicas"] == 1
+
+
+async def test_the_capacity_message_blames_the_selector_only_when_no_node_matches(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    await add_node(sessions, "edge-1", labels={"zone": "a"})
+    driver = Driver(sessions)
+    body = {**spec(1), "nodeSelector": {"zone": "b"}}
+    for _ in range(2):
+        await reconcile(driver, body)
+        assert condition(driver.status, "Stalled")["message"].endswith(
+            "0 of 1 replicas placed; no schedulable node matches the node selector"
+        )
+
+
+async def test_full_nodes_come_after_those_with_room_closest_first(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    await add_node(sessions, "roomy", cpu=4)
+    await add_node(sessions, "half-core", cpu=0.5)  # half of the request's core
+    await add_node(sessions, "little-memory", cpu=4, memory=256)  # a quarter of its memory
+    await add_node(sessions, "tiny", cpu=0.25)
+    request = parse_spec("web", spec(1, cpu=1.0)).request
+
+    async def read(*, closest: bool, limit: int = 10) -> list[str]:
+        async with sessions() as session:
+            found = await deployments.candidate_nodes(
+                session,
+                node_selector={},
+                request=request,
+                strategy=Strategy.SPREAD,
+                limit=limit,
+                lock=False,
+                closest=closest,
+            )
+        return [node.name for node in found]
+
+    assert await read(closest=False) == ["roomy"]
+    assert await read(closest=True) == ["roomy", "half-core", "little-memory", "tiny"]
+    assert await read(closest=True, limit=2) == ["roomy", "half-core"]

@@ -97,7 +97,7 @@ def test_shortfall_message() -> None:
     assert result.unplaced == 2
     assert result.shortfall == (
         "need 1.0 CPU, 1024 MiB memory, 0 GPU, 0 GB storage per replica; 1 of 3 replicas "
-        "placed; best remaining node offers 0.6 CPU, 8192 MiB memory, 0 GPU, 0 GB storage"
+        "placed; closest node n2 is short of 0.4 CPU"
     )
 
 

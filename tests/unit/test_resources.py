@@ -50,20 +50,43 @@ def test_fits_in_needs_every_dimension() -> None:
         assert not over.fits_in(capacity)
 
 
-def test_shortfall_is_one_line_and_names_the_numbers() -> None:
+def test_shortfall_is_one_line_and_names_what_the_closest_node_lacks() -> None:
     message = describe_shortfall(
-        request=res(2500, 4096, 0, 10), placed=3, wanted=5, best_free=res(1000, 2048, 0, 100)
+        request=res(2500, 4096, 0, 10),
+        placed=3,
+        wanted=5,
+        closest=("edge-2", res(1000, 2048, 0, 100)),
+        selector=False,
     )
     assert message == (
         "need 2.5 CPU, 4096 MiB memory, 0 GPU, 10 GB storage per replica; 3 of 5 replicas "
-        "placed; best remaining node offers 1.0 CPU, 2048 MiB memory, 0 GPU, 100 GB storage"
+        "placed; closest node edge-2 is short of 1.5 CPU, 2048 MiB memory"
     )
 
 
-def test_shortfall_without_eligible_nodes_and_overcommitted_free() -> None:
-    assert describe_shortfall(request=res(1), placed=0, wanted=2, best_free=None).endswith(
-        "0 of 2 replicas placed; no schedulable node matches the node selector"
+@pytest.mark.parametrize(
+    ("selector", "where"),
+    [
+        (True, "no schedulable node matches the node selector"),
+        (False, "no schedulable node (online and not cordoned)"),
+    ],
+)
+def test_shortfall_without_eligible_nodes_blames_the_selector_only_if_there_is_one(
+    selector: bool, where: str
+) -> None:
+    message = describe_shortfall(
+        request=res(1), placed=0, wanted=2, closest=None, selector=selector
     )
-    # An over-committed node shows nothing left rather than negative amounts.
-    message = describe_shortfall(request=res(1), placed=0, wanted=1, best_free=res(-500, 10))
-    assert "offers 0.0 CPU, 10 MiB memory" in message
+    assert message.endswith(f"0 of 2 replicas placed; {where}")
+
+
+def test_an_overcommitted_node_lacks_the_whole_request() -> None:
+    # Negative free capacity counts as nothing left, not as a bigger shortfall.
+    message = describe_shortfall(
+        request=res(1000, 10, 1), placed=0, wanted=1, closest=("n", res(-500, 10)), selector=False
+    )
+    assert message.endswith("closest node n is short of 1.0 CPU, 1 GPU")
+    nothing = describe_shortfall(
+        request=ZERO, placed=0, wanted=1, closest=("n", res(-500)), selector=False
+    )
+    assert nothing.endswith("closest node n is over-committed")
