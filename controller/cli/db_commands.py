@@ -6,15 +6,31 @@ import argparse
 from typing import Any
 
 from controller.db import migrate, urls
+from controller.db.errors import InvalidDatabaseUrlError
 
 
 def add_database_url(parser: argparse.ArgumentParser) -> None:
-    """The `--database-url` option every database command shares."""
-    parser.add_argument(
+    """The `--database-url` / `--database-url-file` options every database command shares."""
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument(
         "--database-url",
         metavar="URL",
         help=f"SQLAlchemy URL, postgresql+psycopg://... (default: ${urls.ENV_VAR})",
     )
+    source.add_argument(
+        "--database-url-file",
+        dest="database_url",
+        metavar="PATH",
+        type=_url_from_file,
+        help=f"a file holding the URL, e.g. a mounted Secret (default: ${urls.FILE_ENV_VAR})",
+    )
+
+
+def _url_from_file(path: str) -> str:
+    try:
+        return urls.read_file(path)
+    except InvalidDatabaseUrlError as exc:  # argparse reports it as one line, naming the flag
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def register(commands: Any) -> None:

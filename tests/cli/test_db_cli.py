@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -14,7 +15,7 @@ from controller.db import migrate
 
 
 def fogctl(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    environment = {k: v for k, v in os.environ.items() if k != "FOG_DATABASE_URL"}
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("FOG_DATABASE_URL")}
     environment.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "controller.cli.main", *args],
@@ -46,11 +47,16 @@ def test_upgrade_current_downgrade(empty_database_url: URL) -> None:
     assert migrate.current_revision(empty_database_url) is None
 
 
-def _assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
-    assert result.returncode == 1
+def _assert_one_line_error(
+    result: subprocess.CompletedProcess[str],
+    *fragments: str,
+    code: int = 1,
+    prefix: str = "fogctl: error: ",
+) -> None:
+    assert result.returncode == code
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("fogctl: error: ")
+    assert lines[0].startswith(prefix)
     for fragment in fragments:
         assert fragment in lines[0]
 
@@ -100,3 +106,56 @@ def test_revision_newer_than_the_code_is_one_line(empty_database_url: URL) -> No
             "9999_from_the_future",
             "upgrade fog-controller",
         )
+
+
+def test_the_url_from_a_file_as_a_mounted_secret_gives_it(
+    empty_database_url: URL, tmp_path: Path
+) -> None:
+    # A Secret's key mounted as a file; kubectl create secret --from-file keeps the newline.
+    secret = tmp_path / "url"
+    secret.write_text(_url(empty_database_url) + "\n")
+    upgraded = fogctl("db", "upgrade", "--database-url-file", str(secret))
+    assert upgraded.returncode == 0, upgraded.stderr
+    current = fogctl("db", "current", env={"FOG_DATABASE_URL_FILE": str(secret)})
+    assert current.returncode == 0, current.stderr
+    assert current.stdout.strip().endswith("(head)")
+
+
+def _assert_usage_error(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
+    """A bad --database-url-file is argparse's usage error (exit 2), naming the flag."""
+    prefix = "fogctl db current: error: argument --database-url-file: "
+    _assert_one_line_error(result, *fragments, code=2, prefix=prefix)
+
+
+def test_a_bad_url_file_is_one_line(tmp_path: Path) -> None:
+    empty, two_lines, good = tmp_path / "empty", tmp_path / "two", tmp_path / "good"
+    empty.write_text("")
+    good.write_text("postgresql://a/b\n")
+    two_lines.write_text("postgresql://a/b\npostgresql://c/d\n")
+    missing = str(tmp_path / "missing")
+    _assert_usage_error(
+        fogctl("db", "current", "--database-url-file", missing), missing, "No such file"
+    )
+    _assert_usage_error(fogctl("db", "current", "--database-url-file", str(tmp_path)), "directory")
+    _assert_usage_error(fogctl("db", "current", "--database-url-file", str(empty)), "is empty")
+    _assert_usage_error(fogctl("db", "current", "--database-url-file", str(two_lines)), "one line")
+    _assert_usage_error(
+        fogctl("db", "current", "--database-url", "x", "--database-url-file", str(good)),
+        "not allowed with argument --database-url",
+    )
+
+
+def test_an_unreadable_url_file_from_the_environment_is_one_line(tmp_path: Path) -> None:
+    missing = str(tmp_path / "missing")
+    result = fogctl("db", "current", env={"FOG_DATABASE_URL_FILE": missing})
+    _assert_one_line_error(result, f"cannot read database URL file {missing}")
+    both = fogctl("db", "current", env={"FOG_DATABASE_URL_FILE": missing, "FOG_DATABASE_URL": "x"})
+    _assert_one_line_error(both, "both FOG_DATABASE_URL and FOG_DATABASE_URL_FILE are set")
+
+
+def test_a_bad_url_in_the_file_is_one_line_without_its_password(tmp_path: Path) -> None:
+    secret = tmp_path / "url"
+    secret.write_text("postgresql+psycopg://u:s3cret@127.0.0.1:5432\n")
+    result = fogctl("db", "current", "--database-url-file", str(secret))
+    _assert_one_line_error(result, "names no database")
+    assert "s3cret" not in result.stderr
