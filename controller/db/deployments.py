@@ -123,6 +123,12 @@ class StoredDeployment:
         revision: str = self.values[Deployment.revision.key]
         return revision
 
+    @property
+    def target_replicas(self) -> int:
+        """The desired replica count recorded by the last reconcile."""
+        replicas: int = self.values[Deployment.target_replicas.key]
+        return replicas
+
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:

@@ -35,6 +35,11 @@ SELECTOR_LABEL = "fogcompute.io/deployment"
 SHORT_REVISION = 12
 
 
+def counted(count: int, noun: str) -> str:
+    """The count and its noun in the right number: 1 replica, 2 replicas."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 def short_revision(revision: str) -> str:
     """The revision as `status.revision`, messages and events show it."""
     return revision[:SHORT_REVISION]
@@ -101,11 +106,11 @@ def _summarize(
             ConditionType.STALLED, stalled, f"reconciliation stalled: {stalled}; {running}"
         )
     if waiting:
-        message = shortfall or f"{waiting} replicas wait for a node with room"
+        message = shortfall or f"no node with room for {counted(waiting, 'replica')}"
         if counts.stopping:
             # Stopping replicas still hold capacity (a rollout on a full cluster waits for
             # them); that is progress, not a dead end, so do not report Stalled yet.
-            message = f"{message}; waiting for {counts.stopping} stopping replicas"
+            message = f"{message}; waiting for {counted(counts.stopping, 'stopping replica')}"
             return _Summary(ConditionType.RECONCILING, "AwaitingCapacity", message)
         return _Summary(ConditionType.STALLED, "InsufficientCapacity", message)
     if counts.updated < counts.active:
@@ -114,12 +119,11 @@ def _summarize(
     if counts.ready < counts.desired:
         return _Summary(ConditionType.RECONCILING, "ScalingUp", running)
     if counts.active > counts.desired:
-        message = f"{counts.active} replicas active, {counts.desired} desired"
+        message = f"{counted(counts.active, 'replica')} active, {counts.desired} desired"
         return _Summary(ConditionType.RECONCILING, "ScalingDown", message)
     if counts.stopping:
-        return _Summary(
-            ConditionType.RECONCILING, "Terminating", f"{counts.stopping} replicas stopping"
-        )
+        stopping = f"{counted(counts.stopping, 'replica')} stopping"
+        return _Summary(ConditionType.RECONCILING, "Terminating", stopping)
     return _Summary(ConditionType.READY, "AllReplicasReady", f"{running} revision {revision}")
 
 

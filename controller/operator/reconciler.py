@@ -164,7 +164,11 @@ class Reconciler:
         )
         body = status_body(status, name=ref.name)
         events = events_for(
-            plan=plan, status=status, previous_conditions=previous, revision=spec.revision
+            plan=plan,
+            status=status,
+            previous_conditions=previous,
+            revision=spec.revision,
+            previous_replicas=stored.target_replicas if stored else 0,
         )
         hold = restart.hold_until if restart.holds(now) else None
         return Outcome(

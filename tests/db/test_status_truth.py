@@ -53,7 +53,7 @@ async def test_a_crash_loop_fixed_by_a_new_image_starts_clean_and_is_ready_at_on
     await add_node(sessions, "edge-1")
     # An hour between attempts once stalled: an inherited backoff could not go unnoticed.
     policy = RestartPolicy(
-        base_delay=timedelta(minutes=20), max_delay=timedelta(hours=1), failure_limit=2
+        base_delay=timedelta(minutes=20), max_delay=timedelta(hours=1), failure_limit=3
     )
     driver = Driver(sessions)
     driver.reconciler = Reconciler(Store(sessions), restarts=policy)
@@ -69,6 +69,9 @@ async def test_a_crash_loop_fixed_by_a_new_image_starts_clean_and_is_ready_at_on
     assert driver.status["phase"] == "Failed"
     assert outcome.requeue_after is not None  # the broken revision waits for its backoff
     assert (await failures(sessions) or 0) >= policy.failure_limit
+    # Creating the two replicas was scaling; every later one replaced a failed replica.
+    assert driver.events.count("ScaledUp") == 1
+    assert driver.events.count("Replaced") >= 1
 
     driver.bump()
     good = spec(2, image="good:1")

@@ -60,23 +60,34 @@ def test_quiet_resync_posts_nothing() -> None:
     status = _status(_running(3), 3)
     previous = [c.as_dict() for c in status.conditions]
     assert (
-        events_for(plan=_plan(), status=status, previous_conditions=previous, revision="r1") == ()
+        events_for(
+            plan=_plan(),
+            status=status,
+            previous_conditions=previous,
+            revision="r1",
+            previous_replicas=3,
+        )
+        == ()
     )
 
 
 def test_becoming_ready_is_posted_once() -> None:
     status = _status(_running(3), 3)
-    first = events_for(plan=_plan(), status=status, previous_conditions=[], revision="r1")
-    assert [(e.type, e.reason) for e in first] == [(EventType.NORMAL, "Ready")]
+    first = events_for(
+        plan=_plan(), status=status, previous_conditions=[], revision="r1", previous_replicas=3
+    )
+    assert [(e.type, e.reason, e.message) for e in first] == [
+        (EventType.NORMAL, "Ready", "3 replicas running")
+    ]
 
 
 def test_scale_up_is_one_event_not_one_per_replica() -> None:
     plan = _plan(create=(NewReplica(node_id=NODE),) * 5)
     status = _status([], 5)
-    events = events_for(plan=plan, status=status, previous_conditions=[], revision="r1")
-    assert [(e.reason, e.message) for e in events] == [
-        ("ScaledUp", "created 5 replicas, 5 placed on nodes")
-    ]
+    events = events_for(
+        plan=plan, status=status, previous_conditions=[], revision="r1", previous_replicas=0
+    )
+    assert [(e.reason, e.message) for e in events] == [("ScaledUp", "created 5 replicas")]
 
 
 def test_scale_down_rolling_and_assignment() -> None:
@@ -100,15 +111,28 @@ def test_scale_down_rolling_and_assignment() -> None:
         ),
     )
     events = events_for(
-        plan=plan, status=_status(replicas, 2), previous_conditions=[], revision="abcdef0123456789"
+        plan=plan,
+        status=_status(replicas, 2),
+        previous_conditions=[],
+        revision="abcdef0123456789",
+        previous_replicas=2,
     )
-    assert [e.reason for e in events][:3] == ["RollingUpdate", "Scheduled", "ScaledDown"]
-    assert events[0].message == "replacing 1 replicas with revision abcdef012345"
+    assert [(e.reason, e.message) for e in events][:3] == [
+        ("RollingUpdate", "replacing 1 replica with revision abcdef012345"),
+        ("Scheduled", "placed 1 waiting replica"),
+        ("ScaledDown", "stopping 1 replica"),
+    ]
 
 
 def test_insufficient_capacity_warns_once() -> None:
     status = _status(_running(2), 3, unplaced=1)
-    first = events_for(plan=_plan(unplaced=1), status=status, previous_conditions=[], revision="r1")
+    first = events_for(
+        plan=_plan(unplaced=1),
+        status=status,
+        previous_conditions=[],
+        revision="r1",
+        previous_replicas=3,
+    )
     assert [(e.type, e.reason) for e in first] == [(EventType.WARNING, "InsufficientCapacity")]
     assert "2 of 3 replicas placed" in first[0].message
     again = events_for(
@@ -116,5 +140,35 @@ def test_insufficient_capacity_warns_once() -> None:
         status=status,
         previous_conditions=[c.as_dict() for c in status.conditions],
         revision="r1",
+        previous_replicas=3,
     )
     assert again == ()
+
+
+def test_replacing_failed_replicas_is_not_scaling() -> None:
+    # Three wanted and three recorded: the new replica takes a failed one's place.
+    plan = _plan(create=(NewReplica(node_id=NODE),))
+    events = events_for(
+        plan=plan,
+        status=_status(_running(2), 3),
+        previous_conditions=[],
+        revision="r1",
+        previous_replicas=3,
+    )
+    assert [(e.reason, e.message) for e in events] == [("Replaced", "replaced 1 failed replica")]
+
+
+def test_a_scale_up_that_also_replaces_says_both_with_the_placement() -> None:
+    # 2 -> 4 wanted while one of the two failed: two are new, one replaces, one has no room.
+    plan = _plan(create=(NewReplica(node_id=NODE),) * 2 + (NewReplica(node_id=None),))
+    events = events_for(
+        plan=plan,
+        status=_status(_running(1), 4),
+        previous_conditions=[],
+        revision="r1",
+        previous_replicas=2,
+    )
+    assert [(e.reason, e.message) for e in events] == [
+        ("ScaledUp", "created 2 replicas"),
+        ("Replaced", "replaced 1 failed replica, 0 placed, 1 waiting for room"),
+    ]

@@ -107,7 +107,7 @@ def test_waiting_for_stopping_replicas_to_free_room_is_progress_not_a_stall() ->
     assert truth(result)["Stalled"] == (False, "AwaitingCapacity")
     assert truth(result)["Reconciling"] == (True, "AwaitingCapacity")
     reconciling = next(c for c in result.conditions if c.type == "Reconciling")
-    assert reconciling.message == "need more; waiting for 1 stopping replicas"
+    assert reconciling.message == "need more; waiting for 1 stopping replica"
 
 
 def test_missing_replicas_are_pending() -> None:
