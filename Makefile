@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # The venv is rebuilt when the dependencies change; the stamp records the last install.
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: help venv postgres control-plane lint typecheck test test-fast demo demo-node-loss demo-down bench bench-quick clean
+.PHONY: help venv postgres control-plane lint typecheck test test-fast reliability demo demo-node-loss demo-down bench bench-quick clean
 
 help:
 	@echo "make demo        the operator on a local control plane + PostgreSQL, simulated nodes"
@@ -17,6 +17,7 @@ help:
 	@echo "make demo-down   stop what 'make demo' started"
 	@echo "make bench       benchmarks (about 20 min): bench/results/latest.json, BENCHMARKS.md"
 	@echo "make bench-quick a small version (under 2 min)"
+	@echo "make reliability the full fault suite (about 15 min): figures in RELIABILITY.md"
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -51,6 +52,16 @@ test-fast: venv
 
 demo: venv postgres control-plane
 	scripts/demo
+
+# The full fault suite and generated bad input (RELIABILITY.md); `make test` runs a short one.
+RELIABILITY_RESULTS := bench/results/reliability.jsonl
+reliability: venv postgres control-plane
+	rm -f $(RELIABILITY_RESULTS)
+	FOG_FAULTS=full FOG_FAULTS_RESULTS=$(RELIABILITY_RESULTS) HYPOTHESIS_PROFILE=ci \
+		$(BIN)/pytest tests/faults tests/cli/test_bad_input.py \
+		--junitxml=bench/results/reliability.xml -p no:cacheprovider
+	$(BIN)/python tests/faults/report.py --results $(RELIABILITY_RESULTS) \
+		--junit bench/results/reliability.xml
 
 # Benchmarks report figures (bench/results/*.json, BENCHMARKS.md); they assert nothing.
 bench: venv postgres control-plane

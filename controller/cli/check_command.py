@@ -39,6 +39,13 @@ def register(commands: Any) -> None:
         action="store_true",
         help="also compare live FogDeployments (current kubeconfig) with the record",
     )
+    check.add_argument(
+        "-n",
+        "--namespace",
+        action="append",
+        default=[],
+        help="with --kube, compare only this namespace (repeatable), as `fogctl run -n` watches",
+    )
     check.add_argument("-o", "--output", choices=("table", "json"), default="table")
     add_database_url(check)
     add_node_grace(check)
@@ -55,9 +62,11 @@ def _check(args: argparse.Namespace) -> int:
     violations = list(found.violations)
     objects: int | None = None
     if args.kube:
-        live = asyncio.run(live_objects())
+        live = asyncio.run(live_objects(args.namespace))
         objects = len(live)
-        violations += kube_violations(live=live, stored=found.recorded)
+        scope = set(args.namespace)
+        recorded = [row for row in found.recorded if not scope or row.namespace in scope]
+        violations += kube_violations(live=live, stored=recorded)
     checked = {"nodes": found.nodes, "deployments": found.deployments, "replicas": found.replicas}
     if objects is not None:
         checked["fogDeployments"] = objects

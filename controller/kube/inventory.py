@@ -6,7 +6,7 @@ database record; it reads in pages so that tens of thousands of objects stay che
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import aiohttp
@@ -46,24 +46,41 @@ def live_object(body: Mapping[str, Any]) -> LiveObject:
     )
 
 
-async def live_objects() -> list[LiveObject]:
-    """Every FogDeployment in every namespace, from the current kubeconfig (or in-cluster)."""
+async def live_objects(namespaces: Sequence[str] = ()) -> list[LiveObject]:
+    """Every FogDeployment in `namespaces` (all if none), from the current kubeconfig."""
     api = await connect()
     objects = client.CustomObjectsApi(api)
     found: list[LiveObject] = []
-    token: str | None = None
     try:
-        while True:
-            page = await objects.list_cluster_custom_object(
-                resource.GROUP, resource.VERSION, resource.PLURAL, limit=PAGE, _continue=token
-            )
-            found += [live_object(item) for item in page.get("items") or []]
-            token = (page.get("metadata") or {}).get("continue")
-            if not token:
-                return found
+        scopes: Sequence[str | None] = namespaces or [None]  # None: every namespace
+        for namespace in scopes:
+            token: str | None = None
+            while True:
+                page = await _page(objects, namespace, token)
+                found += [live_object(item) for item in page.get("items") or []]
+                token = (page.get("metadata") or {}).get("continue")
+                if not token:
+                    break
+        return found
     except ApiException as exc:
         raise KubeApiError(f"listing FogDeployments: {exc.status} {exc.reason}") from exc
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise KubeApiError(f"listing FogDeployments: {exc}") from exc
     finally:
         await api.close()
+
+
+async def _page(
+    objects: client.CustomObjectsApi, namespace: str | None, token: str | None
+) -> dict[str, Any]:
+    """One page of the listing, of one namespace or of all of them."""
+    where = (resource.GROUP, resource.VERSION)
+    if namespace is None:
+        page: dict[str, Any] = await objects.list_cluster_custom_object(
+            *where, resource.PLURAL, limit=PAGE, _continue=token
+        )
+    else:
+        page = await objects.list_namespaced_custom_object(
+            *where, namespace, resource.PLURAL, limit=PAGE, _continue=token
+        )
+    return page

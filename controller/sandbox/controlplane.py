@@ -8,6 +8,7 @@ CRD schema, the status and scale subresources, RBAC, watches and kubectl as user
 from __future__ import annotations
 
 import base64
+import dataclasses
 import shutil
 import ssl
 import time
@@ -215,6 +216,27 @@ def start(folder: Path, *, attached: bool) -> ControlPlane:
         return plane
     assert last_error is not None
     raise last_error
+
+
+def restart_apiserver(plane: ControlPlane, *, down_for: float = 0.0) -> ControlPlane:
+    """Stop kube-apiserver, wait `down_for` seconds, start it again on the same port.
+
+    etcd keeps running, so every object survives, as in a rolling upgrade of the API server.
+    The new process is tied to this process, like the one the tests started.
+    """
+    folder = Path(plane.folder)
+    found = binaries.ensure(log=folder / "build.log")
+    keys = pki.existing(folder / "pki")
+    processes.stop(plane.apiserver_pid)
+    time.sleep(down_for)
+    apiserver = processes.spawn(
+        _apiserver_argv(found.kube_apiserver, keys, plane.etcd_port, plane.apiserver_port, folder),
+        log=folder / "kube-apiserver.log",
+        attached=True,
+    )
+    restarted = dataclasses.replace(plane, apiserver_pid=apiserver)
+    _wait_ready(restarted, keys)
+    return restarted
 
 
 def stop(plane: ControlPlane) -> None:

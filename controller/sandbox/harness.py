@@ -24,9 +24,11 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from sqlalchemy.engine import URL, make_url
@@ -50,6 +52,26 @@ COMMAND_TIMEOUT_SECONDS = 120
 # The simulated agent of tests and benchmarks: replicas start at once (no simulated pull) and
 # the agent looks for work every 0.2 s, so what is measured or awaited is the operator.
 FAST_AGENT_ARGS = ("--start-delay", "0", "--tick", "0.2")
+
+
+# How often `wait_for` asks: fast enough that a test waits little past the moment, slow enough
+# that polling (a kubectl or SQL call each) stays a small share of two cores.
+POLL_SECONDS = 0.2
+
+
+def wait_for(what: str, probe: Callable[[], Any], timeout: float) -> Any:
+    """Poll `probe` until it returns something truthy.
+
+    AssertionError naming `what` after `timeout` seconds, with the last thing it returned.
+    """
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(POLL_SECONDS)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last: {last!r}")
 
 
 # --------------------------------------------------------------------------- databases
@@ -336,24 +358,36 @@ class Servers:
         """The environment of a fogctl process aimed at these servers and one database."""
         return fogctl_env(kubeconfig=self.plane.kubeconfig, database_url=database_url)
 
+    def restart_apiserver(self, *, down_for: float = 0.0) -> None:
+        """kube-apiserver down for `down_for` seconds and back on the same port (etcd kept)."""
+        self.plane = controlplane.restart_apiserver(self.plane, down_for=down_for)
+
+    def restart_database(self, *, down_for: float = 0.0) -> None:
+        """PostgreSQL crashes, stays down for `down_for` seconds, and recovers its data."""
+        postgres.crash(self.database)
+        time.sleep(down_for)
+        postgres.resume(self.database)
+
 
 @contextlib.contextmanager
 def servers(template: str = "fog_template") -> Iterator[Servers]:
     """Start everything a run of the product needs; stop it however the block ends."""
     folder = Path(tempfile.mkdtemp(prefix="fog-harness-"))
-    with control_plane(folder / "control-plane") as plane:
-        database = postgres.start()
-        try:
-            template_url = create_database(database.url(), template)
-            fogctl_checked(
-                fogctl_env(kubeconfig=plane.kubeconfig, database_url=template_url),
-                "db",
-                "upgrade",
-            )
-            kubectl = Kubectl(plane.kubeconfig)
-            install_crd(kubectl)
-            yield Servers(
-                folder=folder, plane=plane, database=database, kubectl=kubectl, template=template
-            )
-        finally:
-            postgres.stop(database)
+    plane = controlplane.start(folder / "control-plane", attached=True)
+    running: Servers | None = None
+    database = postgres.start()
+    try:
+        template_url = create_database(database.url(), template)
+        fogctl_checked(
+            fogctl_env(kubeconfig=plane.kubeconfig, database_url=template_url), "db", "upgrade"
+        )
+        kubectl = Kubectl(plane.kubeconfig)
+        install_crd(kubectl)
+        running = Servers(
+            folder=folder, plane=plane, database=database, kubectl=kubectl, template=template
+        )
+        yield running
+    finally:
+        postgres.stop(database)
+        # The API server may have been restarted meanwhile: stop the one running now.
+        controlplane.stop(running.plane if running else plane)

@@ -54,10 +54,9 @@ def _pem_key(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
     )
 
 
-def _write(path: Path, data: bytes) -> Path:
+def _write(path: Path, data: bytes) -> None:
     path.write_bytes(data)
     path.chmod(0o600)
-    return path
 
 
 def _issue(
@@ -132,15 +131,26 @@ def create(folder: Path) -> Pki:
     )
     sa_key = rsa.generate_private_key(public_exponent=65537, key_size=SA_KEY_BITS)
     pem = serialization.Encoding.PEM
+    keys = existing(folder)
+    _write(keys.ca_cert, ca.public_bytes(pem))
+    _write(keys.serving_cert, serving.public_bytes(pem))
+    _write(keys.serving_key, _pem_key(serving_key))
+    _write(keys.admin_cert, admin.public_bytes(pem))
+    _write(keys.admin_key, _pem_key(admin_key))
+    public = sa_key.public_key().public_bytes(pem, serialization.PublicFormat.SubjectPublicKeyInfo)
+    _write(keys.sa_public, public)
+    _write(keys.sa_private, _pem_key(sa_key))
+    return keys
+
+
+def existing(folder: Path) -> Pki:
+    """The paths `create` writes in `folder` (to restart a server with the same keys)."""
     return Pki(
-        ca_cert=_write(folder / "ca.crt", ca.public_bytes(pem)),
-        serving_cert=_write(folder / "apiserver.crt", serving.public_bytes(pem)),
-        serving_key=_write(folder / "apiserver.key", _pem_key(serving_key)),
-        admin_cert=_write(folder / "admin.crt", admin.public_bytes(pem)),
-        admin_key=_write(folder / "admin.key", _pem_key(admin_key)),
-        sa_public=_write(
-            folder / "sa.pub",
-            sa_key.public_key().public_bytes(pem, serialization.PublicFormat.SubjectPublicKeyInfo),
-        ),
-        sa_private=_write(folder / "sa.key", _pem_key(sa_key)),
+        ca_cert=folder / "ca.crt",
+        serving_cert=folder / "apiserver.crt",
+        serving_key=folder / "apiserver.key",
+        admin_cert=folder / "admin.crt",
+        admin_key=folder / "admin.key",
+        sa_public=folder / "sa.pub",
+        sa_private=folder / "sa.key",
     )

@@ -129,39 +129,56 @@ def start(parent: Path | None = None) -> PostgresServer:
         raise SandboxError(f"initdb failed: {init.stderr.strip().splitlines()[-1:]}")
     last_error = ""
     for _ in range(START_ATTEMPTS):
-        port = ports.free_port()
-        options = " ".join(
-            [
-                f"-c port={port}",
-                "-c listen_addresses=127.0.0.1",
-                f"-c unix_socket_directories={data_dir}",
-                f"-c max_connections={MAX_CONNECTIONS}",
-                *(f"-c {setting}" for setting in FAST_SETTINGS),
-            ]
+        server = PostgresServer(
+            bin_dir=str(bin_dir), data_dir=str(data_dir), port=ports.free_port()
         )
-        result = _pg(
-            bin_dir,
-            "pg_ctl",
-            [
-                "start",
-                "-D",
-                str(data_dir),
-                "-l",
-                str(root / "postgres.log"),
-                "-o",
-                options,
-                "-w",
-                "-t",
-                str(START_TIMEOUT_SECONDS),
-            ],
-            user,
-        )
+        result = _pg_start(server, user)
         if result.returncode == 0:
-            return PostgresServer(bin_dir=str(bin_dir), data_dir=str(data_dir), port=port)
+            return server
         last_error = _log_tail(root / "postgres.log") or result.stderr.strip()
         time.sleep(0.2)
     shutil.rmtree(root, ignore_errors=True)
     raise SandboxError(f"PostgreSQL did not start: {last_error}")
+
+
+def _pg_start(server: PostgresServer, user: str | None) -> subprocess.CompletedProcess[str]:
+    data_dir = Path(server.data_dir)
+    options = " ".join(
+        [
+            f"-c port={server.port}",
+            "-c listen_addresses=127.0.0.1",
+            f"-c unix_socket_directories={data_dir}",
+            f"-c max_connections={MAX_CONNECTIONS}",
+            *(f"-c {setting}" for setting in FAST_SETTINGS),
+        ]
+    )
+    return _pg(
+        Path(server.bin_dir),
+        "pg_ctl",
+        [
+            "start",
+            *("-D", str(data_dir), "-l", str(data_dir.parent / "postgres.log")),
+            *("-o", options, "-w", "-t", str(START_TIMEOUT_SECONDS)),
+        ],
+        user,
+    )
+
+
+def crash(server: PostgresServer) -> None:
+    """Stop the server as a crash would (immediate: no checkpoint), keeping its data."""
+    _pg(
+        Path(server.bin_dir),
+        "pg_ctl",
+        ["stop", "-D", server.data_dir, "-m", "immediate"],
+        _run_as(),
+    )
+
+
+def resume(server: PostgresServer) -> None:
+    """Start a crashed server again on the same port and data (crash recovery runs first)."""
+    result = _pg_start(server, _run_as())
+    if result.returncode != 0:
+        raise SandboxError(f"PostgreSQL did not restart: {result.stderr.strip()}")
 
 
 def _log_tail(log: Path) -> str:
@@ -175,10 +192,5 @@ def stop(server: PostgresServer) -> None:
     """Stop the server at once and delete its files (the data is throwaway by design)."""
     data_dir = Path(server.data_dir)
     if data_dir.exists():
-        _pg(
-            Path(server.bin_dir),
-            "pg_ctl",
-            ["stop", "-D", str(data_dir), "-m", "immediate"],
-            _run_as(),
-        )
+        crash(server)
     shutil.rmtree(data_dir.parent, ignore_errors=True)

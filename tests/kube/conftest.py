@@ -7,7 +7,6 @@ that used them.
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -102,11 +101,4 @@ def stack(
 
 def wait_for(what: str, probe: Callable[[], Any], timeout: float = E2E_TIMEOUT_SECONDS) -> Any:
     """Poll `probe` until it returns something truthy; fail naming `what` after `timeout`."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last: {last!r}")
+    return harness.wait_for(what, probe, timeout)
