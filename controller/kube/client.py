@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -21,12 +20,15 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from controller.errors import RetryableError, TerminalError
 from controller.kube import resource
-from controller.model.events import Event
+from controller.model.conditions import rfc3339
+from controller.model.events import Occurrence
 
 # Shown as the source of our events in `kubectl describe`.
 COMPONENT = "fog-controller"
 # HTTP 404: the object is gone (deleted between the notification and our read).
 NOT_FOUND = 404
+# HTTP 409: an object of that name exists already (an earlier attempt's create got through).
+CONFLICT = 409
 # HTTP 429: the API server's priority and fairness throttled us; it says how long to wait.
 TOO_MANY_REQUESTS = 429
 # Kubernetes caps event messages at 1 KiB in practice (kubectl truncates); keep ours within.
@@ -92,31 +94,64 @@ class KubeClient:
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise KubeApiError(f"patching {namespace}/{name}: {exc}") from exc
 
-    async def post_event(self, ref: resource.ObjectRef, event: Event) -> None:
-        """Record a Kubernetes Event about `ref` (core/v1, as `kubectl describe` shows them)."""
-        now = datetime.now(UTC)
-        body = client.CoreV1Event(
-            metadata=client.V1ObjectMeta(generate_name=f"{ref.name}.", namespace=ref.namespace),
-            involved_object=client.V1ObjectReference(
-                api_version=f"{resource.GROUP}/{resource.VERSION}",
-                kind=resource.KIND,
-                name=ref.name,
-                namespace=ref.namespace,
-                uid=ref.uid,
-            ),
-            reason=event.reason,
-            message=event.message[:EVENT_MESSAGE_MAX],
-            type=str(event.type),
-            source=client.V1EventSource(component=COMPONENT),
-            reporting_component=COMPONENT,
-            reporting_instance=os.environ.get("HOSTNAME", COMPONENT),
-            first_timestamp=now,
-            last_timestamp=now,
-            count=1,
-        )
+    async def post_event(self, ref: resource.ObjectRef, occurrence: Occurrence) -> None:
+        """Record a Kubernetes Event about `ref` (core/v1, as `kubectl describe` shows them).
+
+        The first occurrence creates the Event object; a repeat raises its count and
+        lastTimestamp. A repeat whose object is gone (expired by the API server's event TTL,
+        or never created because its first post was dropped) creates it with the count so far;
+        a first post that meets the object (its earlier attempt got through, the response did
+        not) updates it instead.
+        """
         try:
-            await self._core.create_namespaced_event(ref.namespace, body)
+            if occurrence.count > 1 and await self._update_event(ref, occurrence):
+                return
+            try:
+                await self._core.create_namespaced_event(
+                    ref.namespace, _event_body(ref, occurrence)
+                )
+            except ApiException as exc:
+                if exc.status != CONFLICT or not await self._update_event(ref, occurrence):
+                    raise
         except ApiException as exc:
-            raise _api_error(f"posting event {event.reason}", exc) from exc
+            raise _api_error(f"posting event {occurrence.event.reason}", exc) from exc
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise KubeApiError(f"posting event {event.reason}: {exc}") from exc
+            raise KubeApiError(f"posting event {occurrence.event.reason}: {exc}") from exc
+
+    async def _update_event(self, ref: resource.ObjectRef, occurrence: Occurrence) -> bool:
+        """Set the count and last time of the posted Event object; False if it is gone."""
+        try:
+            await self._core.patch_namespaced_event(
+                occurrence.name,
+                ref.namespace,
+                {"count": occurrence.count, "lastTimestamp": rfc3339(moment=occurrence.last)},
+                _content_type="application/merge-patch+json",
+            )
+        except ApiException as exc:
+            if exc.status == NOT_FOUND:
+                return False
+            raise
+        return True
+
+
+def _event_body(ref: resource.ObjectRef, occurrence: Occurrence) -> client.CoreV1Event:
+    event = occurrence.event
+    return client.CoreV1Event(
+        metadata=client.V1ObjectMeta(name=occurrence.name, namespace=ref.namespace),
+        involved_object=client.V1ObjectReference(
+            api_version=f"{resource.GROUP}/{resource.VERSION}",
+            kind=resource.KIND,
+            name=ref.name,
+            namespace=ref.namespace,
+            uid=ref.uid,
+        ),
+        reason=event.reason,
+        message=event.message[:EVENT_MESSAGE_MAX],
+        type=str(event.type),
+        source=client.V1EventSource(component=COMPONENT),
+        reporting_component=COMPONENT,
+        reporting_instance=os.environ.get("HOSTNAME", COMPONENT),
+        first_timestamp=occurrence.first,
+        last_timestamp=occurrence.last,
+        count=occurrence.count,
+    )

@@ -6,19 +6,24 @@ lost for good. Now a reconcile only records its events here; a few supervised po
 them, and a post that fails for a retryable reason is tried again with backoff, a bounded
 number of times (events are for people: one that cannot be posted in about a minute is
 dropped with a warning rather than kept forever).
+
+Repeats are aggregated (model/events.py EventSeries): a repeat raises the count and last time
+of the Event object already posted. The queue is a WorkQueue of Event object names, so one
+object is posted by one poster at a time and a repeat recorded meanwhile is posted after it,
+with the latest count: a count on the server never goes back.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 
 from controller.errors import RetryableError
 from controller.kube.resource import ObjectRef
-from controller.model.events import Event
+from controller.model.events import Event, EventSeries, Occurrence
 from controller.operator.supervisor import Progress, Supervisor
-from controller.operator.workqueue import backoff
+from controller.operator.workqueue import WorkQueue
 
 logger = logging.getLogger(__name__)
 
@@ -28,25 +33,35 @@ POSTERS = 4
 # Attempts per event: 1 + retries after 1, 2, 4, 8, 16, 32 s, about a minute in all.
 MAX_ATTEMPTS = 7
 
-Post = Callable[[ObjectRef, Event], Awaitable[None]]
+Post = Callable[[ObjectRef, Occurrence], Awaitable[None]]
 
 
 class EventRecorder:
-    """Records events and posts them in the background."""
+    """Records events, folds repeats together and posts them in the background."""
 
-    def __init__(self, post: Post) -> None:
+    def __init__(
+        self, post: Post, *, clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    ) -> None:
         self._post = post
-        self._pending: asyncio.Queue[tuple[ObjectRef, Event, int]] = asyncio.Queue()
-        self._retries: set[asyncio.TimerHandle] = set()
+        self._clock = clock
+        self._series = EventSeries()
+        self._queue: WorkQueue[str] = WorkQueue()
+        # The latest occurrence not yet posted, per Event object name; attempts so far.
+        self._latest: dict[str, tuple[ObjectRef, Occurrence]] = {}
+        self._attempts: dict[str, int] = {}
 
     def record(self, ref: ObjectRef, event: Event) -> None:
-        """Post `event` about `ref` soon."""
+        """Post `event` about `ref` soon (as a repeat of the same event, if it is one)."""
         logger.info("%s/%s %s: %s", ref.namespace, ref.name, event.reason, event.message)
-        self._pending.put_nowait((ref, event, 1))
+        occurrence = self._series.observe(
+            uid=ref.uid, name=ref.name, event=event, now=self._clock()
+        )
+        self._latest[occurrence.name] = (ref, occurrence)
+        self._queue.add(occurrence.name)
 
     def __len__(self) -> int:
         """Events waiting to be posted (retries not yet due excluded)."""
-        return self._pending.qsize()
+        return len(self._queue)
 
     def supervise(self, supervisor: Supervisor, *, posters: int = POSTERS) -> None:
         """Put the posters under `supervisor`."""
@@ -56,36 +71,43 @@ class EventRecorder:
     async def run(self, progress: Progress) -> None:
         """One poster: take an event, post it, schedule a retry if that failed."""
         while True:
-            ref, event, attempt = await self._pending.get()
-            with progress.busy():
-                await self.post(ref, event, attempt)
+            name = await self._queue.get()
+            try:
+                with progress.busy():
+                    await self.post(name)
+            finally:
+                self._queue.done(name)
 
-    async def post(self, ref: ObjectRef, event: Event, attempt: int) -> None:
-        """Post once; on a retryable failure, queue the next attempt after its backoff."""
+    async def post(self, name: str) -> None:
+        """Post the latest occurrence of `name` once; on a retryable failure, retry later."""
+        pending = self._latest.pop(name, None)
+        if pending is None:
+            return  # posted already, with a later count, after this retry was scheduled
+        ref, occurrence = pending
+        attempt = self._attempts.pop(name, 0) + 1
         try:
-            await self._post(ref, event)
+            await self._post(ref, occurrence)
         except RetryableError as exc:
+            # A repeat recorded during the post is newer and goes out instead.
+            self._latest.setdefault(name, pending)
             if attempt >= MAX_ATTEMPTS:
                 logger.warning(
                     "%s/%s: event %s dropped after %d attempts: %s",
                     ref.namespace,
                     ref.name,
-                    event.reason,
+                    occurrence.event.reason,
                     attempt,
                     exc,
                 )
+                if self._latest[name] is pending:  # a newer repeat still goes out
+                    del self._latest[name]
+                self._queue.succeeded(name)
                 return
-            delay = backoff(attempt) if exc.delay is None else exc.delay
-
-            def again() -> None:
-                self._retries.discard(handle)
-                self._pending.put_nowait((ref, event, attempt + 1))
-
-            handle = asyncio.get_running_loop().call_later(delay, again)
-            self._retries.add(handle)
+            self._attempts[name] = attempt
+            self._queue.retry(name, delay=exc.delay)
+            return
+        self._queue.succeeded(name)
 
     def close(self) -> None:
         """Cancel the retries not yet due (at shutdown)."""
-        for handle in self._retries:
-            handle.cancel()
-        self._retries.clear()
+        self._queue.close()

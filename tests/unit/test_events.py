@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from controller.model.events import EventType, events_for
+from controller.model.events import Event, EventSeries, EventType, Occurrence, events_for
 from controller.model.planner import Assignment, NewReplica, Plan, ReplicaTransition, StopReason
 from controller.model.replicas import ReplicaState
 from controller.model.states import ReplicaStatus
@@ -172,3 +172,39 @@ def test_a_scale_up_that_also_replaces_says_both_with_the_placement() -> None:
         ("ScaledUp", "created 2 replicas"),
         ("Replaced", "replaced 1 failed replica, 0 placed, 1 waiting for room"),
     ]
+
+
+def _occurrences(*steps: tuple[Event, int], window_seconds: int = 600) -> list[Occurrence]:
+    series = EventSeries(window=timedelta(seconds=window_seconds), capacity=2)
+    return [
+        series.observe(uid="u-1", name="web", event=event, now=NOW + timedelta(seconds=at))
+        for event, at in steps
+    ]
+
+
+REPLACED = Event(EventType.NORMAL, "Replaced", "replaced 1 failed replica")
+
+
+def test_repeats_within_the_window_are_one_object_counted() -> None:
+    first, second, third = _occurrences((REPLACED, 0), (REPLACED, 3), (REPLACED, 9))
+    assert first.name == second.name == third.name
+    assert first.name.startswith("web.")
+    assert [o.count for o in (first, second, third)] == [1, 2, 3]
+    assert (third.first, third.last) == (NOW, NOW + timedelta(seconds=9))
+
+
+def test_another_message_or_a_long_quiet_spell_starts_a_new_object() -> None:
+    other = Event(EventType.NORMAL, "Replaced", "replaced 2 failed replicas")
+    first, changed, later = _occurrences(
+        (REPLACED, 0), (other, 0), (REPLACED, 700), window_seconds=600
+    )
+    assert len({first.name, changed.name, later.name}) == 3  # unique even at one instant
+    assert (changed.count, later.count) == (1, 1)
+
+
+def test_the_oldest_series_is_forgotten_beyond_the_capacity() -> None:
+    ready = Event(EventType.NORMAL, "Ready", "1 replica running")
+    scaled = Event(EventType.NORMAL, "ScaledUp", "created 1 replica")
+    first, _, _, again = _occurrences((REPLACED, 0), (ready, 1), (scaled, 2), (REPLACED, 3))
+    assert again.name != first.name
+    assert again.count == 1
