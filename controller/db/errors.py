@@ -23,6 +23,10 @@ class WriteConflictError(DatabaseError, RetryableError):
     """Other writers kept changing what we planned on; retry the whole reconcile later."""
 
 
+class FencedError(DatabaseError, RetryableError):
+    """The operator is not (or no longer) the elected leader: its write was refused."""
+
+
 class SchemaMismatchError(DatabaseError, TerminalError):
     """The database's schema revision is not one this code knows (newer code ran against it)."""
 

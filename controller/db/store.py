@@ -9,6 +9,8 @@ by the taxonomy of controller/errors.py:
   node CHECK constraints refused, a deadlock or serialization failure) is retried here at once,
   a few times with jitter, then raised as `WriteConflictError` (retryable);
 * a lost or refused connection is `DatabaseUnavailableError` (retryable);
+* with leader election, a write by a process that is not the current leader is `FencedError`
+  (retryable; see db/leadership.py);
 * anything else is a bug and propagates unchanged.
 
 Notifications are read by `notify.listen`, on a connection of their own.
@@ -31,10 +33,10 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from controller.db import deployments
+from controller.db import deployments, leadership
 from controller.db import engine as db_engine
 from controller.db import nodes as db_nodes
-from controller.db.errors import WriteConflictError, unavailable
+from controller.db.errors import FencedError, WriteConflictError, unavailable
 from controller.db.tables import Deployment, User
 
 T = TypeVar("T")
@@ -92,6 +94,34 @@ class Store:
         # every object at once: deleting thousands must queue here, not in the connection
         # pool, whose wait times out, and must leave the control loops their connections.
         self._slots = asyncio.Semaphore(db_engine.MAX_CONCURRENT - CONTROL_RESERVE)
+        # With leader election, every write transaction proves the current epoch (and none is
+        # allowed before this process has won one); without it, nothing is fenced.
+        self._fencing = False
+        self._fence: leadership.Fence | None = None
+
+    def elect(self) -> None:
+        """Fence every write from now on: refused until `lead`, and after `step_down`."""
+        self._fencing = True
+
+    async def lead(self, *, election: str, holder: str) -> int:
+        """Won the Lease: advance the election's epoch and write under it from now on."""
+        try:
+            async with self._sessions() as session, session.begin():
+                self._fence = await leadership.advance(session, election=election, holder=holder)
+        except (OperationalError, InterfaceError) as exc:
+            raise unavailable(exc) from exc
+        return self._fence.epoch
+
+    def step_down(self) -> None:
+        """The Lease is lost: refuse every write from now on, without asking the database."""
+        self._fence = None
+
+    async def _prove_leadership(self, session: AsyncSession) -> None:
+        if not self._fencing:
+            return
+        if self._fence is None:
+            raise FencedError("not the leader", delay=leadership.FENCED_RETRY_SECONDS)
+        await leadership.fence(session, self._fence)
 
     @classmethod
     def connect(cls, url: URL) -> Store:
@@ -113,6 +143,7 @@ class Store:
         for tries in range(1, MAX_CONFLICT_ATTEMPTS + 1):
             try:
                 async with self._slots, self._sessions() as session, session.begin():
+                    await self._prove_leadership(session)
                     return await work(Transaction(session))
             except deployments.ConflictError:
                 pass
@@ -142,6 +173,7 @@ class Store:
         """Take silent nodes offline and fail their replicas (nodes.mark_lost)."""
         try:
             async with self._sessions() as session, session.begin():
+                await self._prove_leadership(session)
                 return await db_nodes.mark_lost(session, grace=grace)
         except (OperationalError, InterfaceError) as exc:
             raise unavailable(exc) from exc

@@ -23,6 +23,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     CheckConstraint,
     DateTime,
@@ -371,3 +372,18 @@ class ReplicaStatusHistory(Base):
     changed_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=func.clock_timestamp()
     )
+
+
+class Leadership(Base):
+    """The epoch of each leader election: advanced by every new leader (migration 0005).
+
+    Every write transaction of an elected operator checks it (`fog_fence`), so a leader that
+    lost its Lease while paused cannot commit anything once a successor has taken over.
+    """
+
+    __tablename__ = "leadership"
+
+    name: Mapped[str] = mapped_column(String(K8S_NAME_MAX), primary_key=True)
+    epoch: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    holder: Mapped[str] = mapped_column(String(K8S_NAME_MAX), nullable=False)
+    acquired_at: Mapped[datetime] = _created_at()

@@ -23,6 +23,7 @@ OUR_FUNCTIONS = {
     ("fog_record_deployment_transition", ""),
     ("fog_notify_replica_change", ""),
     ("fog_count_failures", ""),
+    ("fog_fence", "expected bigint, election text"),
 }
 OUR_TRIGGERS = {
     (
@@ -75,6 +76,7 @@ OUR_TABLES = {
     "users",
     "nodes",
     "node_leases",
+    "leadership",
     "deployments",
     "deployment_resources",
     "deployment_replicas",
