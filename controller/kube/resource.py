@@ -211,13 +211,42 @@ def declared_replicas(spec: Mapping[str, Any]) -> int | None:
     return scale.target_replicas
 
 
+def _nul_paths(value: Any, path: str = "spec") -> list[str]:
+    """Where `value` holds a NUL character (in a string or a map key), as manifest paths.
+
+    JSON carries NUL; PostgreSQL text and JSONB cannot store it. The CRD refuses it in the free
+    text fields, but an object stored before that rule (or a field without it) must still end
+    in a condition that names the field, not in a driver error at every reconcile.
+    """
+    if isinstance(value, str):
+        return [path] if "\x00" in value else []
+    if isinstance(value, Mapping):
+        found = []
+        for key, item in value.items():
+            # The key is shown with its NUL escaped: the path goes into conditions and events.
+            here = f"{path}.{key}".replace("\x00", "\\x00")
+            found += [here] if "\x00" in str(key) else _nul_paths(item, here)
+        return found
+    if isinstance(value, list):
+        return [
+            where
+            for index, item in enumerate(value)
+            for where in _nul_paths(item, f"{path}[{index}]")
+        ]
+    return []
+
+
 def read_spec(name: str, spec: Mapping[str, Any]) -> DeploymentSpec:
     """`parse_spec`, with a broken spec classified as InvalidSpecError.
 
     The message names the fields as the manifest does, on one line: it goes into a condition,
     an event and a log line.
     """
+    nul = "; ".join(f"{where}: must not contain a NUL character" for where in _nul_paths(spec))
     try:
-        return parse_spec(name, spec)
+        parsed = parse_spec(name, spec)
     except ValidationError as exc:
-        raise InvalidSpecError(spec_problems(exc)) from exc
+        raise InvalidSpecError("; ".join(filter(None, [spec_problems(exc), nul]))) from exc
+    if nul:
+        raise InvalidSpecError(nul)
+    return parsed

@@ -99,6 +99,19 @@ def problems(name: str, spec: dict[str, object]) -> str:
             "spec.placement.strategy: must match ^(Spread|BinPack)$",
         ),
         ("web.app", MINIMAL, "metadata.name: must match ^[A-Za-z0-9_-]+$"),
+        ("web", {**MINIMAL, "image": "app\x00:1"}, "spec.image: must not contain a NUL character"),
+        (
+            "web",
+            {**MINIMAL, "env": [{"name": "A", "value": "\x00"}], "args": ["ok", "x\x00"]},
+            "spec.env[0].value: must not contain a NUL character;"
+            " spec.args[1]: must not contain a NUL character",
+        ),
+        (
+            "web",
+            {**MINIMAL, "replicas": 101, "nodeSelector": {"k\x00": "v"}},
+            "spec.replicas: must be at most 100; spec.nodeSelector.k\\x00: must not contain a NUL"
+            " character",
+        ),
     ],
 )
 def test_an_invalid_spec_names_each_field_as_the_manifest_spells_it(
