@@ -40,16 +40,17 @@ def _became(
 ) -> str | None:
     """The new reason of a condition that just turned True (or changed reason), else None."""
     current = next(c for c in status.conditions if c.type is type_)
-    if not current.status:
-        return None
-    prior = next((c for c in previous if c.get("type") == type_), None)
-    if (
-        prior is not None
-        and prior.get("status") == "True"
-        and prior.get("reason") == current.reason
-    ):
+    if not current.status or not _turned_true(type_, current.reason, previous):
         return None
     return current.reason
+
+
+def _turned_true(type_: ConditionType, reason: str, previous: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether a condition now True with `reason` was not already True with it."""
+    prior = next((c for c in previous if c.get("type") == type_), None)
+    return not (
+        prior is not None and prior.get("status") == "True" and prior.get("reason") == reason
+    )
 
 
 def _count(plan: Plan, reason: StopReason) -> int:
@@ -115,6 +116,21 @@ def events_for(
         message = f"{counted(status.ready_replicas, 'replica')} running"
         events.append(Event(EventType.NORMAL, "Ready", message))
     return tuple(events)
+
+
+def failure_events(
+    *, reason: str, message: str, stalled: bool, previous_conditions: Sequence[Mapping[str, Any]]
+) -> tuple[Event, ...]:
+    """The events of a reconcile that could not run (model/status.py `failure_status`).
+
+    One that stalls (InvalidSpec) warns once, when Stalled turns True with its reason, as a
+    reconcile that ran does for InsufficientCapacity: the message names the broken field, and
+    `kubectl describe` is where a person looks. A retried cause (DatabaseUnavailable) posts
+    nothing: the conditions say it while it lasts, and an outage would post one per object.
+    """
+    if stalled and _turned_true(ConditionType.STALLED, reason, previous_conditions):
+        return (Event(EventType.WARNING, reason, message),)
+    return ()
 
 
 # Repeats of one event within this long of its last occurrence update the same Event object

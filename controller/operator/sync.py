@@ -18,6 +18,7 @@ from controller.db.errors import DatabaseUnavailableError
 from controller.kube import resource
 from controller.kube.client import KubeClient
 from controller.kube.resource import InvalidSpecError, ObjectRef
+from controller.model.events import failure_events
 from controller.model.status import failure_status, status_changed
 from controller.operator.locks import KeyedLocks
 from controller.operator.objects import Key, ObservedObjects
@@ -78,14 +79,15 @@ class Syncer:
         self,
         key: Key,
         live: Mapping[str, Any],
-        generation: int,
+        ref: ObjectRef,
         *,
         reason: str,
         message: str,
         stalled: bool,
         desired_replicas: int | None = None,
     ) -> None:
-        """Say in the status why the reconcile could not run."""
+        """Say in the status, and in an event when it newly stalls, why the reconcile failed."""
+        previous = list(live.get("conditions") or [])
         await self._write(
             key,
             live,
@@ -93,13 +95,17 @@ class Syncer:
                 reason=reason,
                 message=message,
                 stalled=stalled,
-                generation=generation,
-                previous_conditions=list(live.get("conditions") or []),
+                generation=ref.generation,
+                previous_conditions=previous,
                 now=datetime.now(UTC),
                 ready_replicas=int(live.get("readyReplicas") or 0),
                 desired_replicas=desired_replicas,
             ),
         )
+        for event in failure_events(
+            reason=reason, message=message, stalled=stalled, previous_conditions=previous
+        ):
+            self._events.record(ref, event)
 
     async def sync(self, key: Key, *, retry_delay: float = 0.0) -> float | None:
         """Reconcile the object of `key` as last observed, and publish the result.
@@ -122,7 +128,7 @@ class Syncer:
                 await self._fail(
                     key,
                     live,
-                    ref.generation,
+                    ref,
                     reason="InvalidSpec",
                     message=str(exc),
                     stalled=True,
@@ -134,7 +140,7 @@ class Syncer:
                 await self._fail(
                     key,
                     live,
-                    ref.generation,
+                    ref,
                     reason="DatabaseUnavailable",
                     message=message,
                     stalled=False,

@@ -191,8 +191,9 @@ async def test_an_invalid_spec_is_reported_stalled_and_never_reconciled() -> Non
     # Past the API server only (an object stored before a stricter CRD): the seed's limit.
     kube, reconciler = FakeKube(), FakeReconciler()
     bad = {**SPEC, "resources": {"cpuCores": 64, "memoryMB": 512}}
+    sync = syncer(observed(bad, generation=3), reconciler, kube)
     with pytest.raises(InvalidSpecError, match="cpuCores"):
-        await syncer(observed(bad, generation=3), reconciler, kube).sync(KEY)
+        await sync.sync(KEY)
     assert reconciler.calls == 0
     [patch] = kube.patches
     assert conditions(patch)["Stalled"] == ("True", "InvalidSpec")
@@ -202,6 +203,11 @@ async def test_an_invalid_spec_is_reported_stalled_and_never_reconciled() -> Non
     assert stalled["observedGeneration"] == 3
     # The spec was judged at this generation: the Ready and Phase columns say so.
     assert (patch["observedGeneration"], patch["phase"], patch["ready"]) == (3, "Failed", "0/2")
+    # A warning for `kubectl describe`, once: the resync that finds it still broken is quiet.
+    assert kube.events == ["InvalidSpec"]
+    with pytest.raises(InvalidSpecError):
+        await sync.sync(KEY)
+    assert kube.events == ["InvalidSpec"]
 
 
 async def test_an_outage_is_reported_with_the_retry_delay() -> None:
@@ -211,6 +217,7 @@ async def test_an_outage_is_reported_with_the_retry_delay() -> None:
         await syncer(observed(SPEC), reconciler, kube).sync(KEY, retry_delay=8)
     [patch] = kube.patches
     assert conditions(patch)["Reconciling"] == ("True", "DatabaseUnavailable")
+    assert kube.events == []  # an outage is retried, not a verdict: conditions only
     # The spec was not looked at: nothing claims this generation was observed.
     assert "observedGeneration" not in patch
     assert "phase" not in patch
