@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # The venv is rebuilt when the dependencies change; the stamp records the last install.
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: help venv postgres control-plane lint typecheck test test-fast reliability demo demo-node-loss demo-down bench bench-quick clean
+.PHONY: help venv postgres control-plane verdicts lint typecheck test test-fast reliability demo demo-node-loss demo-down bench bench-quick clean
 
 help:
 	@echo "make demo        the operator on a local control plane + PostgreSQL, simulated nodes"
@@ -36,6 +36,11 @@ postgres:
 control-plane: venv
 	$(BIN)/fogctl sandbox build
 
+# The tests' verdict tool (tools/verdicts: kstatus and Flux's CEL health checks), built once into
+# the same cache (about a minute the first time; the tests would build it too, inside a test).
+verdicts: venv
+	$(BIN)/python -m controller.sandbox.verdicts
+
 lint: venv
 	$(BIN)/ruff check controller tests migrations bench
 	$(BIN)/ruff format --check controller tests migrations bench
@@ -44,7 +49,7 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy
 
-test: lint typecheck postgres control-plane
+test: lint typecheck postgres control-plane verdicts
 	$(BIN)/pytest
 
 test-fast: venv

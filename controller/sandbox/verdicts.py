@@ -15,6 +15,7 @@ import hashlib
 import json
 import shutil
 import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,3 +101,10 @@ def verdicts(obj: dict[str, Any], kustomization: Path = FLUX_KUSTOMIZATION) -> V
         raise SandboxError(result.stderr.strip() or f"{NAME} exited with {result.returncode}")
     data = json.loads(result.stdout)
     return Verdicts(kstatus=Verdict.of(data["kstatus"]), flux=Verdict.of(data["flux"]))
+
+
+if __name__ == "__main__":  # `make verdicts`: build it ahead of the tests
+    try:
+        print(f"{NAME}: {ensure()}")
+    except SandboxError as exc:
+        sys.exit(f"{NAME}: {exc}")
