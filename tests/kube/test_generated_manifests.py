@@ -120,6 +120,16 @@ def test_generated_manifests_are_refused_by_name_or_reconciled(
         details = [f"{name} ({stored[name].what})" for name in left[0][:10]]
         raise AssertionError(f"not reconciled: {', '.join(details)}") from None
     _assert_no_traceback(stack)
+    # The CRD and the seed's limits agree: nothing the API server stores is an invalid spec to
+    # the operator (a stored object it cannot read would wait for an edit, Stalled).
+    listed = api.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)["items"]
+    unreadable = {
+        obj["metadata"]["name"]: condition["message"]
+        for obj in listed
+        for condition in obj["status"]["conditions"]
+        if condition["reason"] == "InvalidSpec"
+    }
+    assert not unreadable, unreadable
     checked = stack.fogctl("check", "-o", "json")
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
