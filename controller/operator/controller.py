@@ -20,15 +20,19 @@ has moved), and the traceback says where to look.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from enum import StrEnum
 
 from controller.errors import RetryableError, TerminalError
+from controller.operator import logs, metrics
+from controller.operator.metrics import Metrics
 from controller.operator.objects import Key
 from controller.operator.supervisor import Progress, Supervisor
 from controller.operator.sync import Syncer
-from controller.operator.workqueue import WorkQueue
+from controller.operator.workqueue import ShutDownError, WorkQueue
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +49,15 @@ class Action(StrEnum):
     REQUEUE_AFTER = "requeue-after"
     RETRY = "retry"
     WAIT_FOR_CHANGE = "wait-for-change"
+
+
+# Reconcile results as controller-runtime's metrics count them: a terminal error is an error.
+RESULTS = {
+    Action.DONE: metrics.SUCCESS,
+    Action.REQUEUE_AFTER: metrics.REQUEUE_AFTER,
+    Action.RETRY: metrics.ERROR,
+    Action.WAIT_FOR_CHANGE: metrics.ERROR,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,19 +84,35 @@ def decide(*, requeue_after: float | None = None, error: Exception | None = None
 class Controller:
     """The queue and its workers; `enqueue` is how every source asks for a reconcile."""
 
-    def __init__(self, *, syncer: Syncer, queue: WorkQueue[Key] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        syncer: Syncer,
+        queue: WorkQueue[Key] | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.syncer = syncer
+        self.metrics = Metrics() if metrics is None else metrics
         # Not `queue or ...`: an empty queue is falsy (it has a length).
-        self.queue: WorkQueue[Key] = WorkQueue() if queue is None else queue
+        self.queue: WorkQueue[Key] = WorkQueue(self.metrics.queue()) if queue is None else queue
+        # When an agent's report about each key reached us (its notification), until the
+        # object's status is up to date with it: fog_report_to_status_seconds.
+        self._reported: dict[Key, float] = {}
 
     def enqueue(self, key: Key) -> None:
         """Reconcile `key` soon (de-duplicated by the queue)."""
+        self.queue.add(key)
+
+    def reported(self, key: Key, at: float) -> None:
+        """An agent reported on `key` at `at` (monotonic): reconcile it, time it to status."""
+        self._reported.setdefault(key, at)
         self.queue.add(key)
 
     def forget(self, key: Key) -> None:
         """The object is gone: drop what is remembered of it (written status, failures)."""
         self.syncer.forget(key)
         self.queue.succeeded(key)
+        self._reported.pop(key, None)
 
     def supervise(self, supervisor: Supervisor, *, workers: int = WORKERS) -> None:
         """Put the workers under `supervisor`."""
@@ -91,24 +120,60 @@ class Controller:
             supervisor.add(f"worker-{number}", self.work)
 
     async def work(self, progress: Progress) -> None:
-        """One worker: take a key, process it, repeat."""
+        """One worker: take a key, process it, repeat; return once the queue shuts down."""
         while True:
-            key = await self.queue.get()
+            try:
+                key = await self.queue.get()
+            except ShutDownError:
+                return
             try:
                 with progress.busy():
                     await self.process(key)
             finally:
                 self.queue.done(key)
 
+    async def drain(self, grace: float) -> bool:
+        """Take no more keys; wait up to `grace` s for the reconciles in flight to finish.
+
+        Each reconcile is one transaction and a status patch: finished, it left nothing half
+        done; cut off by the caller's cancel after the grace, its transaction rolls back
+        and the next leader (or start) reconciles the object again. True if all finished.
+        """
+        self.queue.shut_down()
+        in_flight = self.queue.in_flight()
+        if in_flight:
+            logger.info("shutting down: waiting for %d reconciles in flight", in_flight)
+        try:
+            await asyncio.wait_for(self.queue.drained(), grace)
+        except TimeoutError:
+            logger.warning(
+                "shutting down: %d reconciles still running after %.0f s; their "
+                "transactions roll back",
+                self.queue.in_flight(),
+                grace,
+            )
+            return False
+        return True
+
     async def process(self, key: Key) -> Decision:
         """Sync `key` once and carry out what `decide` says about the result."""
-        try:
-            requeue_after = await self.syncer.sync(key, retry_delay=self.queue.next_backoff(key))
-        except Exception as exc:
-            decision = decide(error=exc)
-            self._log(key, exc, decision)
-        else:
-            decision = decide(requeue_after=requeue_after)
+        started = time.monotonic()
+        reported = self._reported.pop(key, None)
+        with logs.reconciling(*key):
+            try:
+                requeue_after = await self.syncer.sync(
+                    key, retry_delay=self.queue.next_backoff(key)
+                )
+            except Exception as exc:
+                decision = decide(error=exc)
+                self._log(key, exc, decision)
+                if reported is not None:  # not reflected yet: the retry will be timed
+                    self._reported.setdefault(key, reported)
+            else:
+                decision = decide(requeue_after=requeue_after)
+                if reported is not None:
+                    self.metrics.report_to_status.observe(time.monotonic() - reported)
+        self.metrics.reconciled(RESULTS[decision.action], time.monotonic() - started)
         self._carry_out(key, decision)
         return decision
 
@@ -122,10 +187,18 @@ class Controller:
 
     def _log(self, key: Key, error: Exception, decision: Decision) -> None:
         namespace, name = key
+        # The error's kind is the line's reason, for log pipelines (logs.py).
+        extra = {"reason": type(error).__name__.removesuffix("Error")}
         if isinstance(error, TerminalError):
-            logger.warning("%s/%s: %s; waiting for a spec change", namespace, name, error)
+            logger.warning(
+                "%s/%s: %s; waiting for a spec change", namespace, name, error, extra=extra
+            )
         elif isinstance(error, RetryableError):
             delay = self.queue.next_backoff(key) if decision.delay is None else decision.delay
-            logger.warning("%s/%s: %s; retrying in %.0f s", namespace, name, error, delay)
+            logger.warning(
+                "%s/%s: %s; retrying in %.0f s", namespace, name, error, delay, extra=extra
+            )
         else:
-            logger.exception("%s/%s: unexpected error; retrying with backoff", namespace, name)
+            logger.exception(
+                "%s/%s: unexpected error; retrying with backoff", namespace, name, extra=extra
+            )

@@ -21,6 +21,7 @@ from controller.model.events import Event, events_for
 from controller.model.replicas import ReplicaState
 from controller.model.restarts import RestartPolicy
 from controller.model.status import compute_status, status_body
+from controller.operator.metrics import Metrics
 
 # Candidate nodes read (and locked) for a placement: two per replica to place, so Spread can
 # put each on a different node and the planner's exact scoring (which also weighs GPU and
@@ -38,6 +39,9 @@ class Outcome:
     events: tuple[Event, ...]
     # Reconcile again after this many seconds (the restart backoff ends then), if set.
     requeue_after: float | None = None
+    # Replicas the plan could not place, and the condition reason the status gave for it.
+    unplaced: int = 0
+    reason: str | None = None
 
 
 def _stalled(
@@ -56,18 +60,27 @@ class Reconciler:
         store: Store,
         *,
         restarts: RestartPolicy | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._store = store
         self._restarts = restarts or RestartPolicy()
+        self._metrics = Metrics() if metrics is None else metrics
 
     async def reconcile(
         self, *, ref: ObjectRef, spec: DeploymentSpec, live_status: Mapping[str, Any]
     ) -> Outcome:
         """Make Postgres match the spec by one step; return the status that results."""
         previous = list(live_status.get("conditions") or [])
-        return await self._store.transaction(
+        outcome = await self._store.transaction(
             lambda tx: self._reconcile_once(tx, ref, spec, previous)
         )
+        # Counted once the transaction committed: a conflict re-runs the plan, and only the
+        # plan that was applied failed to place anything.
+        if outcome.unplaced:
+            self._metrics.placement_failures.labels(reason=outcome.reason or "Unplaced").inc(
+                outcome.unplaced
+            )
+        return outcome
 
     async def finalize(self, *, ref: ObjectRef) -> None:
         """Soft-delete the deployment: status deleted, replicas stopping, history kept."""
@@ -175,4 +188,6 @@ class Reconciler:
             status=body,
             events=events,
             requeue_after=(hold - now).total_seconds() if hold else None,
+            unplaced=plan.unplaced,
+            reason=reason,
         )

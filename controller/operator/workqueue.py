@@ -8,7 +8,12 @@ The queue guarantees what a level-triggered reconcile needs and nothing more:
   one deployment costs one reconcile);
 * a key is never handed to two workers at once; added while being processed, it is handed out
   again when the current worker is done, so the last change is never missed;
-* failures back off per key, exponentially, and one success resets the count.
+* failures back off per key, exponentially, and one success resets the count;
+* on shutdown (SIGTERM) it hands out no more keys and tells when the keys being worked on are
+  done (client-go's ShutDownWithDrain), so that no reconcile is cut off mid-way.
+
+It reports what it does to a `QueueObserver` (metrics.py exports client-go's queue metrics
+from these calls); the default one does nothing.
 
 Pure asyncio: no I/O, so the semantics are unit-tested without a cluster or a database.
 """
@@ -17,9 +22,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Hashable
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 K = TypeVar("K", bound=Hashable)
+K_contra = TypeVar("K_contra", bound=Hashable, contravariant=True)
 
 # Retries after failures wait 1, 2, 4 ... seconds, never more than a minute apart: recovery
 # from an outage is noticed quickly, yet thousands of objects do not flood a sick database.
@@ -32,10 +38,49 @@ def backoff(failures: int) -> float:
     return float(min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * 2 ** max(0, failures - 1)))
 
 
+class QueueObserver(Protocol[K_contra]):
+    """Told of every move of a key, as client-go's queue tells its metrics provider."""
+
+    def add(self, key: K_contra) -> None:
+        """`key` became dirty."""
+
+    def get(self, key: K_contra) -> None:
+        """A worker took `key`."""
+
+    def done(self, key: K_contra) -> None:
+        """The worker is done with `key`."""
+
+    def retry(self) -> None:
+        """A key was added again after a failure."""
+
+
+class Unobserved:
+    """The observer that ignores everything (unit tests, tools)."""
+
+    def add(self, key: Hashable) -> None:
+        """Ignore."""
+
+    def get(self, key: Hashable) -> None:
+        """Ignore."""
+
+    def done(self, key: Hashable) -> None:
+        """Ignore."""
+
+    def retry(self) -> None:
+        """Ignore."""
+
+
+class ShutDownError(Exception):
+    """The queue is shutting down: it hands out no more keys."""
+
+
 class WorkQueue(Generic[K]):
     """Keys waiting for a worker, keys being worked on, and per-key failure counts."""
 
-    def __init__(self) -> None:
+    def __init__(self, observer: QueueObserver[K] | None = None) -> None:
+        self._observer: QueueObserver[K] = Unobserved() if observer is None else observer
+        self._shutting_down = False
+        self._drained = asyncio.Event()
         self._ready: asyncio.Queue[K] = asyncio.Queue()
         self._dirty: set[K] = set()  # added and not yet handed out
         self._processing: set[K] = set()
@@ -49,6 +94,7 @@ class WorkQueue(Generic[K]):
         if key in self._dirty:
             return
         self._dirty.add(key)
+        self._observer.add(key)
         if key not in self._processing:
             self._ready.put_nowait(key)
 
@@ -85,6 +131,7 @@ class WorkQueue(Generic[K]):
         failures = self._failures.get(key, 0) + 1
         self._failures[key] = failures
         chosen = backoff(failures) if delay is None else delay
+        self._observer.retry()
         self.add_after(key, chosen)
         return chosen
 
@@ -93,17 +140,43 @@ class WorkQueue(Generic[K]):
         self._failures.pop(key, None)
 
     async def get(self) -> K:
-        """The next key to work on; call `done(key)` when finished with it."""
+        """The next key to work on; call `done(key)` when finished with it.
+
+        ShutDownError once `shut_down` was called, however long the caller waited.
+        """
+        if self._shutting_down:
+            raise ShutDownError
         key = await self._ready.get()
+        if self._shutting_down:
+            self._ready.put_nowait(key)  # left for nobody, but the queue stays consistent
+            raise ShutDownError
         self._dirty.discard(key)
         self._processing.add(key)
+        self._observer.get(key)
         return key
 
     def done(self, key: K) -> None:
         """The worker is finished with `key`; hand it out again if it was added meanwhile."""
         self._processing.discard(key)
+        self._observer.done(key)
         if key in self._dirty:
             self._ready.put_nowait(key)
+        if self._shutting_down and not self._processing:
+            self._drained.set()
+
+    def in_flight(self) -> int:
+        """Keys handed out and not yet done."""
+        return len(self._processing)
+
+    def shut_down(self) -> None:
+        """Hand out no more keys; `drained()` returns once the keys in flight are done."""
+        self._shutting_down = True
+        if not self._processing:
+            self._drained.set()
+
+    async def drained(self) -> None:
+        """Wait until, after `shut_down`, every key handed out is done."""
+        await self._drained.wait()
 
     def __len__(self) -> int:
         """Keys waiting for a worker."""

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from controller.operator.workqueue import BACKOFF_MAX_SECONDS, WorkQueue, backoff
+from controller.operator.workqueue import BACKOFF_MAX_SECONDS, ShutDownError, WorkQueue, backoff
 
 
 async def test_a_key_added_many_times_is_handed_out_once() -> None:
@@ -90,3 +90,32 @@ async def test_one_pending_timer_per_key_the_earliest() -> None:
     assert queue.pending_timers() == 1
     queue.close()
     assert queue.pending_timers() == 0
+
+
+async def test_shut_down_hands_out_nothing_more_and_drains_once_the_keys_in_flight_are_done() -> (
+    None
+):
+    queue: WorkQueue[str] = WorkQueue()
+    queue.add("a")
+    queue.add("b")
+    assert await queue.get() == "a"
+    queue.shut_down()
+    with pytest.raises(ShutDownError):
+        await queue.get()  # "b" waits for nobody: no new reconcile starts during shutdown
+    drained = asyncio.ensure_future(queue.drained())
+    await asyncio.sleep(0)
+    assert not drained.done()  # "a" is still being worked on
+    queue.done("a")
+    await asyncio.wait_for(drained, 1)
+    assert queue.in_flight() == 0
+
+
+async def test_a_worker_waiting_for_a_key_when_the_queue_shuts_down_gets_none() -> None:
+    queue: WorkQueue[str] = WorkQueue()
+    waiting = asyncio.ensure_future(queue.get())
+    await asyncio.sleep(0)
+    queue.shut_down()
+    queue.add("a")
+    with pytest.raises(ShutDownError):
+        await asyncio.wait_for(waiting, 1)
+    await asyncio.wait_for(queue.drained(), 1)  # nothing was in flight
