@@ -123,6 +123,24 @@ def test_a_spec_change_not_yet_observed_is_in_progress(kubectl: Kubectl, created
     )
 
 
+def test_a_ready_condition_of_an_older_generation_is_not_current_for_flux(
+    kubectl: Kubectl, created: str
+) -> None:
+    # Only a hand-written or older status says this: observedGeneration current, Ready not.
+    kubectl(
+        "patch", "-n", created, f"fogdeploy/{NAME}", "--type=merge", "-p", '{"spec":{"replicas":4}}'
+    )
+    status = {**built(3, replicas(3), generation=GENERATION), "observedGeneration": GENERATION + 1}
+    patch_status(kubectl, created, status)
+    verdict = judged(kubectl, created)
+    # kstatus reads only Reconciling and Stalled, both False: Current. Flux and Argo CD wait.
+    assert (verdict.kstatus, verdict.flux, verdict.argocd) == (
+        "Current",
+        "InProgress",
+        "Progressing",
+    )
+
+
 @pytest.mark.parametrize(
     ("status", "expected"),
     [
@@ -159,6 +177,19 @@ def test_a_spec_change_not_yet_observed_is_in_progress(kubectl: Kubectl, created
             ),
             ("InProgress", "InProgress", "Progressing"),
             id="database-unavailable",
+        ),
+        pytest.param(
+            failure_status(
+                reason="InvalidSpec",
+                message="spec.resources.cpuCores: must be at most 32",
+                stalled=True,
+                generation=GENERATION,
+                previous_conditions=(),
+                now=NOW,
+                desired_replicas=3,
+            ),
+            ("Failed", "Failed", "Degraded"),
+            id="invalid-spec-on-a-new-object",
         ),
         pytest.param(
             built(0, [], generation=GENERATION),
