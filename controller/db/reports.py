@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from controller.db.tables import (
     CONTAINER_ID_MAX,
+    K8S_NAME_MAX,
     Deployment,
     DeploymentReplica,
     Node,
@@ -171,7 +172,8 @@ def _check(report: Report, current: Mapping[uuid.UUID, tuple[str, ReplicaStatus]
         return "unknown replica"
     node, status = found
     if node != report.node:
-        return f"replica is not on node {report.node!r:.300}"
+        # No node name is longer; a longer "name" is cut so the reason stays a line.
+        return f"replica is not on node {str(report.node)[:K8S_NAME_MAX]}"
     try:
         check_replica_transition(old=status, new=ReplicaStatus(report.status))
     except IllegalTransitionError as exc:
