@@ -6,7 +6,10 @@ import argparse
 import asyncio
 import logging
 import os
+import socket
+import uuid
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import kopf
@@ -14,11 +17,14 @@ from sqlalchemy.engine import URL
 
 from controller.cli import arguments
 from controller.cli.db_commands import add_database_url
+from controller.cli.errors import CommandError
 from controller.db import migrate, urls
 from controller.db.errors import DatabaseUnavailableError, SchemaMismatchError
+from controller.kube import election
+from controller.kube.election import ElectionSettings
 from controller.model.restarts import RestartPolicy
 from controller.operator import failpoints
-from controller.operator.handlers import OperatorConfig, build_registry
+from controller.operator.handlers import OperatorConfig, Shutdown, build_registry
 
 RESYNC_ENV = "FOG_RESYNC_SECONDS"
 GRACE_ENV = "FOG_NODE_GRACE_SECONDS"
@@ -31,6 +37,14 @@ DEFAULT_NODE_GRACE_SECONDS = 40.0
 # 10 min at 5,000 objects is one reconcile each 0.12 s, well under 1% of a core (make bench;
 # controller-runtime's default is 10 hours).
 DEFAULT_RESYNC_SECONDS = 600.0
+DEFAULT_ELECTION_ID = "fog-controller"
+DEFAULT_ELECTION_NAMESPACE = "fog-system"
+# Where Kubernetes mounts the pod's namespace for its service account.
+SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+# The election library's jitter on the retry period (renew-deadline must exceed it).
+RETRY_JITTER = 1.2
+# No election timing needs more than an hour; a larger value is a typo.
+MAX_ELECTION_SECONDS = 3600
 
 
 def register(commands: Any) -> None:
@@ -76,7 +90,70 @@ def register(commands: Any) -> None:
         help="serve kopf's health checks, e.g. http://0.0.0.0:8080/healthz",
     )
     run.add_argument("-v", "--verbose", action="store_true", help="log every handler call")
+    _add_election(run)
     run.set_defaults(handler=_run)
+
+
+def _add_election(run: argparse.ArgumentParser) -> None:
+    """The leader election flags (names as controller-runtime's and kube-controller-manager's)."""
+    group = run.add_argument_group("leader election (for two or more replicas)")
+    group.add_argument(
+        "--leader-elect",
+        action="store_true",
+        help="campaign for a Lease; only the leader reconciles, others stand by",
+    )
+    group.add_argument("--leader-election-id", default=DEFAULT_ELECTION_ID, help="Lease name")
+    group.add_argument(
+        "--leader-election-namespace",
+        help=f"the Lease's namespace (default: the pod's own, else {DEFAULT_ELECTION_NAMESPACE})",
+    )
+    for flag, default, meaning in (
+        ("--leader-elect-lease-duration", election.LEASE_DURATION_SECONDS, "a standby waits"),
+        ("--leader-elect-renew-deadline", election.RENEW_DEADLINE_SECONDS, "a leader retries"),
+        ("--leader-elect-retry-period", election.RETRY_PERIOD_SECONDS, "between attempts"),
+    ):
+        group.add_argument(
+            flag,
+            # Whole seconds: a Lease stores its duration as an integer.
+            type=arguments.number(int, minimum=1, maximum=MAX_ELECTION_SECONDS),
+            default=default,
+            metavar="SECONDS",
+            help=f"how long {meaning} (default {default})",
+        )
+
+
+def _election(args: argparse.Namespace) -> ElectionSettings | None:
+    """The election settings from the flags, or None without --leader-elect."""
+    if not args.leader_elect:
+        return None
+    lease, renew, retry = (
+        args.leader_elect_lease_duration,
+        args.leader_elect_renew_deadline,
+        args.leader_elect_retry_period,
+    )
+    # The rules of the election library (and client-go): renewal must fit in the lease, with
+    # room for a jittered retry.
+    if not lease > renew > RETRY_JITTER * retry:
+        raise CommandError(
+            "leader election timing must satisfy lease-duration > renew-deadline > "
+            f"{RETRY_JITTER} x retry-period"
+        )
+    return ElectionSettings(
+        name=args.leader_election_id,
+        namespace=args.leader_election_namespace or _own_namespace(),
+        identity=f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}",
+        lease_duration=lease,
+        renew_deadline=renew,
+        retry_period=retry,
+    )
+
+
+def _own_namespace() -> str:
+    """The pod's namespace when in a cluster, else the default."""
+    try:
+        return SERVICE_ACCOUNT_NAMESPACE.read_text().strip() or DEFAULT_ELECTION_NAMESPACE
+    except OSError:
+        return DEFAULT_ELECTION_NAMESPACE
 
 
 def add_node_grace(parser: argparse.ArgumentParser) -> None:
@@ -107,11 +184,13 @@ def _run(args: argparse.Namespace) -> int:
                 f"database is at revision {current or 'base (empty)'}, not "
                 f"{migrate.head_revision()}: run 'fogctl db upgrade' first"
             )
-    asyncio.run(_operate(args, url))
+    shutdown = asyncio.run(_operate(args, url))
+    if shutdown.reason:
+        raise CommandError(shutdown.reason)
     return 0
 
 
-async def _operate(args: argparse.Namespace, url: URL) -> None:
+async def _operate(args: argparse.Namespace, url: URL) -> Shutdown:
     config = OperatorConfig(
         database_url=url,
         resync_seconds=args.resync_seconds,
@@ -123,6 +202,7 @@ async def _operate(args: argparse.Namespace, url: URL) -> None:
         ),
         verbose=args.verbose,
         failpoints=failpoints.parse(os.environ.get(failpoints.ENV_VAR, "")),
+        election=_election(args),
     )
     await kopf.operator(
         registry=build_registry(config),
@@ -130,4 +210,6 @@ async def _operate(args: argparse.Namespace, url: URL) -> None:
         namespaces=args.namespace,
         standalone=True,  # no peering objects: correctness never relied on kopf peering
         liveness_endpoint=args.liveness,
+        stop_flag=config.shutdown.flag,
     )
+    return config.shutdown

@@ -37,8 +37,10 @@ from controller.db.urls import DatabaseUrl
 from controller.errors import RetryableError
 from controller.kube import client as kube_client
 from controller.kube import resource
+from controller.kube.election import ElectionSettings
 from controller.model.restarts import RestartPolicy
 from controller.operator.controller import Controller
+from controller.operator.leadership import Leadership
 from controller.operator.nodelifecycle import NodeLifecycle
 from controller.operator.objects import ObservedObjects
 from controller.operator.reconciler import Reconciler
@@ -48,9 +50,25 @@ from controller.operator.supervisor import Supervisor
 from controller.operator.sync import Syncer
 from controller.operator.workqueue import backoff
 
+logger = logging.getLogger(__name__)
+
 # Our own names for kopf's bookkeeping, so that nothing says zalando.org on our objects.
 DOMAIN = "fogcompute.io"
 FINALIZER = f"{DOMAIN}/finalizer"
+
+
+@dataclass(slots=True)
+class Shutdown:
+    """How the runtime asks kopf to stop (its stop flag), and why, for the exit code."""
+
+    flag: asyncio.Event = field(default_factory=asyncio.Event)
+    reason: str | None = None
+
+    def request(self, reason: str) -> None:
+        """Stop the operator; `fogctl run` exits non-zero with `reason`."""
+        logger.error("%s", reason)
+        self.reason = reason
+        self.flag.set()
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +82,9 @@ class OperatorConfig:
     verbose: bool = False
     # Faults to inject into the loops (tests only; `FOG_FAILPOINTS`, see failpoints.py).
     failpoints: Mapping[str, tuple[int, float]] = field(default_factory=dict)
+    # `--leader-elect`: the Lease to campaign for; None runs the loops at once.
+    election: ElectionSettings | None = None
+    shutdown: Shutdown = field(default_factory=lambda: Shutdown())
 
 
 @dataclass(slots=True)
@@ -77,6 +98,7 @@ class Runtime:
     sources: Sources
     supervisor: Supervisor
     task: asyncio.Task[None]
+    leadership: Leadership | None = None
 
 
 class NoDiffBase(kopf.DiffBaseStorage):
@@ -146,7 +168,19 @@ async def start_runtime(config: OperatorConfig) -> Runtime:
     supervisor.add("notified-keys", sources.resolve)
     supervisor.add("resync", sources.resync)
     supervisor.add("node-lifecycle", NodeLifecycle(store=store, grace=config.node_grace).run)
-    task = asyncio.create_task(supervisor.run(), name="fog-controller")
+    leadership = None
+    if config.election is None:
+        task = asyncio.create_task(supervisor.run(), name="fog-controller")
+    else:
+        leadership = Leadership(
+            settings=config.election,
+            store=store,
+            supervisor=supervisor,
+            requeue_all=sources.requeue_all,
+            stop=config.shutdown.request,
+        )
+        task = asyncio.create_task(leadership.run(), name="fog-controller-election")
+        task.add_done_callback(functools.partial(_ended, shutdown=config.shutdown))
     return Runtime(
         store=store,
         kube=kube,
@@ -155,7 +189,18 @@ async def start_runtime(config: OperatorConfig) -> Runtime:
         sources=sources,
         supervisor=supervisor,
         task=task,
+        leadership=leadership,
     )
+
+
+def _ended(task: asyncio.Task[None], *, shutdown: Shutdown) -> None:
+    """The election task must run as long as the operator: if it fails, stop the process."""
+    if task.cancelled():
+        return
+    error = task.exception()
+    if error is not None:
+        logger.error("leader election failed", exc_info=error)
+        shutdown.request(f"leader election failed: {type(error).__name__}: {error}")
 
 
 def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
@@ -177,6 +222,8 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
         runtime: Runtime = memo.runtime
         runtime.task.cancel()
         await asyncio.gather(runtime.task, return_exceptions=True)
+        if runtime.leadership is not None:
+            await runtime.leadership.release()  # the standby takes over at its next retry
         runtime.controller.queue.close()
         runtime.events.close()
         await runtime.kube.close()

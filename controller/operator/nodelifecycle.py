@@ -12,7 +12,7 @@ import asyncio
 import logging
 from datetime import timedelta
 
-from controller.db.errors import DatabaseUnavailableError
+from controller.db.errors import DatabaseUnavailableError, FencedError
 from controller.db.store import Store
 from controller.operator.supervisor import Progress
 
@@ -37,8 +37,9 @@ class NodeLifecycle:
         """One pass: the names of the nodes taken offline (none while the database is down)."""
         try:
             lost = await self._store.mark_lost_nodes(grace=self._grace)
-        except DatabaseUnavailableError as exc:
-            logger.debug("node check skipped, database unavailable: %s", exc)
+        except (DatabaseUnavailableError, FencedError) as exc:
+            # Down, or not the leader (any more): the next check, or the leader, will do it.
+            logger.debug("node check skipped: %s", exc)
             return []
         for name in lost:
             logger.warning("node %s missed heartbeats for %s: offline", name, self._grace)

@@ -101,10 +101,15 @@ class Sources:
         """
         self._connections += 1
         if self._connections > 1:
-            keys = self.objects.keys()
-            logger.info("notifications resumed: reconciling all %d objects once", len(keys))
-            for key in keys:
-                self._enqueue(key)
+            count = self.requeue_all()
+            logger.info("notifications resumed: reconciling all %d objects once", count)
+
+    def requeue_all(self) -> int:
+        """Queue every observed object once (after missed notifications, or a new leader)."""
+        keys = self.objects.keys()
+        for key in keys:
+            self._enqueue(key)
+        return len(keys)
 
     async def listen(self, progress: Progress) -> None:
         """Listen for notifications for as long as the operator runs; reconnect after a drop."""
