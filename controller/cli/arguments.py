@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import NoReturn, TypeVar
 
 from controller.cli.errors import CommandError
+from controller.operator.endpoints import Address
 
 # argparse's exit code for a command line it cannot parse; scripts tell it apart from 1, a
 # command that ran and failed.
@@ -80,3 +81,21 @@ def from_env(variable: str, parse: Callable[[str], N], fallback: N) -> N:
         return parse(raw)
     except argparse.ArgumentTypeError as exc:
         raise CommandError(f"${variable}: {exc}") from None
+
+
+# The highest TCP port.
+MAX_PORT = 65535
+
+
+def bind_address(text: str) -> Address | None:
+    """An argparse type for HOST:PORT as controller-runtime reads it.
+
+    `:8080` listens on every interface, `127.0.0.1:8080` on one, and `0` turns the endpoint
+    off (controller-runtime's spelling).
+    """
+    if text == "0":
+        return None
+    host, colon, port = text.rpartition(":")
+    if not colon or not port.isdigit() or not 0 < int(port) <= MAX_PORT:
+        raise argparse.ArgumentTypeError(f"not HOST:PORT (or 0 for off): {text!r}")
+    return Address(host=host.strip("[]"), port=int(port))

@@ -23,8 +23,14 @@ from controller.db.errors import DatabaseUnavailableError, SchemaMismatchError
 from controller.kube import election
 from controller.kube.election import ElectionSettings
 from controller.model.restarts import RestartPolicy
-from controller.operator import failpoints
-from controller.operator.handlers import OperatorConfig, Shutdown, build_registry
+from controller.operator import failpoints, logs
+from controller.operator.handlers import (
+    DEFAULT_SHUTDOWN_GRACE_SECONDS,
+    OperatorConfig,
+    Shutdown,
+    build_registry,
+)
+from controller.operator.logs import LogFormat
 
 RESYNC_ENV = "FOG_RESYNC_SECONDS"
 GRACE_ENV = "FOG_NODE_GRACE_SECONDS"
@@ -91,6 +97,7 @@ def register(commands: Any) -> None:
     )
     run.add_argument("-v", "--verbose", action="store_true", help="log every handler call")
     _add_election(run)
+    _add_production(run)
     run.set_defaults(handler=_run)
 
 
@@ -120,6 +127,36 @@ def _add_election(run: argparse.ArgumentParser) -> None:
             metavar="SECONDS",
             help=f"how long {meaning} (default {default})",
         )
+
+
+def _add_production(run: argparse.ArgumentParser) -> None:
+    """Metrics, probes, shutdown and log format (flag names as controller-runtime's)."""
+    group = run.add_argument_group("running in production")
+    group.add_argument(
+        "--metrics-bind-address",
+        type=arguments.bind_address,
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics on /metrics, e.g. :8080 (default: off)",
+    )
+    group.add_argument(
+        "--health-probe-bind-address",
+        type=arguments.bind_address,
+        metavar="HOST:PORT",
+        help="serve /healthz and /readyz, e.g. :8081 (default: off)",
+    )
+    group.add_argument(
+        "--shutdown-grace-seconds",
+        type=arguments.seconds(),
+        default=DEFAULT_SHUTDOWN_GRACE_SECONDS,
+        help="on SIGTERM, how long reconciles in flight may take to finish "
+        f"(default {DEFAULT_SHUTDOWN_GRACE_SECONDS:g})",
+    )
+    group.add_argument(
+        "--log-format",
+        choices=[f.value for f in LogFormat],
+        default=LogFormat.TEXT.value,
+        help="text for people (default) or json, one object per line, for log pipelines",
+    )
 
 
 def _election(args: argparse.Namespace) -> ElectionSettings | None:
@@ -170,6 +207,7 @@ def add_node_grace(parser: argparse.ArgumentParser) -> None:
 def _run(args: argparse.Namespace) -> int:
     url = urls.resolve(args.database_url)
     kopf.configure(verbose=args.verbose)
+    logs.configure(LogFormat(args.log_format))
     # The API client logs whole response bodies at debug level: too much even for -v.
     logging.getLogger("kubernetes_asyncio").setLevel(logging.INFO)
     try:
@@ -203,6 +241,9 @@ async def _operate(args: argparse.Namespace, url: URL) -> Shutdown:
         verbose=args.verbose,
         failpoints=failpoints.parse(os.environ.get(failpoints.ENV_VAR, "")),
         election=_election(args),
+        metrics_address=args.metrics_bind_address,
+        probe_address=args.health_probe_bind_address,
+        shutdown_grace=args.shutdown_grace_seconds,
     )
     await kopf.operator(
         registry=build_registry(config),

@@ -40,11 +40,14 @@ from controller.kube import resource
 from controller.kube.election import ElectionSettings
 from controller.model.restarts import RestartPolicy
 from controller.operator.controller import Controller
+from controller.operator.endpoints import Address
 from controller.operator.leadership import Leadership
+from controller.operator.metrics import METRICS
 from controller.operator.nodelifecycle import NodeLifecycle
 from controller.operator.objects import ObservedObjects
 from controller.operator.reconciler import Reconciler
 from controller.operator.recorder import EventRecorder
+from controller.operator.serving import Serving
 from controller.operator.sources import Sources
 from controller.operator.supervisor import Supervisor
 from controller.operator.sync import Syncer
@@ -55,6 +58,9 @@ logger = logging.getLogger(__name__)
 # Our own names for kopf's bookkeeping, so that nothing says zalando.org on our objects.
 DOMAIN = "fogcompute.io"
 FINALIZER = f"{DOMAIN}/finalizer"
+# Reconciles take milliseconds; one waiting out a database connect timeout (10 s) still ends
+# well inside this, and this plus the lease release fits Kubernetes' default 30 s grace period.
+DEFAULT_SHUTDOWN_GRACE_SECONDS = 20.0
 
 
 @dataclass(slots=True)
@@ -84,6 +90,11 @@ class OperatorConfig:
     failpoints: Mapping[str, tuple[int, float]] = field(default_factory=dict)
     # `--leader-elect`: the Lease to campaign for; None runs the loops at once.
     election: ElectionSettings | None = None
+    # `--metrics-bind-address` and `--health-probe-bind-address` (serving.py); None: off.
+    metrics_address: Address | None = None
+    probe_address: Address | None = None
+    # On SIGTERM, how long the reconciles in flight may take to finish (controller.drain).
+    shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE_SECONDS
     shutdown: Shutdown = field(default_factory=lambda: Shutdown())
 
 
@@ -99,6 +110,7 @@ class Runtime:
     supervisor: Supervisor
     task: asyncio.Task[None]
     leadership: Leadership | None = None
+    serving: Serving | None = None
 
 
 class NoDiffBase(kopf.DiffBaseStorage):
@@ -147,11 +159,12 @@ async def start_runtime(config: OperatorConfig) -> Runtime:
     events = EventRecorder(kube.post_event)
     controller = Controller(
         syncer=Syncer(
-            reconciler=Reconciler(store, restarts=config.restarts),
+            reconciler=Reconciler(store, restarts=config.restarts, metrics=METRICS),
             kube=kube,
             objects=objects,
             events=events,
-        )
+        ),
+        metrics=METRICS,
     )
     sources = Sources(
         objects=objects,
@@ -160,6 +173,7 @@ async def start_runtime(config: OperatorConfig) -> Runtime:
         listen=functools.partial(notify.listen, config.database_url),
         keys_of=store.deployment_keys,
         resync_seconds=config.resync_seconds,
+        reported=controller.reported,
     )
     supervisor = Supervisor(failpoints=config.failpoints)
     controller.supervise(supervisor)
@@ -190,6 +204,13 @@ async def start_runtime(config: OperatorConfig) -> Runtime:
         supervisor=supervisor,
         task=task,
         leadership=leadership,
+        serving=await Serving.start(
+            database_url=config.database_url,
+            supervisor=supervisor,
+            metrics=METRICS,
+            metrics_address=config.metrics_address,
+            probe_address=config.probe_address,
+        ),
     )
 
 
@@ -201,6 +222,24 @@ def _ended(task: asyncio.Task[None], *, shutdown: Shutdown) -> None:
     if error is not None:
         logger.error("leader election failed", exc_info=error)
         shutdown.request(f"leader election failed: {type(error).__name__}: {error}")
+
+
+async def stop_runtime(runtime: Runtime, *, grace: float) -> None:
+    """Let the reconciles in flight finish (up to `grace` s), then stop and release it all.
+
+    kopf calls the cleanup hook once its watches have stopped, so no reconcile starts now.
+    """
+    await runtime.controller.drain(grace)
+    runtime.task.cancel()
+    await asyncio.gather(runtime.task, return_exceptions=True)
+    if runtime.serving is not None:
+        await runtime.serving.stop()
+    if runtime.leadership is not None:
+        await runtime.leadership.release()  # the standby takes over at its next retry
+    runtime.controller.queue.close()
+    runtime.events.close()
+    await runtime.kube.close()
+    await runtime.store.close()
 
 
 def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
@@ -219,15 +258,7 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(memo: kopf.Memo, **_: Any) -> None:
-        runtime: Runtime = memo.runtime
-        runtime.task.cancel()
-        await asyncio.gather(runtime.task, return_exceptions=True)
-        if runtime.leadership is not None:
-            await runtime.leadership.release()  # the standby takes over at its next retry
-        runtime.controller.queue.close()
-        runtime.events.close()
-        await runtime.kube.close()
-        await runtime.store.close()
+        await stop_runtime(memo.runtime, grace=config.shutdown_grace)
 
     # Probes fail at once (PERMANENT): kopf retries a failed handler after its backoff by
     # default, and the health request would hang for a minute instead of answering 500.

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
@@ -60,15 +61,20 @@ class Sources:
         listen: Listen,
         keys_of: KeysOf,
         resync_seconds: float,
+        reported: Callable[[Key, float], None] | None = None,
     ) -> None:
         self.objects = objects
         self._enqueue = enqueue
+        # Told of each notified key with when its notification arrived (monotonic), for the
+        # report-to-status latency; plain queueing when nobody measures it.
+        self._reported = reported or (lambda key, _at: enqueue(key))
         self._forget = forget
         self._listen = listen
         self._keys_of = keys_of
         self._resync_seconds = resync_seconds
         # Deployment ids notified and not yet resolved to keys; `resolve` waits on the event.
         self._notified: set[uuid.UUID] = set()
+        self._notified_at: float | None = None  # when the oldest of them arrived
         self._pending = asyncio.Event()
         self._connections = 0
 
@@ -88,6 +94,8 @@ class Sources:
             logger.warning("ignoring a notification that is not a deployment id: %.80r", payload)
             return
         self._notified.add(deployment_id)
+        if self._notified_at is None:
+            self._notified_at = time.monotonic()
         self._pending.set()
 
     def connected(self) -> None:
@@ -133,23 +141,25 @@ class Sources:
             await asyncio.sleep(0)  # let the notifications of the same delivery join the batch
             self._pending.clear()
             ids, self._notified = list(self._notified), set()
+            at, self._notified_at = self._notified_at or time.monotonic(), None
             try:
                 with progress.busy():
                     for key in await self._keys_of(ids):
-                        self._enqueue(key)
+                        self._reported(key, at)
             except DatabaseUnavailableError as exc:
                 logger.warning("looking up %d notified deployments failed: %s", len(ids), exc)
-                self._keep(ids)
+                self._keep(ids, at)
                 await asyncio.sleep(RECONNECT_SECONDS)
             except Exception:
                 # Unexpected: the supervisor restarts this loop, which must still find the
                 # ids (queueing some twice is harmless; losing one is a missed report).
-                self._keep(ids)
+                self._keep(ids, at)
                 raise
 
-    def _keep(self, ids: list[uuid.UUID]) -> None:
-        """Put ids back for the next lookup."""
+    def _keep(self, ids: list[uuid.UUID], at: float) -> None:
+        """Put ids back for the next lookup, with when the oldest was notified."""
         self._notified.update(ids)
+        self._notified_at = min(at, self._notified_at or at)
         self._pending.set()
 
     async def resync(self, progress: Progress) -> None:

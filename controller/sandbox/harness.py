@@ -245,6 +245,10 @@ class FogctlProcess:
         """Whether it was started and has not exited."""
         return self._pid is not None and processes.alive(self._pid)
 
+    def exit_code(self) -> int | None:
+        """Its exit code once it has exited by itself (after a signal, say); None before."""
+        return None if self._pid is None else processes.exit_code(self._pid)
+
     def signal(self, signum: signal.Signals) -> None:
         """Send a signal, e.g. the simulated agent's SIGUSR1 (cut the link) and SIGUSR2."""
         os.kill(self.pid, signum)

@@ -87,6 +87,12 @@ def alive(pid: int) -> bool:
     return True
 
 
+def exit_code(pid: int) -> int | None:
+    """The exit code of a child of ours that has exited; None while it runs (or if unknown)."""
+    child = _children.get(pid)
+    return None if child is None else child.poll()
+
+
 def stop(pid: int, timeout: float = STOP_TIMEOUT_SECONDS) -> None:
     """SIGTERM, wait, then SIGKILL: the process is gone when this returns."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
