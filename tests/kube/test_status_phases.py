@@ -22,7 +22,6 @@ import subprocess
 from collections.abc import Callable
 from typing import Any
 
-import pytest
 import yaml
 from conftest import Kubectl, Stack, wait_for
 from gitops import health
@@ -208,10 +207,6 @@ def set_cpu_past_the_crd(kubectl: Kubectl, namespace: str, cpu: float) -> None:
         limit(CPU_MAX)
 
 
-# The whole story runs one operator through ten steps, including a crash loop and two
-# rollouts of 20 replicas; each step settles within seconds, but together they can pass the
-# suite's 300 s default on a loaded 2-core machine.
-@pytest.mark.timeout(900)
 def test_one_fogdeployment_through_every_phase(
     stack: Stack, kubectl: Kubectl, namespace: str
 ) -> None:
