@@ -18,7 +18,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
-from sqlalchemy import Connection, create_engine, pool
+from sqlalchemy import Connection, create_engine, func, pool, select
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import OperationalError
 
@@ -31,6 +31,8 @@ _REPO_MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 # A reachable server answers in milliseconds; 10 s covers a loaded CI machine without making
 # a wrong host or port hang the CLI.
 CONNECT_TIMEOUT_SECONDS = 10
+# The advisory lock that serialises migrations (any constant; this spells "fogmigr" in hex).
+MIGRATION_LOCK_KEY = 0x666F676D696772
 
 
 def _config(url: URL) -> Config:
@@ -108,6 +110,10 @@ def _run(url: URL, operation: str, revision: str) -> None:
     config = _config(url)
     with _connect(url) as connection:
         config.attributes["connection"] = connection
+        # One migration at a time: two operator pods starting together both run
+        # `fogctl db upgrade`; the second waits here, then finds the schema current. The lock
+        # is the transaction's, the one Alembic migrates in, so it holds until the commit.
+        connection.execute(select(func.pg_advisory_xact_lock(MIGRATION_LOCK_KEY)))
         try:
             getattr(command, operation)(config, revision)
         except CommandError as exc:

@@ -6,6 +6,8 @@ models do not describe, with the sets declared here, as procrastinate's schema c
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, pool, text
@@ -138,3 +140,12 @@ def test_downgrade_base_then_upgrade_head_round_trips(empty_database_url: URL) -
     assert migrate.current_revision(empty_database_url) == migrate.head_revision()
     assert _diff(empty_database_url) == []
     assert _functions_and_triggers(empty_database_url) == (OUR_FUNCTIONS, OUR_TRIGGERS)
+
+
+def test_two_upgrades_at_once_both_succeed(empty_database_url: URL) -> None:
+    """Two operator pods run `fogctl db upgrade` together: one migrates, the other waits."""
+    with ThreadPoolExecutor(max_workers=2) as pool_:
+        results = list(pool_.map(migrate.upgrade, [empty_database_url, empty_database_url]))
+    assert results == [None, None]
+    assert migrate.current_revision(empty_database_url) == migrate.head_revision()
+    assert _diff(empty_database_url) == []
