@@ -24,22 +24,23 @@ def _rows(results: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in lines if line.strip()]
 
 
-def _junit(junit: Path) -> tuple[int, int, float]:
+def _junit(junit: Path) -> tuple[int, int, float, str]:
     suite = ET.parse(junit).getroot()
     suite = suite if suite.tag == "testsuite" else suite[0]
     tests, failed = (
         int(suite.get("tests", 0)),
         int(suite.get("failures", 0)) + int(suite.get("errors", 0)),
     )
-    return tests, failed, float(suite.get("time", 0.0))
+    started = suite.get("timestamp") or f"{datetime.now(UTC):%Y-%m-%dT%H:%M}"
+    return tests, failed, float(suite.get("time", 0.0)), started
 
 
-def render(rows: list[dict[str, object]], junit: Path) -> str:
-    tests, failed, seconds = _junit(junit)
+def render(rows: list[dict[str, object]], junit: Path, command: str) -> str:
+    tests, failed, seconds, started = _junit(junit)
     lines = [
         BEGIN,
         "",
-        f"Last run: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, `make reliability` on "
+        f"Last run: started {started[:16].replace('T', ' ')} (machine time), `{command}` on "
         f"{platform.machine()} ({len(rows)} fault scenarios recorded), Python "
         f"{platform.python_version()}: {tests} tests, {failed} failed, "
         f"{seconds / 60:.1f} min in all.",
@@ -61,6 +62,7 @@ def main() -> int:
     parser.add_argument("--results", type=Path, required=True)
     parser.add_argument("--junit", type=Path, required=True)
     parser.add_argument("--document", type=Path, default=Path("RELIABILITY.md"))
+    parser.add_argument("--command", default="make reliability", help="what was run, as quoted")
     args = parser.parse_args()
     text = args.document.read_text()
     if BEGIN not in text or END not in text:
@@ -68,7 +70,7 @@ def main() -> int:
         return 1
     head, rest = text.split(BEGIN, 1)
     _, tail = rest.split(END, 1)
-    args.document.write_text(head + render(_rows(args.results), args.junit) + tail)
+    args.document.write_text(head + render(_rows(args.results), args.junit, args.command) + tail)
     return 0
 
 
