@@ -91,6 +91,9 @@ async def register(
         raise InvalidValueError(
             f"node name {name[:20]!r}... is {len(name)} characters; at most {NODE_NAME_MAX}"
         )
+    # Names are shown in tables, logs and history actors: one printable line, not empty.
+    if not name or not name.isprintable():
+        raise InvalidValueError(f"node name {name!r} must be printable characters, at least one")
     values = {
         "cpu_cores": capacity.cpu_cores,
         "memory_mb": capacity.memory_mb,

@@ -123,6 +123,16 @@ def test_capacity_shrunk_below_what_replicas_hold_is_one_line(database_url: URL)
     assert listed[:4] == ["edge-1", "online", "1/4", "1024/8192"]  # nothing was changed
 
 
+@pytest.mark.parametrize("name", ["", "edge\n1", "edge\t1", "\x1b[31medge"])
+def test_an_empty_or_unprintable_node_name_is_one_line(database_url: URL, name: str) -> None:
+    refused = fogctl(
+        *("node", "register", name, "--cpu", "1", "--memory-mb", "512", "--storage-gb", "1"),
+        *("--database-url", _url(database_url)),
+    )
+    assert_one_line(refused, REFUSED, "must be printable characters, at least one")
+    assert node(database_url, "list", "-o", "json").stdout.strip() == '{\n  "nodes": []\n}'
+
+
 def test_a_node_name_too_long_for_its_agent_is_one_line(database_url: URL) -> None:
     # 249 characters: "agent:" + the name still fits the history's actor column (255).
     register(database_url, "n" * 249, "1", "512", "1")
@@ -142,7 +152,7 @@ def test_a_node_name_too_long_for_its_agent_is_one_line(database_url: URL) -> No
         ("- {name: edge-1, cpuCores: 1e400, memoryMB: 512, storageGB: 1}\n", "node 1: bad"),
         ("- {name: edge-1, cpuCores: 1e308, memoryMB: 512, storageGB: 1}\n", "node 1: bad"),
         ("- {name: edge-1, memoryMB: 512, storageGB: 1}\n", "node 1: bad or missing 'cpuCores'"),
-        ('- {name: "a\\0b", cpuCores: 1, memoryMB: 512, storageGB: 1}\n', "database refused"),
+        ('- {name: "a\\0b", cpuCores: 1, memoryMB: 512, storageGB: 1}\n', "must be printable"),
         ("- {name: e, cpuCores: 1, memoryMB: 99999999999, storageGB: 1}\n", "database refused"),
         ("[unclosed\n", "cannot read"),
     ],
