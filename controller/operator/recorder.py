@@ -52,7 +52,14 @@ class EventRecorder:
 
     def record(self, ref: ObjectRef, event: Event) -> None:
         """Post `event` about `ref` soon (as a repeat of the same event, if it is one)."""
-        logger.info("%s/%s %s: %s", ref.namespace, ref.name, event.reason, event.message)
+        logger.info(
+            "%s/%s %s: %s",
+            ref.namespace,
+            ref.name,
+            event.reason,
+            event.message,
+            extra={"reason": event.reason},  # a field of its own in JSON logs (logs.py)
+        )
         occurrence = self._series.observe(
             uid=ref.uid, name=ref.name, event=event, now=self._clock()
         )

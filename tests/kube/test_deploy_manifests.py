@@ -54,7 +54,11 @@ def test_the_database_url_is_a_mounted_secret_file(rendered: dict[str, dict[str,
 
 def test_probes_and_ephemeral_storage(rendered: dict[str, dict[str, Any]]) -> None:
     container = operator_container(rendered)
-    assert container["readinessProbe"]["httpGet"]["port"] == "health"
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    assert f"--health-probe-bind-address=:{ports['health']}" in container["args"]
+    assert f"--metrics-bind-address=:{ports['metrics']}" in container["args"]
     assert container["resources"]["requests"]["ephemeral-storage"]
     assert container["resources"]["limits"]["ephemeral-storage"]
 
@@ -65,12 +69,10 @@ def test_the_network_policy_fences_the_operator_pod(rendered: dict[str, dict[str
     assert rendered["NetworkPolicy"]["metadata"]["namespace"] == NAMESPACE
     assert policy["podSelector"]["matchLabels"].items() <= template["metadata"]["labels"].items()
     assert set(policy["policyTypes"]) == {"Ingress", "Egress"}
-    # Ingress: the health port only, the one the container declares.
-    (health,) = operator_container(rendered)["ports"]
+    # Ingress: the metrics and health ports only, the ones the container declares.
+    declared = {(p["protocol"], p["containerPort"]) for p in operator_container(rendered)["ports"]}
     (ingress,) = policy["ingress"]
-    assert [(p["protocol"], p["port"]) for p in ingress["ports"]] == [
-        ("TCP", health["containerPort"])
-    ]
+    assert {(p["protocol"], p["port"]) for p in ingress["ports"]} == declared
     # Egress: the API server, PostgreSQL and DNS (to kube-dns only), nothing else.
     allowed = {(p["protocol"], p["port"]) for rule in policy["egress"] for p in rule["ports"]}
     assert allowed == {("TCP", 443), ("TCP", 6443), ("TCP", 5432), ("UDP", 53), ("TCP", 53)}
