@@ -20,6 +20,7 @@ from controller.db.store import Store
 from controller.kube import client as kube_client
 from controller.kube import election
 from controller.kube.election import ElectionSettings
+from controller.operator import metrics
 from controller.operator.supervisor import Supervisor
 from controller.operator.workqueue import backoff
 
@@ -45,6 +46,7 @@ class Leadership:
         self._stop = stop
         self.leading = False
         store.elect()
+        metrics.set_leader(False, name=settings.name)  # a standby until the Lease is won
 
     async def run(self) -> None:
         """Campaign; when leadership ends, ask the process to stop (the runtime's task)."""
@@ -59,11 +61,13 @@ class Leadership:
         epoch = await self._advance_epoch()
         logger.info("leading with fencing epoch %d", epoch)
         self.leading = True
+        metrics.set_leader(True, name=self._settings.name)
         self._requeue_all()
         try:
             await self._supervisor.run()
         finally:
             self.leading = False
+            metrics.set_leader(False, name=self._settings.name)
             self._store.step_down()
 
     async def _advance_epoch(self) -> int:

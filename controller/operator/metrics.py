@@ -247,5 +247,9 @@ METRICS = Metrics()
 
 
 def set_leader(is_leader: bool, *, name: str = ELECTION) -> None:
-    """Leader election says whether this process now holds the Lease `name`."""
+    """Leader election says whether this process now holds the Lease `name`.
+
+    The gauge keeps one series, this election's: the default one (1, no election) goes.
+    """
+    METRICS.leader.clear()
     METRICS.leader.labels(name=name).set(1 if is_leader else 0)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from controller.operator.metrics import CONTROLLER, ELECTION, Metrics
+from controller.operator.metrics import CONTROLLER, ELECTION, METRICS, Metrics, set_leader
 from controller.operator.workqueue import WorkQueue
 
 
@@ -93,3 +93,17 @@ def test_without_an_election_this_process_leads() -> None:
     samples = scrape(Metrics())
     assert value(samples, "leader_election_master_status", name=ELECTION) == 1
     assert not any(name.endswith("_created") for name, _ in samples)
+
+
+def test_an_election_keeps_one_series_its_own_and_says_who_leads() -> None:
+    try:
+        set_leader(False, name="my-lease")
+        assert scrape(METRICS)[("leader_election_master_status", (("name", "my-lease"),))] == 0
+        set_leader(True, name="my-lease")
+        samples = scrape(METRICS)
+        assert value(samples, "leader_election_master_status", name="my-lease") == 1
+        assert [key for key in samples if key[0] == "leader_election_master_status"] == [
+            ("leader_election_master_status", (("name", "my-lease"),))
+        ]
+    finally:
+        set_leader(True)  # the process-wide default again: no election, leading
