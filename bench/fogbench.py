@@ -35,7 +35,16 @@ from controller.sandbox import harness
 
 REPO = Path(__file__).resolve().parents[1]
 # In the order they run: the cheap ones first, so that a broken set-up shows in seconds.
-SCENARIOS = ["placement", "statements", "single", "report", "node_loss", "burst", "idle"]
+SCENARIOS = [
+    "placement",
+    "statements",
+    "single",
+    "report",
+    "node_loss",
+    "takeover",
+    "burst",
+    "idle",
+]
 
 Runner = Callable[[harness.Servers, scenarios.Sizes, client.ApiClient], Awaitable[dict[str, Any]]]
 # The scenarios that need the servers, by their key in the results.
@@ -44,6 +53,7 @@ RUNNERS: dict[str, Runner] = {
     "single": scenarios.single,
     "report": scenarios.agent_report,
     "node_loss": scenarios.node_loss,
+    "takeover": scenarios.takeover,
     "burst": scenarios.burst,
     "idle": scenarios.idle,
 }

@@ -113,6 +113,13 @@ def _latency_rows(s: dict[str, Any]) -> list[str]:
             ("seconds until its replica failed (NodeLost)", n["seconds_to_node_lost"], ""),
             ("seconds until Ready again", n["seconds_to_ready_again"], ""),
         )
+    if "takeover" in s:
+        t = s["takeover"]
+        lines += _pair(
+            f"Leader SIGKILLed, 2 operators, lease {t['lease_seconds']} s",
+            ("seconds until the standby leads", t["seconds_to_new_leader"], ""),
+            ("seconds until a change made at the kill runs", t["seconds_to_change_running"], ""),
+        )
     return lines
 
 
