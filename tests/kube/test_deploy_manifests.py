@@ -78,3 +78,28 @@ def test_the_network_policy_fences_the_operator_pod(rendered: dict[str, dict[str
     assert allowed == {("TCP", 443), ("TCP", 6443), ("TCP", 5432), ("UDP", 53), ("TCP", 53)}
     (dns,) = [rule for rule in policy["egress"] if "to" in rule]
     assert dns["to"][0]["podSelector"]["matchLabels"] == {"k8s-app": "kube-dns"}
+
+
+def test_two_replicas_elect_a_leader_and_migrate_first(rendered: dict[str, dict[str, Any]]) -> None:
+    deployment = rendered["Deployment"]["spec"]
+    assert deployment["replicas"] == 2
+    assert deployment["strategy"]["type"] == "RollingUpdate"
+    assert deployment["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    assert "--leader-elect" in operator_container(rendered)["args"]
+    pod = deployment["template"]["spec"]
+    assert pod["topologySpreadConstraints"][0]["topologyKey"] == "kubernetes.io/hostname"
+    (migrate,) = pod["initContainers"]
+    assert (migrate["command"], migrate["args"]) == (["fogctl"], ["db", "upgrade"])
+    assert migrate["image"] == operator_container(rendered)["image"]
+    assert rendered["PodDisruptionBudget"]["spec"]["minAvailable"] == 1
+    # The Lease, in the operator's namespace, and nothing more than the election needs.
+    role = rendered["Role"]
+    assert role["metadata"]["namespace"] == NAMESPACE
+    assert role["rules"] == [
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "verbs": ["get", "create", "update"],
+        }
+    ]
+    assert rendered["RoleBinding"]["roleRef"]["name"] == role["metadata"]["name"]
