@@ -137,17 +137,21 @@ def test_readyz_fails_while_the_database_is_cut_off_and_recovers(
 def test_healthz_fails_when_a_loop_crash_loops(
     stack: Stack, kubectl: Kubectl, namespace: str
 ) -> None:
-    base = serve(stack, "--node-grace-seconds", "4")  # the node check runs every second
+    kopf_liveness = f"http://127.0.0.1:{ports.free_port()}/healthz"
+    # The node check runs every second; kopf's own endpoint (--liveness) is kept, and agrees.
+    base = serve(stack, "--node-grace-seconds", "4", "--liveness", kopf_liveness)
     # The node check fails at each of its first 9 progress reports: a crash loop, since the
     # supervisor calls 5 failures in a row without progress one.
     stack.operator.env["FOG_FAILPOINTS"] = "node-lifecycle=9"
     start(stack, nodes=1)
     wait_for("/healthz alive", lambda: http(f"{base}/healthz")[0] == 200)
+    wait_for("kopf's --liveness alive", lambda: http(kopf_liveness)[0] == 200)
     _, body = wait_for(
         "/healthz failing", lambda: (answer := http(f"{base}/healthz"))[0] == 500 and answer
     )
     assert "node-lifecycle: failed 5 times in a row" in body
     assert "InjectedFaultError" in body
+    wait_for("kopf's --liveness failing too", lambda: http(kopf_liveness)[0] == 500)
     assert http(f"{base}/readyz")[0] == 200  # its dependencies are fine: only a restart helps
 
 
