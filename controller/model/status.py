@@ -7,6 +7,7 @@ of a reconcile that went through (`status_body`) and of one that could not (`fai
 are both built in this module, so a new status field is added in one place.
 """
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -30,6 +31,10 @@ class Phase(StrEnum):
 
 
 SELECTOR_LABEL = "fogcompute.io/deployment"
+# Kubernetes' label value limit, and how many hex digits of a name's hash stand in for the part
+# of a longer name that does not fit (40 bits: no collision among any real set of names).
+LABEL_VALUE_MAX = 63
+SELECTOR_HASH = 10
 # Printed in `kubectl get -o wide` and `describe`; twelve hex digits identify a revision
 # among a deployment's few, as git's short hashes do.
 SHORT_REVISION = 12
@@ -46,8 +51,16 @@ def short_revision(revision: str) -> str:
 
 
 def selector(name: str) -> str:
-    """The label selector string of a deployment's replicas (for `/scale` and autoscalers)."""
-    return f"{SELECTOR_LABEL}={name}"
+    """The label selector string of a deployment's replicas (for `/scale` and autoscalers).
+
+    A label value holds at most 63 characters and a FogDeployment name up to 100, and `kubectl
+    scale` (like any autoscaler) parses the selector: a longer name is cut, and a hash of the
+    whole name appended so that two long names sharing a prefix still select apart.
+    """
+    if len(name) <= LABEL_VALUE_MAX:
+        return f"{SELECTOR_LABEL}={name}"
+    digest = hashlib.sha256(name.encode()).hexdigest()[:SELECTOR_HASH]
+    return f"{SELECTOR_LABEL}={name[: LABEL_VALUE_MAX - SELECTOR_HASH - 1]}-{digest}"
 
 
 PHASE_STATUS: Mapping[Phase, DeploymentStatus] = MappingProxyType(

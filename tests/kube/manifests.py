@@ -157,9 +157,13 @@ def valid_spec(draw: Callable[..., Any]) -> dict[str, Any]:
     return spec
 
 
-def fresh_name() -> str:
-    """A name no other example used (objects of all examples live side by side)."""
-    return f"gen-{next(_names)}"
+def fresh_name(length: int | None = None) -> str:
+    """A name no other example used (objects of all examples live side by side).
+
+    With `length`, padded to exactly that many characters.
+    """
+    name = f"gen-{next(_names)}"
+    return name if length is None else f"{name}-{'a' * length}"[:length]
 
 
 @st.composite
@@ -167,7 +171,7 @@ def valid_case(draw: Callable[..., Any]) -> Case:
     manifest = {
         "apiVersion": API_VERSION,
         "kind": "FogDeployment",
-        "metadata": {"name": fresh_name()},
+        "metadata": {"name": fresh_name(draw(st.sampled_from([None, NAME_MAX])))},
         "spec": draw(valid_spec()),
     }
     return Case(manifest, field="", must_reject=False, what="valid")
@@ -371,7 +375,7 @@ def bad_name(draw: Callable[..., Any], manifest: dict[str, Any]) -> tuple[str, b
     unique = fresh_name()
 
     def padded(length: int) -> str:
-        return f"{unique}-{'a' * length}"[:length]
+        return fresh_name(length)
 
     name, valid = draw(
         st.sampled_from(

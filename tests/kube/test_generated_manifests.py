@@ -103,22 +103,23 @@ def test_generated_manifests_are_refused_by_name_or_reconciled(
     print(f"manifests: {len(stored)} stored, by break: {dict(sorted(tried.items()))}")
     assert stored, "no example was stored: the generator makes no valid manifests"
 
-    def unsettled() -> list[str]:
-        listed = api.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)["items"]
-        settled = {obj["metadata"]["name"] for obj in listed if _describes_its_generation(obj)}
-        return sorted(set(stored) - settled)
+    def settle(what: str) -> None:
+        """Wait until every stored example's status describes its generation."""
+        left: list[str] = []
 
-    left = [unsettled()]
+        def settled() -> bool:
+            listed = api.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)["items"]
+            done = {obj["metadata"]["name"] for obj in listed if _describes_its_generation(obj)}
+            left[:] = sorted(set(stored) - done)
+            return not left
 
-    def settled() -> bool:
-        left[0] = unsettled()
-        return not left[0]
+        try:
+            wait_for(what, settled, timeout=SETTLE_SECONDS)
+        except AssertionError:
+            details = [f"{name} ({stored[name].what})" for name in left[:10]]
+            raise AssertionError(f"{what}: not reconciled: {', '.join(details)}") from None
 
-    try:
-        wait_for("every stored example reconciled", settled, timeout=SETTLE_SECONDS)
-    except AssertionError:
-        details = [f"{name} ({stored[name].what})" for name in left[0][:10]]
-        raise AssertionError(f"not reconciled: {', '.join(details)}") from None
+    settle("every stored example reconciled")
     _assert_no_traceback(stack)
     # The CRD and the seed's limits agree: nothing the API server stores is an invalid spec to
     # the operator (a stored object it cannot read would wait for an edit, Stalled).
@@ -132,6 +133,12 @@ def test_generated_manifests_are_refused_by_name_or_reconciled(
     assert not unreadable, unreadable
     checked = stack.fogctl("check", "-o", "json")
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+    # Each can be scaled as a person does: kubectl parses status.selector (whatever the name's
+    # length), and the operator reconciles the new generation.
+    kubectl("scale", "-n", namespace, "fogdeployments", "--all", "--replicas=0")
+    settle("every stored example reconciled after kubectl scale")
+    _assert_no_traceback(stack)
 
     # Deleting goes through the operator's finalizer: it must let every example go.
     kubectl("delete", "-n", namespace, "fogdeployments", "--all", "--wait=false")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from pydantic import ValidationError
 
@@ -59,6 +61,18 @@ def test_object_ref_and_selector() -> None:
     ref = object_ref({"namespace": "team-a", "name": "web", "uid": "u-1", "generation": 3})
     assert (ref.namespace, ref.name, ref.uid, ref.generation) == ("team-a", "web", "u-1", 3)
     assert selector("web") == "fogcompute.io/deployment=web"
+
+
+def test_the_selector_of_a_long_name_is_still_a_label_selector() -> None:
+    # kubectl scale parses status.selector; a label value holds at most 63 characters.
+    name = "a" * 100
+    key, _, value = selector(name).partition("=")
+    assert key == "fogcompute.io/deployment"
+    assert len(value) == 63
+    assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", value)
+    assert value.startswith("a" * 52)
+    assert selector("a" * 99 + "b") != selector(name)  # same prefix, another name
+    assert selector("b" * 63) == f"fogcompute.io/deployment={'b' * 63}"  # fits: unchanged
 
 
 def problems(name: str, spec: dict[str, object]) -> str:
