@@ -47,7 +47,7 @@ from controller.operator.nodelifecycle import NodeLifecycle
 from controller.operator.objects import ObservedObjects
 from controller.operator.reconciler import Reconciler
 from controller.operator.recorder import EventRecorder
-from controller.operator.serving import Serving
+from controller.operator.serving import ListenError, Serving
 from controller.operator.sources import Sources
 from controller.operator.supervisor import Supervisor
 from controller.operator.sync import Syncer
@@ -204,14 +204,24 @@ async def start_runtime(config: OperatorConfig) -> Runtime:
         supervisor=supervisor,
         task=task,
         leadership=leadership,
-        serving=await Serving.start(
+        serving=await _serve(config, supervisor),
+    )
+
+
+async def _serve(config: OperatorConfig, supervisor: Supervisor) -> Serving | None:
+    """Metrics and probes; an address that cannot be listened on stops the operator."""
+    try:
+        return await Serving.start(
             database_url=config.database_url,
             supervisor=supervisor,
             metrics=METRICS,
             metrics_address=config.metrics_address,
             probe_address=config.probe_address,
-        ),
-    )
+        )
+    except ListenError as exc:
+        # Not kopf's retry of the startup hook: a port in use stays in use. One line, exit 1.
+        config.shutdown.request(str(exc))
+        return None
 
 
 def _ended(task: asyncio.Task[None], *, shutdown: Shutdown) -> None:

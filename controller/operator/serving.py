@@ -13,11 +13,16 @@ from dataclasses import dataclass
 
 from controller.db.inventory import Inventory
 from controller.db.urls import DatabaseUrl
+from controller.errors import TerminalError
 from controller.kube.reachability import ApiReachability
 from controller.operator.endpoints import Address, Endpoints
 from controller.operator.health import Health
 from controller.operator.metrics import Metrics
 from controller.operator.supervisor import Supervisor
+
+
+class ListenError(TerminalError):
+    """An address to serve on is taken (or not ours to take): the user must choose another."""
 
 
 @dataclass(slots=True)
@@ -53,8 +58,15 @@ class Serving:
         )
         task = asyncio.create_task(health.run(), name="fog-controller-health")
         endpoints = Endpoints(metrics=metrics, health=health)
-        await endpoints.start(metrics=metrics_address, probes=probe_address)
-        return cls(endpoints=endpoints, inventory=inventory, reachability=reachability, task=task)
+        serving = cls(
+            endpoints=endpoints, inventory=inventory, reachability=reachability, task=task
+        )
+        try:
+            await endpoints.start(metrics=metrics_address, probes=probe_address)
+        except OSError as exc:
+            await serving.stop()
+            raise ListenError(f"cannot serve metrics and probes: {exc.strerror or exc}") from exc
+        return serving
 
     async def stop(self) -> None:
         """Stop listening and checking; release the connections."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import urllib.error
 import urllib.request
 import uuid
@@ -242,3 +243,21 @@ def test_the_database_password_appears_in_no_log_event_metric_or_command_line(
         line for line in lines if line.get("object") == f"{namespace}/web"
     ]
     assert any("reconcileID" in line and line.get("reason") for line in about_web)
+
+
+def test_a_taken_port_stops_the_operator_with_one_line(
+    stack: Stack, kubectl: Kubectl, namespace: str
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        stack.operator.args += ["--metrics-bind-address", f"127.0.0.1:{port}"]
+        stack.operator.start()
+        code = wait_for(
+            "the operator to exit", lambda: (c := stack.operator.exit_code()) is not None and (c,)
+        )
+    assert code == (1,)
+    last = stack.operator.log.read_text().splitlines()[-1]
+    assert last.startswith("fogctl: error: cannot serve metrics and probes: ")
+    assert str(port) in last
