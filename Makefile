@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # The venv is rebuilt when the dependencies change; the stamp records the last install.
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: help venv postgres control-plane verdicts lint typecheck test test-fast reliability demo demo-node-loss demo-down bench bench-quick clean
+.PHONY: help venv postgres control-plane verdicts linters lint typecheck test test-fast reliability demo demo-node-loss demo-down bench bench-quick clean
 
 help:
 	@echo "make demo        the operator on a local control plane + PostgreSQL, simulated nodes"
@@ -41,6 +41,10 @@ control-plane: venv
 verdicts: venv
 	$(BIN)/python -m controller.sandbox.verdicts
 
+# kube-score (tools/kube-score), which the tests run on the rendered deploy/; built once, ~20 s.
+linters: venv
+	$(BIN)/python -m controller.sandbox.linters
+
 lint: venv
 	$(BIN)/ruff check controller tests migrations bench
 	$(BIN)/ruff format --check controller tests migrations bench
@@ -49,7 +53,7 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy
 
-test: lint typecheck postgres control-plane verdicts
+test: lint typecheck postgres control-plane verdicts linters
 	$(BIN)/pytest
 
 test-fast: venv
@@ -63,7 +67,10 @@ RELIABILITY_RESULTS := bench/results/reliability.jsonl
 reliability: venv postgres control-plane
 	rm -f $(RELIABILITY_RESULTS)
 	FOG_FAULTS=full FOG_FAULTS_RESULTS=$(RELIABILITY_RESULTS) HYPOTHESIS_PROFILE=ci \
-		$(BIN)/pytest tests/faults tests/cli/test_bad_input.py \
+	FOG_MANIFEST_EXAMPLES=1000 \
+		$(BIN)/pytest tests/faults tests/kube/test_generated_manifests.py \
+		tests/cli/test_bad_input.py tests/cli/test_generated_command_lines.py \
+		tests/db/test_reports.py \
 		--junitxml=bench/results/reliability.xml -p no:cacheprovider
 	$(BIN)/python tests/faults/report.py --results $(RELIABILITY_RESULTS) \
 		--junit bench/results/reliability.xml

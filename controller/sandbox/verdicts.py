@@ -11,18 +11,16 @@ needs nothing but Go.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import shutil
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from controller.sandbox import binaries
 from controller.sandbox.errors import SandboxError
+from controller.sandbox.gotools import GoTool
 
 TOOL_DIR = binaries.TOOLS_DIR.parent / "verdicts"
 FLUX_KUSTOMIZATION = TOOL_DIR.parents[1] / "deploy" / "flux" / "fog-controller.yaml"
@@ -55,36 +53,15 @@ class Verdicts:
     flux: Verdict
 
 
-def _cache_key() -> str:
-    digest = hashlib.sha256()
-    for name in SOURCES:
-        digest.update((TOOL_DIR / name).read_bytes())
-    return digest.hexdigest()[:16]
+# Measured on the 2-core machine: 68 s from an empty Go build cache with the modules already
+# downloaded (the Flux and cli-utils libraries pull in client-go), about 25 s when the
+# control-plane build has warmed the cache, and nothing at all once it is in the cache.
+TOOL = GoTool(name=NAME, folder="verdicts", package=".", sources=SOURCES)
 
 
 def ensure() -> Path:
-    """The built command, building it first when its sources changed.
-
-    Measured on the 2-core machine: 68 s from an empty Go build cache with the modules already
-    downloaded (the Flux and cli-utils libraries pull in client-go), about 25 s when the
-    control-plane build has warmed the cache, and nothing at all once it is in the cache.
-    """
-    target = binaries.cache_root().parent / "verdicts" / _cache_key()
-    binary = target / NAME
-    if binary.is_file():
-        return binary
-    if shutil.which("go") is None:
-        raise SandboxError(f"{NAME} is not built and 'go' is not on PATH: install Go 1.26+")
-    with binaries.build_lock(target.parent):
-        if binary.is_file():  # another process built it while we waited
-            return binary
-        staging = Path(tempfile.mkdtemp(prefix=".building-", dir=target.parent))
-        try:
-            binaries.go_build(TOOL_DIR, ["-ldflags", "-s -w"], ["."], str(staging / NAME), None)
-            staging.rename(target)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-    return binary
+    """The built command (see TOOL)."""
+    return TOOL.ensure()
 
 
 def verdicts(obj: dict[str, Any], kustomization: Path = FLUX_KUSTOMIZATION) -> Verdicts:
