@@ -13,11 +13,11 @@ import os
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from faultsite import SCALES, Scale, Site
 
 from controller.sandbox import harness
 from controller.sandbox.harness import Servers, Stack
@@ -25,25 +25,6 @@ from controller.sandbox.harness import Servers, Stack
 # Lines of each process log attached to a failed test.
 LOG_TAIL_LINES = 60
 SCALE_ENV = "FOG_FAULTS"
-
-
-@dataclass(frozen=True)
-class Scale:
-    """How hard each scenario pushes. The short one keeps `make test` within minutes."""
-
-    name: str
-    operator_kills: int
-    long_database_outage_seconds: float
-    two_operators_seconds: float
-    mass_delete_objects: int
-
-
-SCALES = {
-    "short": Scale("short", 5, 0.0, 20.0, 200),
-    # The issue's figures: 50 kills, an outage past a minute, minutes of two operators, 2,000
-    # objects deleted at once.
-    "full": Scale("full", 50, 65.0, 120.0, 2000),
-}
 
 
 @pytest.fixture(scope="session")
@@ -58,28 +39,6 @@ def scale() -> Scale:
 def servers() -> Iterator[Servers]:
     with harness.servers(template="fog_faults_template") as running:
         yield running
-
-
-@dataclass
-class Site:
-    """One test's world: its namespace, its database, its processes, and what it recorded."""
-
-    servers: Servers
-    namespace: str
-    stack: Stack
-    folder: Path
-    figures: dict[str, Any]
-
-    def kubectl(self, *args: str, stdin: str | None = None, check: bool = True) -> Any:
-        return self.servers.kubectl(*args, stdin=stdin, check=check)
-
-    def objects(self) -> list[dict[str, Any]]:
-        """Every FogDeployment of the namespace (none while the API server is down)."""
-        listed = self.kubectl("get", "fogdeploy", "-n", self.namespace, "-o", "json", check=False)
-        if listed.returncode != 0:
-            return []
-        items: list[dict[str, Any]] = json.loads(listed.stdout)["items"]
-        return items
 
 
 @pytest.fixture

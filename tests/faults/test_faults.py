@@ -18,7 +18,7 @@ from typing import Any
 import psycopg
 import pytest
 import yaml
-from conftest import Scale, Site
+from faultsite import Scale, Site
 
 from controller.operator.failpoints import ENV_VAR as FAILPOINTS_ENV
 from controller.sandbox import harness
