@@ -9,6 +9,7 @@ in for many nodes, so the demo, the tests and the benchmarks need no edge hardwa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fnmatch
 import hashlib
 import logging
@@ -18,6 +19,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import psycopg.errors
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -115,6 +117,40 @@ class Simulator:
         )
 
 
+async def beat(sessions: async_sessionmaker[AsyncSession], nodes: Sequence[str] | None) -> None:
+    """Renew the leases of `nodes` (None: every registered node) in a transaction of its own.
+
+    A lease row is written by nobody else (db/nodes.py), so this never waits for placement work.
+    """
+    async with sessions() as session, session.begin():
+        if nodes is None:
+            nodes = await db_nodes.node_names(session)
+        await db_nodes.heartbeat(session, names=nodes)
+
+
+async def work(
+    sessions: async_sessionmaker[AsyncSession],
+    simulator: Simulator,
+    nodes: Sequence[str] | None,
+    *,
+    complete: bool = True,
+) -> int:
+    """Read assignments and report, in one transaction; returns how many reports were written.
+
+    `nodes` None stands for every registered node, read afresh so that nodes registered later
+    are served too. Unless `complete`, only replicas that need action are read (not the running
+    ones), so the cost follows what changed, not how much runs.
+    """
+    written = 0
+    async with sessions() as session, session.begin():
+        if nodes is None:
+            nodes = await db_nodes.node_names(session)
+        assigned = await reports.assignments(session, nodes=nodes, include_running=complete)
+        for batch in simulator.decide(assigned, complete=complete):
+            written += (await reports.report(session, batch)).accepted
+    return written
+
+
 async def tick(
     sessions: async_sessionmaker[AsyncSession],
     simulator: Simulator,
@@ -122,26 +158,46 @@ async def tick(
     *,
     complete: bool = True,
 ) -> int:
-    """One round of the agent: heartbeat, then read assignments and report.
+    """One round of the agent, as the tests drive it: heartbeat, then work."""
+    await beat(sessions, nodes)
+    return await work(sessions, simulator, nodes, complete=complete)
 
-    `nodes` None stands for every registered node, read afresh each round so that nodes
-    registered later are served too. Returns how many reports were written. Unless
-    `complete`, only replicas that need action are read (not the running ones), so a tick's
-    cost follows what changed, not how much runs.
 
-    The heartbeat commits on its own, first: it renews the nodes' leases (never waiting for a
-    placement's locks, see db/nodes.py), and a failed report must not undo it.
+def _is_conflict(exc: OperationalError | InterfaceError) -> bool:
+    """A deadlock or serialization failure: another writer moved first, the database is fine."""
+    return isinstance(
+        exc.orig, psycopg.errors.DeadlockDetected | psycopg.errors.SerializationFailure
+    )
+
+
+async def _heartbeats(
+    sessions: async_sessionmaker[AsyncSession],
+    nodes: Sequence[str] | None,
+    *,
+    period: float,
+    stop: asyncio.Event,
+    silent: asyncio.Event,
+) -> None:
+    """Heartbeat every `period`, whatever the reports are doing.
+
+    Its own loop, so that no report (a slow one, one that conflicts with a placement and is
+    retried, one backing off through an outage) ever delays a heartbeat: under sustained
+    placement a report backing off after conflicts once let a healthy node's grace run out.
+    A failed heartbeat is tried again at the next period, not after a growing backoff: it is
+    one tiny statement, and after an outage the node must be heard from at once.
     """
-    written = 0
-    async with sessions() as session, session.begin():
-        if nodes is None:
-            nodes = await db_nodes.node_names(session)
-        await db_nodes.heartbeat(session, names=nodes)
-    async with sessions() as session, session.begin():
-        work = await reports.assignments(session, nodes=nodes, include_running=complete)
-        for batch in simulator.decide(work, complete=complete):
-            written += (await reports.report(session, batch)).accepted
-    return written
+    failing = False
+    while not stop.is_set():
+        if not silent.is_set():
+            try:
+                await beat(sessions, nodes)
+                failing = False
+            except (OperationalError, InterfaceError) as exc:
+                if not failing:  # once per outage, not every period
+                    logger.warning("heartbeat failed (%s): retrying", str(exc.orig).strip())
+                failing = True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=period)
 
 
 async def run(
@@ -162,23 +218,33 @@ async def run(
     simulator = Simulator(start_delay=start_delay, fail_image=fail_image)
     stop = stop or asyncio.Event()
     silent = silent or asyncio.Event()
+    heartbeats = asyncio.create_task(
+        _heartbeats(sessions, nodes, period=tick_seconds, stop=stop, silent=silent)
+    )
     failures = 0
     last_complete = -math.inf
-    while not stop.is_set():
-        try:
-            if not silent.is_set():
-                now = time.monotonic()
-                complete = now - last_complete >= COMPLETE_LIST_SECONDS
-                await tick(sessions, simulator, nodes, complete=complete)
-                if complete:
-                    last_complete = now
-            failures = 0
-        except (OperationalError, InterfaceError) as exc:
-            # An agent outlives a database outage, as a real one outlives a flaky link.
-            failures += 1
-            logger.warning("database unavailable (%s): retrying", str(exc.orig).strip())
-        pause = min(OUTAGE_BACKOFF_MAX_SECONDS, tick_seconds * 2**failures)
-        try:
-            await asyncio.wait_for(stop.wait(), timeout=pause)
-        except TimeoutError:
-            continue
+    try:
+        while not stop.is_set():
+            try:
+                if not silent.is_set():
+                    now = time.monotonic()
+                    complete = now - last_complete >= COMPLETE_LIST_SECONDS
+                    await work(sessions, simulator, nodes, complete=complete)
+                    if complete:
+                        last_complete = now
+                failures = 0
+            except (OperationalError, InterfaceError) as exc:
+                if _is_conflict(exc):
+                    # A placement wrote the same node rows: try again next tick, no backoff.
+                    logger.info("report conflicted with another writer: retrying")
+                else:
+                    # An agent outlives a database outage, as a real one outlives a flaky link.
+                    failures += 1
+                    logger.warning("database unavailable (%s): retrying", str(exc.orig).strip())
+            pause = min(OUTAGE_BACKOFF_MAX_SECONDS, tick_seconds * 2**failures)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=pause)
+    finally:
+        heartbeats.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await heartbeats
