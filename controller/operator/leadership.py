@@ -44,7 +44,6 @@ class Leadership:
         self._supervisor = supervisor
         self._requeue_all = requeue_all
         self._stop = stop
-        self.leading = False
         store.elect()
         metrics.set_leader(False, name=settings.name)  # a standby until the Lease is won
 
@@ -60,13 +59,11 @@ class Leadership:
     async def _lead(self) -> None:
         epoch = await self._advance_epoch()
         logger.info("leading with fencing epoch %d", epoch)
-        self.leading = True
         metrics.set_leader(True, name=self._settings.name)
         self._requeue_all()
         try:
             await self._supervisor.run()
         finally:
-            self.leading = False
             metrics.set_leader(False, name=self._settings.name)
             self._store.step_down()
 
