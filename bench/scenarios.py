@@ -22,15 +22,17 @@ from report import percentile, summary
 from runs import Run, create_all, fresh_run, manifest, node_name, register_nodes, scalar
 from sqlalchemy import event
 
-from controller.agent.simulate import Simulator, tick
 from controller.db import engine as db_engine
 from controller.db import reports
 from controller.db.store import Store
 from controller.kube.resource import GROUP, PLURAL, VERSION, ObjectRef, parse_spec
 from controller.model.placement import NodeCapacity, Strategy, place
+from controller.model.protocol import Report
 from controller.model.resources import Resources
+from controller.model.simulation import Simulator
 from controller.model.states import ReplicaStatus
 from controller.operator.reconciler import Reconciler
+from controller.sandbox.dbagent import tick
 from controller.sandbox.harness import FogctlProcess, Servers
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -205,7 +207,7 @@ async def _report_latencies(
         for ready_count, item in enumerate(work, start=1):
             async with sessions() as session, session.begin():
                 for step in (ReplicaStatus.STARTING, ReplicaStatus.RUNNING):
-                    report = reports.Report(
+                    report = Report(
                         node=item.node, replica_id=item.replica_id, status=step, reason="bench"
                     )
                     await reports.report(session, [report])

@@ -1,250 +1,309 @@
-"""A simulated node agent: heartbeats its nodes and runs their replicas in name only.
+"""A simulated node agent speaking the agent API: heartbeats, assignments, reports.
 
-Real agents pull images and start containers; this one moves each assigned replica along the
-happy path (`pending -> starting -> running`, `stopping -> stopped`) after a configurable
-start delay, through the same protocol functions a real agent calls. One process can stand
-in for many nodes, so the demo, the tests and the benchmarks need no edge hardware.
+It holds no database URL, only node tokens, and goes through exactly what a real agent goes
+through (docs/agent-protocol.md): it trades bootstrap tokens for node tokens, opens one stream
+(`/v1/stream`) for all the nodes it plays, heartbeats them, receives each node's list when it
+changes, and reports what its simulated containers do (controller/model/simulation.py decides
+that). One process plays thousands of nodes over one connection, so the demo, the tests and
+the benchmarks need no edge hardware and still exercise the real path.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import fnmatch
-import hashlib
+import itertools
+import json
 import logging
-import math
-import time
-import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
-import psycopg.errors
-from sqlalchemy.exc import InterfaceError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+import aiohttp
 
-from controller.db import nodes as db_nodes
-from controller.db import reports
-from controller.model.states import ReplicaStatus
+from controller.agent.tokens import TokensFile
+from controller.agent.wire import assignment_in, report_out
+from controller.errors import TerminalError
+from controller.model.credentials import TokenKind, kind_of
+from controller.model.protocol import Report
+from controller.model.simulation import NodeView, Simulator
 
-# How often the agent looks for work and heartbeats: well inside the 40 s heartbeat grace,
-# and short enough that a replica starts within about half a second of being placed.
+# How often the agent heartbeats and looks at what is due: well inside the 40 s heartbeat
+# grace, and the start delay's resolution. Placements need no tick: they are pushed.
 DEFAULT_TICK_SECONDS = 0.5
-# How often the agent reads its complete list, running replicas included, to adopt what runs
-# and stop orphans; the ticks between read only what needs action. Reading every running
-# replica of 500 nodes each tick cost more than the operator did during a burst (make bench).
-COMPLETE_LIST_SECONDS = 2.0
-# During a database outage the agent backs off to at most this pause between attempts.
-OUTAGE_BACKOFF_MAX_SECONDS = 10.0
+# Between attempts to reach the agent API the pause doubles up to this: an agent outlives an
+# outage of the API or the database, as a real one outlives a flaky link.
+RECONNECT_MAX_SECONDS = 10.0
+# A report batch not answered in this long is taken as lost with the connection, which is
+# then re-opened (the server answers within milliseconds unless the database is down).
+REPLY_TIMEOUT_SECONDS = 30.0
+# How often a silenced agent looks whether it may speak again or must stop.
+SILENCE_POLL_SECONDS = 0.2
+# aiohttp's keep-alive ping on the stream, as the server's: a dead link is noticed.
+PING_SECONDS = 20.0
+# The largest message the server sends: a node's list is small; the server caps its own too.
+MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 
 logger = logging.getLogger(__name__)
 
 
-def container_id(replica_id: uuid.UUID) -> str:
-    """A stable fake container id, shaped like a runtime's (64 hex digits)."""
-    return hashlib.sha256(replica_id.bytes).hexdigest()
+class AgentCredentialError(TerminalError):
+    """None of the agent's tokens is accepted: nothing to play."""
 
 
 @dataclass
-class Simulator:
-    """The agent's memory between ticks: the replicas it runs and when each began starting.
+class Credentials:
+    """Node -> token, from the command line or a tokens file (re-read when it changes)."""
 
-    `fail_image` (a glob) makes replicas of matching images fail instead of running, for
-    demos and tests of the restart backoff.
-    """
+    tokens: dict[str, str] = field(default_factory=dict)
+    file: TokensFile | None = None
+    only: frozenset[str] = frozenset()  # play only these nodes (empty: every one)
 
-    start_delay: float
-    fail_image: str | None = None
-    clock: Callable[[], float] = time.monotonic
-    started: dict[uuid.UUID, float] = field(default_factory=dict)
-    orphans_stopped: list[uuid.UUID] = field(default_factory=list)
+    def __post_init__(self) -> None:
+        if self.file is not None:
+            self.file.changed()
+            self.tokens.update(self._wanted(self.file.tokens))
 
-    def _outcome(self, item: reports.Assignment) -> reports.Report:
-        if self.fail_image and fnmatch.fnmatchcase(item.image, self.fail_image):
-            return self._report(item, ReplicaStatus.FAILED, "Error: exit code 1")
-        return self._report(item, ReplicaStatus.RUNNING, "Started")
+    def refresh(self) -> bool:
+        """Re-read the tokens file if it changed; say whether anything new may be there."""
+        if self.file is None or not self.file.changed():
+            return False
+        self.tokens.update(self._wanted(self.file.tokens))
+        return True
 
-    def decide(
-        self, work: Sequence[reports.Assignment], *, complete: bool = True
-    ) -> list[list[reports.Report]]:
-        """The reports due now, in rounds: a replica moves at most one step per round.
+    def _wanted(self, tokens: Mapping[str, str]) -> dict[str, str]:
+        return {node: token for node, token in tokens.items() if not self.only or node in self.only}
 
-        With no start delay a placed replica goes pending -> starting -> running in one tick:
-        two rounds, because a replica may change only once per batch of reports. Orphans are
-        looked for only when `work` is the `complete` list, running replicas included.
-        """
-        now = self.clock()
-        first: list[reports.Report] = []
-        second: list[reports.Report] = []
-        for item in work:
-            if item.status is ReplicaStatus.PENDING:
-                self.started[item.replica_id] = now
-                first.append(self._report(item, ReplicaStatus.STARTING, "Starting"))
-                if self.start_delay <= 0:
-                    second.append(self._outcome(item))
-            elif item.status is ReplicaStatus.STARTING:
-                began = self.started.setdefault(item.replica_id, now)
-                if now - began >= self.start_delay:
-                    first.append(self._outcome(item))
-            elif item.status is ReplicaStatus.RUNNING:
-                # Adopt what runs here already (an agent restarted while replicas ran).
-                self.started.setdefault(item.replica_id, now)
-            elif item.status is ReplicaStatus.STOPPING:
-                first.append(self._report(item, ReplicaStatus.STOPPED, "Stopped"))
-        if complete:
-            self._stop_orphans({item.replica_id for item in work})
-        return [batch for batch in (first, second) if batch]
-
-    def _stop_orphans(self, assigned: set[uuid.UUID]) -> None:
-        """Stop what runs here but is no longer assigned here.
-
-        That is a replica failed as NodeLost while this agent was silent (and replaced
-        elsewhere) or one that stopped: running it on would run it twice.
-        """
-        for replica_id in self.started.keys() - assigned:
-            del self.started[replica_id]
-            self.orphans_stopped.append(replica_id)
-            logger.info("stopped replica %s: no longer assigned to this agent", replica_id)
-
-    @staticmethod
-    def _report(item: reports.Assignment, status: ReplicaStatus, reason: str) -> reports.Report:
-        return reports.Report(
-            node=item.node,
-            replica_id=item.replica_id,
-            status=status,
-            reason=reason,
-            container_id=container_id(item.replica_id),
-        )
+    def replace(self, exchanged: Mapping[str, str]) -> None:
+        """Keep node tokens got for bootstrap ones (in the file too: they must outlive us)."""
+        self.tokens.update(exchanged)
+        if self.file is not None:
+            self.file.save(exchanged)
 
 
-async def beat(sessions: async_sessionmaker[AsyncSession], nodes: Sequence[str] | None) -> None:
-    """Renew the leases of `nodes` (None: every registered node) in a transaction of its own.
-
-    A lease row is written by nobody else (db/nodes.py), so this never waits for placement work.
-    """
-    async with sessions() as session, session.begin():
-        if nodes is None:
-            nodes = await db_nodes.node_names(session)
-        await db_nodes.heartbeat(session, names=nodes)
-
-
-async def work(
-    sessions: async_sessionmaker[AsyncSession],
-    simulator: Simulator,
-    nodes: Sequence[str] | None,
-    *,
-    complete: bool = True,
-) -> int:
-    """Read assignments and report, in one transaction; returns how many reports were written.
-
-    `nodes` None stands for every registered node, read afresh so that nodes registered later
-    are served too. Unless `complete`, only replicas that need action are read (not the running
-    ones), so the cost follows what changed, not how much runs.
-    """
-    written = 0
-    async with sessions() as session, session.begin():
-        if nodes is None:
-            nodes = await db_nodes.node_names(session)
-        assigned = await reports.assignments(session, nodes=nodes, include_running=complete)
-        for batch in simulator.decide(assigned, complete=complete):
-            written += (await reports.report(session, batch)).accepted
-    return written
+async def exchange_bootstraps(
+    http: aiohttp.ClientSession, server: str, credentials: Credentials
+) -> None:
+    """Trade every bootstrap token for the node's own token; drop refused ones, loudly."""
+    exchanged: dict[str, str] = {}
+    for node, token in list(credentials.tokens.items()):
+        if kind_of(token) is not TokenKind.BOOTSTRAP:
+            continue
+        async with http.post(
+            f"{server}/v1/credentials/exchange", headers={"Authorization": f"Bearer {token}"}
+        ) as response:
+            body = await response.json(content_type=None)
+            if response.status == 200:
+                exchanged[node] = body["token"]
+                logger.info("node %s: bootstrap token exchanged for the node's own token", node)
+                continue
+            if response.status in (401, 403):
+                logger.error(
+                    "node %s: bootstrap token refused (%s): not playing it",
+                    node,
+                    body.get("message"),
+                )
+                del credentials.tokens[node]
+                continue
+            response.raise_for_status()
+    if exchanged:
+        credentials.replace(exchanged)
 
 
-async def tick(
-    sessions: async_sessionmaker[AsyncSession],
-    simulator: Simulator,
-    nodes: Sequence[str] | None,
-    *,
-    complete: bool = True,
-) -> int:
-    """One round of the agent, as the tests drive it: heartbeat, then work."""
-    await beat(sessions, nodes)
-    return await work(sessions, simulator, nodes, complete=complete)
+async def first_of(*work: Coroutine[Any, Any, None]) -> None:
+    """Run `work` together until the first one ends; cancel the rest; raise what it raised."""
+    tasks = [asyncio.create_task(item) for item in work]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+    for task in done:
+        if not task.cancelled() and (error := task.exception()) is not None:
+            raise error
 
 
-def _is_conflict(exc: OperationalError | InterfaceError) -> bool:
-    """A deadlock or serialization failure: another writer moved first, the database is fine."""
-    return isinstance(
-        exc.orig, psycopg.errors.DeadlockDetected | psycopg.errors.SerializationFailure
-    )
+class Session:
+    """One open stream: hello, then heartbeats, pushed lists and report batches."""
+
+    def __init__(
+        self,
+        socket: aiohttp.ClientWebSocketResponse,
+        *,
+        simulator: Simulator,
+        views: dict[str, NodeView],
+        tick: float,
+    ) -> None:
+        self._socket = socket
+        self._simulator = simulator
+        self._views = views
+        self._tick = tick
+        self._wake = asyncio.Event()
+        self._replies: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._ids = itertools.count(1)
+        self.welcomed: set[str] = set()
+
+    async def _send(self, body: dict[str, Any]) -> None:
+        await self._socket.send_str(json.dumps(body))
+
+    async def hello(self, tokens: list[str]) -> None:
+        """Present node tokens; the answer (`welcome`) and the lists arrive as messages."""
+        if tokens:
+            await self._send({"op": "hello", "tokens": tokens})
+
+    def _received(self, message: dict[str, Any]) -> None:
+        op = message.get("op")
+        if op == "assignments":
+            node = str(message["node"])
+            self._views.setdefault(node, NodeView()).receive(
+                assignment_in(node, item) for item in message["assignments"]
+            )
+            self._wake.set()
+        elif op == "welcome":
+            self.welcomed.update(message["nodes"])
+            logger.info(
+                "playing %d nodes (%d tokens refused)", len(self.welcomed), message["refused"]
+            )
+        elif op == "revoked":
+            for node in message["nodes"]:
+                self.welcomed.discard(node)
+                self._views.pop(node, None)  # what it ran is now an orphan and stops
+                logger.warning("node %s: token revoked; no longer playing it", node)
+            self._wake.set()
+        elif message.get("id") is not None and message["id"] in self._replies:
+            self._replies.pop(message["id"]).set_result(message)
+        elif op in ("refused", "unavailable"):
+            logger.warning("%s: %s", op, message.get("message"))
+
+    async def _read(self) -> None:
+        async for message in self._socket:
+            if message.type is aiohttp.WSMsgType.TEXT:
+                try:
+                    self._received(json.loads(message.data))
+                except (ValueError, KeyError, TypeError) as exc:
+                    logger.warning("ignored a malformed message from the agent API: %s", exc)
+            elif message.type is aiohttp.WSMsgType.ERROR:
+                break
+        raise ConnectionResetError("the agent API closed the stream")
+
+    async def _heartbeats(self) -> None:
+        while True:
+            await self._send({"op": "heartbeat"})
+            await asyncio.sleep(self._tick)
+
+    async def _report(self, batch: list[Report]) -> None:
+        op_id = next(self._ids)
+        reply: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._replies[op_id] = reply
+        await self._send({"op": "report", "id": op_id, "reports": [report_out(r) for r in batch]})
+        answer = await asyncio.wait_for(reply, timeout=REPLY_TIMEOUT_SECONDS)
+        if answer["op"] == "reported":
+            for report in batch:
+                if report.node in self._views:
+                    self._views[report.node].accepted([report])
+            return
+        # Refused (a list we acted on was stale) or the database was out: ask for fresh lists.
+        logger.warning("reports %s: %s", answer["op"], answer.get("message"))
+        await self._send({"op": "refresh"})
+
+    async def _work(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self._tick)
+            self._wake.clear()
+            items = [item for view in self._views.values() for item in view.items.values()]
+            for batch in self._simulator.decide(items):
+                await self._report(batch)
+
+    async def run(self) -> None:
+        """Until the stream closes (ConnectionResetError) or the caller cancels."""
+        await first_of(self._read(), self._heartbeats(), self._work())
 
 
-async def _heartbeats(
-    sessions: async_sessionmaker[AsyncSession],
-    nodes: Sequence[str] | None,
-    *,
-    period: float,
+async def _converse(
+    http: aiohttp.ClientSession,
+    server: str,
+    credentials: Credentials,
+    session_args: dict[str, Any],
     stop: asyncio.Event,
     silent: asyncio.Event,
 ) -> None:
-    """Heartbeat every `period`, whatever the reports are doing.
+    """One stream, from exchange and hello until it closes, or the agent stops or goes quiet."""
+    await exchange_bootstraps(http, server, credentials)
+    async with http.ws_connect(
+        f"{server}/v1/stream", heartbeat=PING_SECONDS, max_msg_size=MAX_MESSAGE_BYTES
+    ) as socket:
+        session = Session(socket, **session_args)
+        await session.hello(list(credentials.tokens.values()))
+        talking = asyncio.create_task(session.run())
+        watching = asyncio.create_task(
+            _watch_tokens(http, server, credentials, session, stop, silent)
+        )
+        done, _ = await asyncio.wait([talking, watching], return_when=asyncio.FIRST_COMPLETED)
+        for task in (talking, watching):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ConnectionResetError, ExceptionGroup):
+                await task
+        for task in done:
+            if not task.cancelled() and (error := task.exception()) is not None:
+                raise error
 
-    Its own loop, so that no report (a slow one, one that conflicts with a placement and is
-    retried, one backing off through an outage) ever delays a heartbeat: under sustained
-    placement a report backing off after conflicts once let a healthy node's grace run out.
-    A failed heartbeat is tried again at the next period, not after a growing backoff: it is
-    one tiny statement, and after an outage the node must be heard from at once.
-    """
-    failing = False
-    while not stop.is_set():
-        if not silent.is_set():
-            try:
-                await beat(sessions, nodes)
-                failing = False
-            except (OperationalError, InterfaceError) as exc:
-                if not failing:  # once per outage, not every period
-                    logger.warning("heartbeat failed (%s): retrying", str(exc.orig).strip())
-                failing = True
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=period)
+
+async def _watch_tokens(
+    http: aiohttp.ClientSession,
+    server: str,
+    credentials: Credentials,
+    session: Session,
+    stop: asyncio.Event,
+    silent: asyncio.Event,
+) -> None:
+    """Present tokens added to the file; return when the agent must stop or go quiet."""
+    while not (stop.is_set() or silent.is_set()):
+        if credentials.refresh():
+            await exchange_bootstraps(http, server, credentials)
+            await session.hello(list(credentials.tokens.values()))
+        await asyncio.sleep(SILENCE_POLL_SECONDS)
 
 
 async def run(
-    sessions: async_sessionmaker[AsyncSession],
+    server: str,
+    credentials: Credentials,
     *,
-    nodes: Sequence[str] | None,
     start_delay: float,
     tick_seconds: float = DEFAULT_TICK_SECONDS,
     fail_image: str | None = None,
     stop: asyncio.Event | None = None,
     silent: asyncio.Event | None = None,
 ) -> None:
-    """Act as the agent of `nodes` (None: all) until `stop` is set (or forever).
+    """Play the nodes of `credentials` against the agent API at `server` until `stop` is set.
 
-    While `silent` is set the agent neither heartbeats nor reports, as if its link were cut;
-    it keeps what it runs in memory and reconciles it when it speaks again.
+    While `silent` is set the agent closes its stream and says nothing, as if its link were
+    cut; it keeps what it runs in memory and reconciles it when it speaks again.
     """
-    simulator = Simulator(start_delay=start_delay, fail_image=fail_image)
     stop = stop or asyncio.Event()
     silent = silent or asyncio.Event()
-    heartbeats = asyncio.create_task(
-        _heartbeats(sessions, nodes, period=tick_seconds, stop=stop, silent=silent)
-    )
+    session_args: dict[str, Any] = {
+        "simulator": Simulator(start_delay=start_delay, fail_image=fail_image),
+        "views": {},
+        "tick": tick_seconds,
+    }
     failures = 0
-    last_complete = -math.inf
-    try:
+    async with aiohttp.ClientSession() as http:
         while not stop.is_set():
+            if silent.is_set():
+                await asyncio.sleep(SILENCE_POLL_SECONDS)
+                continue
             try:
-                if not silent.is_set():
-                    now = time.monotonic()
-                    complete = now - last_complete >= COMPLETE_LIST_SECONDS
-                    await work(sessions, simulator, nodes, complete=complete)
-                    if complete:
-                        last_complete = now
+                await _converse(http, server, credentials, session_args, stop, silent)
                 failures = 0
-            except (OperationalError, InterfaceError) as exc:
-                if _is_conflict(exc):
-                    # A placement wrote the same node rows: try again next tick, no backoff.
-                    logger.info("report conflicted with another writer: retrying")
-                else:
-                    # An agent outlives a database outage, as a real one outlives a flaky link.
-                    failures += 1
-                    logger.warning("database unavailable (%s): retrying", str(exc.orig).strip())
-            pause = min(OUTAGE_BACKOFF_MAX_SECONDS, tick_seconds * 2**failures)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=pause)
-    finally:
-        heartbeats.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await heartbeats
+            except (aiohttp.ClientError, OSError, TimeoutError, ConnectionResetError) as exc:
+                failures += 1
+                logger.warning(
+                    "agent API unavailable (%s): retrying", str(exc) or type(exc).__name__
+                )
+                await asyncio.sleep(min(RECONNECT_MAX_SECONDS, tick_seconds * 2**failures))
+            if not credentials.tokens:
+                raise AgentCredentialError("no node token left to play (all were refused)")

@@ -1,31 +1,52 @@
-"""`fogctl agent simulate [NODE ...]`: a stand-in agent for registered nodes."""
+"""`fogctl agent simulate`: a stand-in agent for registered nodes, over the agent API."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
+import os
 import signal
 from pathlib import Path
 from typing import Any
 
-import yaml
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
 from controller.agent import simulate
-from controller.cli import arguments, database
-from controller.cli.db_commands import add_database_url
+from controller.agent.tokens import TokensFile
+from controller.cli import arguments
 from controller.cli.errors import CommandError
-from controller.db import nodes as db_nodes
-from controller.model.resources import Resources
+from controller.model.credentials import kind_of
+
+# The environment variable that may name the agent API (as FOG_DATABASE_URL names the database).
+SERVER_ENV = "FOG_AGENT_SERVER"
 
 
 def register(commands: Any) -> None:
     """Add `agent` and its sub-commands to the `fogctl` parser."""
     agent = commands.add_parser("agent", help="node agents")
     actions = agent.add_subparsers(dest="agent_command", required=True, metavar="ACTION")
-    sim = actions.add_parser("simulate", help="heartbeat nodes and run their replicas in name only")
-    sim.add_argument("nodes", nargs="*", metavar="NODE", help="default: every registered node")
+    sim = actions.add_parser(
+        "simulate",
+        help="heartbeat nodes and run their replicas in name only, through the agent API",
+    )
+    sim.add_argument(
+        "nodes", nargs="*", metavar="NODE", help="play only these nodes (default: every token's)"
+    )
+    sim.add_argument(
+        "--server",
+        type=arguments.http_url,
+        help=f"the agent API, http(s)://HOST:PORT (default: ${SERVER_ENV})",
+    )
+    credentials = sim.add_mutually_exclusive_group(required=True)
+    credentials.add_argument(
+        "--token", help="the node's bootstrap token (from fogctl node register) or node token"
+    )
+    credentials.add_argument(
+        "--tokens-file",
+        type=Path,
+        metavar="PATH",
+        help="YAML mapping of node names to tokens; bootstrap tokens in it are replaced by the "
+        "node tokens they are exchanged for, and nodes added to it are played without a restart",
+    )
     sim.add_argument(
         "--start-delay",
         type=arguments.seconds(inclusive=True),
@@ -36,77 +57,67 @@ def register(commands: Any) -> None:
         "--tick",
         type=arguments.seconds(),
         default=simulate.DEFAULT_TICK_SECONDS,
-        help="seconds between rounds",
-    )
-    sim.add_argument(
-        "--nodes-file",
-        type=Path,
-        help="YAML list of nodes to register first: name, cpuCores, memoryMB, gpuUnits, "
-        "storageGB, labels",
+        help="seconds between heartbeats",
     )
     sim.add_argument(
         "--fail-image", metavar="GLOB", help="replicas of matching images fail after starting"
     )
-    add_database_url(sim)
     sim.set_defaults(handler=_simulate)
 
 
-def _load_nodes(path: Path) -> list[tuple[str, Resources, dict[str, str]]]:
-    """Nodes from a YAML file: a list of {name, cpuCores, memoryMB, gpuUnits, storageGB, labels}."""
+def _server_from_env() -> str:
+    raw = os.environ.get(SERVER_ENV)
+    if not raw:
+        raise CommandError(f"the agent API is not given: --server URL or ${SERVER_ENV}")
     try:
-        entries = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise CommandError(f"cannot read {path}: {' '.join(str(exc).split())}") from None
-    if not isinstance(entries, list):
-        raise CommandError(f"{path}: expected a list of nodes")
-    nodes = []
-    for index, entry in enumerate(entries):
-        try:
-            capacity = Resources.from_cores(
-                cpu_cores=float(entry["cpuCores"]),
-                memory_mb=int(entry["memoryMB"]),
-                gpu_units=int(entry.get("gpuUnits", 0)),
-                storage_gb=int(entry["storageGB"]),
+        return arguments.http_url(raw)
+    except argparse.ArgumentTypeError as exc:
+        raise CommandError(f"${SERVER_ENV}: {exc}") from None
+
+
+def _credentials(args: argparse.Namespace) -> simulate.Credentials:
+    if args.token is not None:
+        if len(args.nodes) != 1:
+            raise CommandError(
+                "--token plays one node: name it (fogctl agent simulate NODE --token ...)"
             )
-            nodes.append((str(entry["name"]), capacity, dict(entry.get("labels") or {})))
-        except (KeyError, TypeError, ValueError, OverflowError) as exc:
-            raise CommandError(f"{path}: node {index + 1}: bad or missing {exc}") from None
-    return nodes
+        if kind_of(args.token) is None:
+            raise CommandError(
+                "--token: not a fog token (fogb_... or fogn_..., from fogctl node register)"
+            )
+        return simulate.Credentials(tokens={args.nodes[0]: args.token})
+    # Read now: a missing or malformed file is one line, not a retry loop.
+    return simulate.Credentials(file=TokensFile(args.tokens_file), only=frozenset(args.nodes))
 
 
-def _silence_on_signals(silent: asyncio.Event) -> None:
+def _silence_on_signals(silent: asyncio.Event, stop: asyncio.Event) -> None:
     """SIGUSR1 cuts the agent's link (no heartbeats, no reports); SIGUSR2 restores it."""
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGUSR1, silent.set)
     loop.add_signal_handler(signal.SIGUSR2, silent.clear)
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
 
 
 def _simulate(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    from_file = _load_nodes(args.nodes_file) if args.nodes_file else []
-    names = list(args.nodes) + [name for name, _, _ in from_file]
+    server = args.server or _server_from_env()
+    credentials = _credentials(args)
 
-    async def job(sessions: async_sessionmaker[AsyncSession]) -> None:
-        async with sessions() as session, session.begin():
-            for name, capacity, labels in from_file:
-                await db_nodes.register(session, name=name, capacity=capacity, labels=labels)
-            listed = await db_nodes.list_nodes(session, names=names) if names else []
-        missing = sorted(set(names) - {node.name for node in listed})
-        if missing:
-            raise CommandError(
-                f"unknown nodes: {', '.join(missing)} (fogctl node register NAME ...)"
-            )
-        silent = asyncio.Event()
-        _silence_on_signals(silent)
-        print(f"simulating {' '.join(names) or 'every registered node'}", flush=True)
+    async def main() -> None:
+        silent, stop = asyncio.Event(), asyncio.Event()
+        _silence_on_signals(silent, stop)
+        played = " ".join(sorted(credentials.tokens)) or "the nodes of the tokens file"
+        print(f"simulating {played} via {server}", flush=True)
         await simulate.run(
-            sessions,
-            nodes=names or None,
+            server,
+            credentials,
             start_delay=args.start_delay,
             tick_seconds=args.tick,
             fail_image=args.fail_image,
+            stop=stop,
             silent=silent,
         )
 
-    database.run(args.database_url, job)
+    asyncio.run(main())
     return 0

@@ -13,11 +13,12 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import urllib.parse
 from collections.abc import Callable
 from typing import NoReturn, TypeVar
 
 from controller.cli.errors import CommandError
-from controller.operator.endpoints import Address
+from controller.model.addresses import Address
 
 # argparse's exit code for a command line it cannot parse; scripts tell it apart from 1, a
 # command that ran and failed.
@@ -99,3 +100,15 @@ def bind_address(text: str) -> Address | None:
     if not colon or not port.isdigit() or not 0 < int(port) <= MAX_PORT:
         raise argparse.ArgumentTypeError(f"not HOST:PORT (or 0 for off): {text!r}")
     return Address(host=host.strip("[]"), port=int(port))
+
+
+def http_url(text: str) -> str:
+    """An argparse type for a server's base URL: http(s)://HOST[:PORT][/path], no trailing /."""
+    parsed = urllib.parse.urlsplit(text)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise argparse.ArgumentTypeError(f"not an http(s)://HOST:PORT URL: {text!r:.80}")
+    try:
+        parsed.port  # noqa: B018 - raises ValueError for a port out of range
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad port in {text!r:.80}") from None
+    return text.rstrip("/")

@@ -22,6 +22,7 @@ from controller.cli import (
     node_commands,
     run_command,
     sandbox_commands,
+    serve_agents_command,
 )
 from controller.errors import FogError
 from controller.sandbox.errors import SandboxError
@@ -42,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     run_command.register(commands)
     node_commands.register(commands)
     agent_commands.register(commands)
+    serve_agents_command.register(commands)
     history_command.register(commands)
     check_command.register(commands)
     return parser

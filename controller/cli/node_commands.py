@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from controller.cli import arguments, database
 from controller.cli.db_commands import add_database_url
 from controller.cli.tables import render
+from controller.db import credentials
 from controller.db import nodes as db_nodes
 from controller.model.resources import MILLIS_PER_CORE, Resources
 
@@ -56,6 +57,13 @@ def register(commands: Any) -> None:
         "--storage-gb", type=arguments.number(int, minimum=0, maximum=INT4_MAX), required=True
     )
     add.add_argument("--label", type=_label, action="append", default=[], metavar="KEY=VALUE")
+    add.add_argument(
+        "-o",
+        "--output",
+        choices=("text", "json"),
+        default="text",
+        help="json: {name, bootstrapToken, expiresInSeconds}",
+    )
     add_database_url(add)
     add.set_defaults(handler=_register)
 
@@ -64,6 +72,7 @@ def register(commands: Any) -> None:
         ("uncordon", "the node takes new replicas again (ends a drain)"),
         ("drain", "cordon, then move replicas away within each deployment's rolling limit"),
         ("remove", "delete the node (refused while it holds replicas, unless --force)"),
+        ("revoke", "every token of the node stops working now (re-register for a new one)"),
     ):
         action = actions.add_parser(name, help=text)
         action.add_argument("name")
@@ -85,14 +94,20 @@ def _register(args: argparse.Namespace) -> int:
         cpu_cores=args.cpu, memory_mb=args.memory_mb, gpu_units=args.gpu, storage_gb=args.storage_gb
     )
 
-    async def job(sessions: async_sessionmaker[AsyncSession]) -> None:
+    async def job(sessions: async_sessionmaker[AsyncSession]) -> str:
         async with sessions() as session, session.begin():
             await db_nodes.register(
                 session, name=args.name, capacity=capacity, labels=dict(args.label)
             )
+            return await credentials.issue_bootstrap(session, node=args.name)
 
-    database.run(args.database_url, job)
+    token = database.run(args.database_url, job)
+    ttl = int(credentials.BOOTSTRAP_TTL.total_seconds())
+    if args.output == "json":
+        print(json.dumps({"name": args.name, "bootstrapToken": token, "expiresInSeconds": ttl}))
+        return 0
     print(f"node {args.name} registered")
+    print(f"bootstrap token (shown once, valid {ttl // 3600} h for one exchange): {token}")
     return 0
 
 
@@ -108,6 +123,9 @@ def _change(args: argparse.Namespace) -> int:
             if args.node_command == "drain":
                 moved = await db_nodes.drain(session, name=args.name)
                 return f"node {args.name} cordoned and draining ({len(moved)} deployments move)"
+            if args.node_command == "revoke":
+                count = await credentials.revoke(session, node=args.name)
+                return f"node {args.name}: {count} tokens revoked"
             failed = await db_nodes.remove(session, name=args.name, force=args.force)
             return f"node {args.name} removed" + (f" ({failed} replicas failed)" if failed else "")
 

@@ -28,14 +28,21 @@ MAX_CONCURRENT = POOL_SIZE + MAX_OVERFLOW
 CONNECT_TIMEOUT_SECONDS = 10
 
 
-def make_engine(url: URL) -> AsyncEngine:
-    """An async engine for `url` with liveness checks on pooled connections."""
+def make_engine(url: URL, *, application_name: str | None = None) -> AsyncEngine:
+    """An async engine for `url` with liveness checks on pooled connections.
+
+    `application_name` names the connections in pg_stat_activity (how the benchmark counts
+    what each process holds).
+    """
+    connect_args: dict[str, object] = {"connect_timeout": CONNECT_TIMEOUT_SECONDS}
+    if application_name:
+        connect_args["application_name"] = application_name
     return create_async_engine(
         url,
         pool_size=POOL_SIZE,
         max_overflow=MAX_OVERFLOW,
         pool_pre_ping=True,  # a restarted server leaves dead pooled connections behind
-        connect_args={"connect_timeout": CONNECT_TIMEOUT_SECONDS},
+        connect_args=connect_args,
     )
 
 

@@ -22,6 +22,8 @@ from controller.db.errors import unavailable
 logger = logging.getLogger(__name__)
 
 CHANNEL = "fog_deployment_changed"
+# What the agent API listens to (migration 0006): `assign:<node id>`, `revoke:<digest hex>`.
+AGENT_CHANNEL = "fog_agent_events"
 
 _NOTIFY = text("SELECT pg_notify(:channel, id::text) FROM unnest(CAST(:ids AS uuid[])) AS id")
 _NOTIFY_WAITING = text(
@@ -42,8 +44,10 @@ async def notify_waiting(session: AsyncSession) -> None:
     await session.execute(_NOTIFY_WAITING, {"channel": CHANNEL})
 
 
-async def listen(url: URL, *, connected: Callable[[], None]) -> AsyncIterator[str]:
-    """Yield the payload of every notification on our channel until the connection drops.
+async def listen(
+    url: URL, *, connected: Callable[[], None], channel: str = CHANNEL
+) -> AsyncIterator[str]:
+    """Yield the payload of every notification on `channel` until the connection drops.
 
     `connected` is called once LISTEN is in force: whatever was notified before that moment
     (while the connection was down) is lost, and the caller must look for it another way. A
@@ -54,8 +58,8 @@ async def listen(url: URL, *, connected: Callable[[], None]) -> AsyncIterator[st
     conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
     try:
         async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as connection:
-            await connection.execute(f"LISTEN {CHANNEL}".encode())
-            logger.info("listening for agent reports on %s", CHANNEL)
+            await connection.execute(f"LISTEN {channel}".encode())
+            logger.info("listening on %s", channel)
             connected()
             async for notice in connection.notifies():
                 yield notice.payload

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import String, bindparam, case, cast, column, func, select, update
@@ -28,56 +27,16 @@ from controller.db.tables import (
     replica_status_enum,
 )
 from controller.model import actors
+from controller.model.protocol import REASON_MAX, Assignment, Report, ReportResult
 from controller.model.states import (
+    AGENT_REPLICA_TRANSITIONS,
     CAPACITY_HOLDING_STATUSES,
     IllegalTransitionError,
     ReplicaStatus,
     check_replica_transition,
 )
 
-# A reason is a short word or sentence ("Started", "ImagePullFailed: ..."); 1,024 characters, as
-# the CRD allows a condition's reason, is plenty, and keeps an agent from filling the history.
-REASON_MAX = 1024
 _STATUSES = frozenset(str(status) for status in ReplicaStatus)
-
-
-@dataclass(frozen=True, slots=True)
-class Assignment:
-    """A replica placed on one of the agent's nodes, with what it must run."""
-
-    replica_id: uuid.UUID
-    node: str
-    status: ReplicaStatus
-    namespace: str
-    deployment: str
-    ordinal: int
-    image: str
-    container_spec: dict[str, Any]
-    container_id: str | None
-
-    @property
-    def replica_name(self) -> str:
-        """A readable replica name: `<deployment>-<ordinal>`."""
-        return f"{self.deployment}-{self.ordinal}"
-
-
-@dataclass(frozen=True, slots=True)
-class Report:
-    """One status change an agent reports for a replica on its node."""
-
-    node: str
-    replica_id: uuid.UUID
-    status: ReplicaStatus
-    reason: str
-    container_id: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ReportResult:
-    """Which reports were written and why the others were refused."""
-
-    accepted: int
-    refused: list[tuple[uuid.UUID, str]] = field(default_factory=list)
 
 
 def agent_actor(node: str) -> str:
@@ -163,7 +122,11 @@ def _garbage(report: Report) -> str | None:
     return None
 
 
-def _check(report: Report, current: Mapping[uuid.UUID, tuple[str, ReplicaStatus]]) -> str | None:
+def _check(
+    report: Report,
+    current: Mapping[uuid.UUID, tuple[str, ReplicaStatus]],
+    transitions: Mapping[ReplicaStatus, frozenset[ReplicaStatus]],
+) -> str | None:
     """Why a report is refused (its values first, then its replica's state), or None."""
     if why := _garbage(report):
         return why
@@ -175,14 +138,25 @@ def _check(report: Report, current: Mapping[uuid.UUID, tuple[str, ReplicaStatus]
         # No node name is longer; a longer "name" is cut so the reason stays a line.
         return f"replica is not on node {str(report.node)[:K8S_NAME_MAX]}"
     try:
-        check_replica_transition(old=status, new=ReplicaStatus(report.status))
+        check_replica_transition(
+            old=status, new=ReplicaStatus(report.status), transitions=transitions
+        )
     except IllegalTransitionError as exc:
         return str(exc)
     return None
 
 
-async def report(session: AsyncSession, reports: Sequence[Report]) -> ReportResult:
-    """Write the legal reports (one UPDATE), refuse the rest with a reason."""
+async def report(
+    session: AsyncSession,
+    reports: Sequence[Report],
+    *,
+    transitions: Mapping[ReplicaStatus, frozenset[ReplicaStatus]] = AGENT_REPLICA_TRANSITIONS,
+) -> ReportResult:
+    """Write the legal reports (one UPDATE), refuse the rest with a reason.
+
+    Legal is what an agent may report (AGENT_REPLICA_TRANSITIONS) unless `transitions` says
+    otherwise.
+    """
     if not reports:
         return ReportResult(accepted=0)
     # Only well-formed ids reach the query: a malformed one would fail the whole statement.
@@ -197,7 +171,7 @@ async def report(session: AsyncSession, reports: Sequence[Report]) -> ReportResu
     refused: list[tuple[uuid.UUID, str]] = []
     accepted: list[Report] = []
     for item in reports:
-        why = _check(item, current)
+        why = _check(item, current, transitions)
         if why is None and any(a.replica_id == item.replica_id for a in accepted):
             why = "a second report for the replica in one batch"
         if why is None:

@@ -39,7 +39,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import BYTEA, JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from controller.model.nodes import NodeStatus
@@ -372,6 +372,30 @@ class ReplicaStatusHistory(Base):
     changed_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=func.clock_timestamp()
     )
+
+
+class NodeCredential(Base):
+    """A token an agent proves its node with, kept only as its SHA-256 (migration 0006).
+
+    Bound to one node and deleted with it, so a removed node's credentials stop working in the
+    same commit; deleting a row notifies the agent API, which closes streams opened with it.
+    """
+
+    __tablename__ = "node_credentials"
+    __table_args__ = (
+        CheckConstraint("kind IN ('bootstrap', 'node')", name="kind_known"),
+        CheckConstraint("octet_length(token_digest) = 32", name="digest_sha256"),
+        Index("ix_node_credentials_node_id", "node_id"),
+    )
+
+    token_digest: Mapped[bytes] = mapped_column(BYTEA, primary_key=True)
+    node_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("nodes.id", ondelete="CASCADE"), nullable=False
+    )
+    kind: Mapped[str] = mapped_column(String(16), nullable=False)
+    created_at: Mapped[datetime] = _created_at()
+    # Bootstrap tokens expire (a day); node tokens live until rotated, revoked or removed.
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class Leadership(Base):

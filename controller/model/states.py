@@ -63,6 +63,19 @@ REPLICA_TRANSITIONS: Mapping[ReplicaStatus, frozenset[ReplicaStatus]] = MappingP
 )
 """Legal successors of each replica status; a status never transitions to itself."""
 
+AGENT_REPLICA_TRANSITIONS: Mapping[ReplicaStatus, frozenset[ReplicaStatus]] = MappingProxyType(
+    {
+        _R.PENDING: frozenset({_R.STARTING, _R.FAILED}),
+        _R.STARTING: frozenset({_R.RUNNING, _R.FAILED}),
+        _R.RUNNING: frozenset({_R.FAILED}),
+        _R.STOPPING: frozenset({_R.STOPPED, _R.FAILED}),
+        _R.STOPPED: frozenset(),
+        _R.FAILED: frozenset(),
+    }
+)
+"""What a node's agent may report: what its containers did. Stopping a replica, or dropping one
+that never ran, is the operator's decision, never the agent's; a subset of REPLICA_TRANSITIONS."""
+
 ACTIVE_REPLICA_STATUSES = frozenset({_R.PENDING, _R.STARTING, _R.RUNNING})
 """Replicas that count toward the desired replica count."""
 
@@ -88,9 +101,14 @@ def check_deployment_transition(*, old: DeploymentStatus, new: DeploymentStatus)
         raise IllegalTransitionError(old=old, new=new)
 
 
-def check_replica_transition(*, old: ReplicaStatus, new: ReplicaStatus) -> None:
-    """Raise IllegalTransitionError unless a replica may move from old to new."""
-    if new not in REPLICA_TRANSITIONS[old]:
+def check_replica_transition(
+    *,
+    old: ReplicaStatus,
+    new: ReplicaStatus,
+    transitions: Mapping[ReplicaStatus, frozenset[ReplicaStatus]] = REPLICA_TRANSITIONS,
+) -> None:
+    """Raise IllegalTransitionError unless a replica may move from old to new (in `transitions`)."""
+    if new not in transitions[old]:
         raise IllegalTransitionError(old=old, new=new)
 
 

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
 from aiohttp import web
 
+from controller.model.addresses import Address
 from controller.operator.health import Health
 from controller.operator.metrics import Metrics
 
@@ -28,17 +28,6 @@ logger = logging.getLogger(__name__)
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@dataclass(frozen=True, slots=True)
-class Address:
-    """Where to listen: HOST:PORT (an empty host means every interface, as in Go)."""
-
-    host: str
-    port: int
-
-    def __str__(self) -> str:
-        return f"{self.host}:{self.port}"
 
 
 def _probe(problems: Callable[[], list[str]]) -> Handler:

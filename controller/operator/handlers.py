@@ -38,9 +38,9 @@ from controller.errors import RetryableError
 from controller.kube import client as kube_client
 from controller.kube import resource
 from controller.kube.election import ElectionSettings
+from controller.model.addresses import Address
 from controller.model.restarts import RestartPolicy
 from controller.operator.controller import Controller
-from controller.operator.endpoints import Address
 from controller.operator.leadership import Leadership
 from controller.operator.metrics import METRICS
 from controller.operator.nodelifecycle import NodeLifecycle

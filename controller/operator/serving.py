@@ -15,7 +15,8 @@ from controller.db.inventory import Inventory
 from controller.db.urls import DatabaseUrl
 from controller.errors import TerminalError
 from controller.kube.reachability import ApiReachability
-from controller.operator.endpoints import Address, Endpoints
+from controller.model.addresses import Address
+from controller.operator.endpoints import Endpoints
 from controller.operator.health import Health
 from controller.operator.metrics import Metrics
 from controller.operator.supervisor import Supervisor

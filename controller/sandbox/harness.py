@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import os
 import signal
 import subprocess
@@ -33,7 +34,8 @@ from typing import Any
 import psycopg
 from sqlalchemy.engine import URL, make_url
 
-from controller.sandbox import binaries, controlplane, postgres, processes
+from controller.agent.tokens import TokensFile
+from controller.sandbox import binaries, controlplane, ports, postgres, processes
 from controller.sandbox.errors import SandboxError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -52,6 +54,8 @@ COMMAND_TIMEOUT_SECONDS = 120
 # The simulated agent of tests and benchmarks: replicas start at once (no simulated pull) and
 # the agent looks for work every 0.2 s, so what is measured or awaited is the operator.
 FAST_AGENT_ARGS = ("--start-delay", "0", "--tick", "0.2")
+# What an agent's environment lacks: agents hold no database URL and no cluster credentials.
+AGENT_UNSEEN = frozenset({"FOG_DATABASE_URL", "KUBECONFIG"})
 
 
 # How often `wait_for` asks: fast enough that a test waits little past the moment, slow enough
@@ -221,14 +225,24 @@ class FogctlProcess:
     leaves no operator behind to reconcile into the next run's database.
     """
 
-    def __init__(self, log: Path, args: Sequence[str], env: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        log: Path,
+        args: Sequence[str],
+        env: Mapping[str, str],
+        *,
+        needs: FogctlProcess | None = None,
+    ) -> None:
         self.log = log
         self.args = list(args)
         self.env = dict(env)
+        self.needs = needs  # started first if not running (an agent needs the agent API)
         self._pid: int | None = None
 
     def start(self) -> FogctlProcess:
         """Start it (again, if it was stopped), with `args` as they are now."""
+        if self.needs is not None and not self.needs.running():
+            self.needs.start()
         self._pid = processes.spawn(
             _fogctl_argv(self.args), log=self.log, attached=True, env=self.env, cwd=REPO
         )
@@ -261,11 +275,13 @@ class FogctlProcess:
 
 
 class Stack:
-    """The product's processes for one run: an operator and a simulated agent, not yet started.
+    """The product's processes for one run: operator, agent API and simulated agent, not started.
 
     The operator runs with its production defaults (resync every 600 s) unless the caller adds
     flags: tests must see the watch and the database notifications carry every change, not a
-    fast resync cover for a broken one; benchmarks must measure what production runs.
+    fast resync cover for a broken one; benchmarks must measure what production runs. Agents
+    get no database URL, only node tokens (the tokens file, filled by `register_node` or
+    `add_tokens`), and speak to the agent API, which an agent's start starts if need be.
     """
 
     def __init__(
@@ -284,53 +300,68 @@ class Stack:
         self.operator = FogctlProcess(
             folder / f"{self.prefix}operator.log", ["run", *watch, *operator_args], env
         )
-        # Plays every registered node; `agent_for` adds agents for some nodes only.
-        self.agent = FogctlProcess(
-            folder / f"{self.prefix}agent.log", ["agent", "simulate", *FAST_AGENT_ARGS], env
+        port = ports.free_port()
+        self.agent_server = f"http://127.0.0.1:{port}"
+        self.agent_api = FogctlProcess(
+            folder / f"{self.prefix}agent-api.log",
+            ["serve-agents", "--listen", f"127.0.0.1:{port}", "--metrics-bind-address", "0"],
+            env,
         )
+        self.tokens_file = folder / f"{self.prefix}agent-tokens.yaml"
+        TokensFile(self.tokens_file).save({})
+        # Plays every node of the tokens file; `agent_for` adds agents for some nodes only.
+        self.agent = self._agent_process("agent", [])
         self.extra_agents: dict[str, FogctlProcess] = {}
+
+    def _agent_process(self, name: str, nodes: Sequence[str]) -> FogctlProcess:
+        agent_env = {key: value for key, value in self.env.items() if key not in AGENT_UNSEEN}
+        argv = ["agent", "simulate", *nodes, "--server", self.agent_server]
+        return FogctlProcess(
+            self.folder / f"{self.prefix}{name}.log",
+            [*argv, "--tokens-file", str(self.tokens_file), *FAST_AGENT_ARGS],
+            agent_env,
+            needs=self.agent_api,
+        )
 
     def agent_for(self, name: str, nodes: Sequence[str]) -> FogctlProcess:
         """Start an agent of its own for `nodes` (one that can be cut off alone), kept by name.
 
         Use it instead of `agent`, not with it: two agents playing one node both report.
         """
-        agent = FogctlProcess(
-            self.folder / f"{self.prefix}agent-{name}.log",
-            ["agent", "simulate", *nodes, *FAST_AGENT_ARGS],
-            self.env,
-        )
+        agent = self._agent_process(f"agent-{name}", nodes)
         self.extra_agents[name] = agent
         return agent.start()
+
+    def add_tokens(self, tokens: Mapping[str, str]) -> None:
+        """Give the agents these nodes' tokens (they pick them up without a restart)."""
+        TokensFile(self.tokens_file).save(tokens)
 
     def fogctl(self, *args: str) -> subprocess.CompletedProcess[str]:
         """A one-shot fogctl command against this stack's database and API server."""
         return fogctl(self.env, *args)
 
     def register_node(self, name: str, *, cpu: float = 4, memory_mb: int = 8192) -> None:
-        """Register a fog node the way a person does (`fogctl node register`)."""
-        fogctl_checked(
+        """Register a fog node the way a person does, and hand its bootstrap token to the agents."""
+        printed = fogctl_checked(
             self.env,
-            "node",
-            "register",
-            name,
-            "--cpu",
-            str(cpu),
-            "--memory-mb",
-            str(memory_mb),
-            "--storage-gb",
-            "100",
+            *("node", "register", name, "--cpu", str(cpu), "--memory-mb", str(memory_mb)),
+            *("--storage-gb", "100", "-o", "json"),
         )
+        self.add_tokens({name: json.loads(printed)["bootstrapToken"]})
 
     def logs(self) -> dict[str, Path]:
         """The processes' logs, attached to a failed test."""
-        logs = {"operator": self.operator.log, "agent": self.agent.log}
+        logs = {
+            "operator": self.operator.log,
+            "agent-api": self.agent_api.log,
+            "agent": self.agent.log,
+        }
         logs.update({f"agent-{name}": agent.log for name, agent in self.extra_agents.items()})
         return logs
 
     def stop(self) -> None:
         """Stop every process of the stack (whichever run)."""
-        for process in (self.operator, self.agent, *self.extra_agents.values()):
+        for process in (self.operator, self.agent, *self.extra_agents.values(), self.agent_api):
             process.stop()
 
 

@@ -69,7 +69,11 @@ def assert_one_line(result: subprocess.CompletedProcess[str], code: int, *fragme
         ),
         (["agent", "simulate", "--tick", "0"], "argument --tick: must be > 0, got 0"),
         (["agent", "simulate", "--start-delay", "-1"], "argument --start-delay: must be >= 0"),
-        (["agent", "simulate", "--nodes-file"], "argument --nodes-file: expected one argument"),
+        (["agent", "simulate", "--tokens-file"], "argument --tokens-file: expected one argument"),
+        (["agent", "simulate", "--server", "ftp://x"], "argument --server: not an http(s)://"),
+        (["agent", "simulate", "--token", "a", "--tokens-file", "b"], "not allowed with argument"),
+        (["serve-agents", "--listen", "nowhere"], "argument --listen: not HOST:PORT"),
+        (["node", "revoke"], "the following arguments are required: name"),
         (["history", "web"], "argument NAMESPACE/NAME: expected NAMESPACE/NAME, got 'web'"),
         (["history", "team-a/"], "expected NAMESPACE/NAME, got 'team-a/'"),
         (["history", "team-a/web", "-o", "csv"], "argument -o/--output: invalid choice: 'csv'"),
@@ -143,36 +147,44 @@ def test_a_node_name_too_long_for_its_agent_is_one_line(database_url: URL) -> No
     assert_one_line(too_long, REFUSED, "is 250 characters; at most 249")
 
 
+# An agent API that nobody serves: these commands must fail before they would connect.
+NO_SERVER = "http://127.0.0.1:9"
+
+
 @pytest.mark.parametrize(
     ("content", "fragment"),
     [
         (None, "cannot read"),
-        ("nodes: [edge-1]\n", "expected a list of nodes"),
-        ("- {name: edge-1, cpuCores: lots, memoryMB: 512, storageGB: 1}\n", "node 1: bad"),
-        ("- {name: edge-1, cpuCores: 1e400, memoryMB: 512, storageGB: 1}\n", "node 1: bad"),
-        ("- {name: edge-1, cpuCores: 1e308, memoryMB: 512, storageGB: 1}\n", "node 1: bad"),
-        ("- {name: edge-1, memoryMB: 512, storageGB: 1}\n", "node 1: bad or missing 'cpuCores'"),
-        ('- {name: "a\\0b", cpuCores: 1, memoryMB: 512, storageGB: 1}\n', "must be printable"),
-        ("- {name: e, cpuCores: 1, memoryMB: 99999999999, storageGB: 1}\n", "database refused"),
         ("[unclosed\n", "cannot read"),
+        ("- edge-1\n", "expected a mapping of node names to tokens"),
+        ("edge-1: [a, b]\n", "expected a mapping of node names to tokens"),
     ],
 )
-def test_a_bad_nodes_file_is_one_line(
-    database_url: URL, tmp_path: Path, content: str | None, fragment: str
-) -> None:
-    nodes_file = tmp_path / "nodes.yaml"
+def test_a_bad_tokens_file_is_one_line(tmp_path: Path, content: str | None, fragment: str) -> None:
+    tokens_file = tmp_path / "tokens.yaml"
     if content is not None:
-        nodes_file.write_text(content)
-    result = fogctl(
-        "agent", "simulate", "--nodes-file", str(nodes_file), "--database-url", _url(database_url)
-    )
+        tokens_file.write_text(content)
+    result = fogctl("agent", "simulate", "--tokens-file", str(tokens_file), "--server", NO_SERVER)
     assert_one_line(result, REFUSED, fragment)
-    assert node(database_url, "list", "-o", "json").stdout.strip() == '{\n  "nodes": []\n}'
 
 
-def test_simulating_an_unknown_node_is_one_line(database_url: URL) -> None:
-    result = fogctl("agent", "simulate", "nowhere", "--database-url", _url(database_url))
-    assert_one_line(result, REFUSED, "unknown nodes: nowhere")
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["edge-1", "--token", "hunter2"], "not a fog token"),
+        (["--token", "fogn_abc"], "--token plays one node: name it"),
+    ],
+)
+def test_a_bad_agent_token_is_one_line(args: list[str], fragment: str) -> None:
+    result = fogctl("agent", "simulate", *args, "--server", NO_SERVER)
+    assert_one_line(result, REFUSED, fragment)
+
+
+def test_an_agent_without_a_server_is_one_line() -> None:
+    env_free = fogctl("agent", "simulate", "edge-1", "--token", "fogn_abc")
+    assert_one_line(
+        env_free, REFUSED, "the agent API is not given: --server URL or $FOG_AGENT_SERVER"
+    )
 
 
 @pytest.mark.parametrize(
@@ -185,7 +197,7 @@ def test_an_unknown_revision_is_one_line(database_url: URL, action: str, revisio
 
 @pytest.mark.parametrize(
     "args",
-    [["run"], ["check"], ["history", "team-a/web"], ["agent", "simulate"], ["node", "list"]],
+    [["run"], ["check"], ["history", "team-a/web"], ["serve-agents"], ["node", "list"]],
 )
 def test_a_database_at_no_revision_is_one_line(empty_database_url: URL, args: list[str]) -> None:
     result = fogctl(*args, "--database-url", _url(empty_database_url))

@@ -49,10 +49,23 @@ def place_a_replica(url: URL, on: str) -> None:
         )
 
 
+def test_register_prints_a_new_one_time_bootstrap_token_each_time(database_url: URL) -> None:
+    printed = [
+        json.loads(register(database_url, "edge-1", "4", "8192", "100", "-o", "json"))
+        for _ in range(2)
+    ]
+    assert [p["name"] for p in printed] == ["edge-1", "edge-1"]
+    assert all(p["bootstrapToken"].startswith("fogb_") for p in printed)
+    assert printed[0]["bootstrapToken"] != printed[1]["bootstrapToken"]
+    assert printed[0]["expiresInSeconds"] == 24 * 3600
+
+
 def test_register_and_list(database_url: URL) -> None:
     labels = ("--label", "zone=eu-west", "--label", "tier=edge")
     registered = register(database_url, "edge-1", "4", "8192", "100", "--gpu", "1", *labels)
-    assert registered == "node edge-1 registered\n"
+    first, second = registered.splitlines()
+    assert first == "node edge-1 registered"
+    assert second.startswith("bootstrap token (shown once, valid 24 h for one exchange): fogb_")
     register(database_url, "edge-2", "0.5", "512", "1")
 
     nodes = listed(database_url)

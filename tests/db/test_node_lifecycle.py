@@ -13,7 +13,6 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from test_reconciler import Driver, add_node, condition, spec
 
-from controller.agent.simulate import Simulator, tick
 from controller.db import engine as db_engine
 from controller.db import nodes as db_nodes
 from controller.db import reports
@@ -27,8 +26,11 @@ from controller.db.tables import (
     ReplicaStatusHistory,
 )
 from controller.kube.resource import parse_spec
+from controller.model.protocol import Report
 from controller.model.restarts import RestartPolicy
+from controller.model.simulation import Simulator
 from controller.model.states import ReplicaStatus
+from controller.sandbox.dbagent import tick
 
 GRACE = timedelta(seconds=40)
 
@@ -206,7 +208,7 @@ async def test_node_coming_back_never_runs_a_replica_twice(
         result = await reports.report(
             session,
             [
-                reports.Report(
+                Report(
                     node="edge-2",
                     replica_id=failed_id,
                     status=ReplicaStatus.RUNNING,
@@ -231,10 +233,10 @@ async def test_reports_from_the_wrong_node_are_refused(
         result = await reports.report(
             session,
             [
-                reports.Report(
+                Report(
                     node="edge-2", replica_id=replica_id, status=ReplicaStatus.STARTING, reason="x"
                 ),
-                reports.Report(
+                Report(
                     node="edge-1",
                     replica_id=uuid.uuid4(),
                     status=ReplicaStatus.STARTING,

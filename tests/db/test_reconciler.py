@@ -15,7 +15,6 @@ import rows
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from controller.agent.simulate import Simulator, tick
 from controller.db import deployments
 from controller.db import engine as db_engine
 from controller.db import nodes as db_nodes
@@ -25,8 +24,10 @@ from controller.db.tables import Deployment, DeploymentReplica, Node
 from controller.kube.resource import ObjectRef, parse_spec
 from controller.model.placement import Strategy
 from controller.model.resources import Resources
+from controller.model.simulation import Simulator
 from controller.model.states import DeploymentStatus, ReplicaStatus
 from controller.operator.reconciler import Reconciler
+from controller.sandbox.dbagent import tick
 
 
 @pytest.fixture

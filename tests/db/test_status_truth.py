@@ -15,7 +15,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from test_node_lifecycle import agents, let_time_pass, run_agents
 from test_reconciler import Driver, add_node, condition, spec
 
-from controller.agent.simulate import Simulator
 from controller.db import deployments
 from controller.db import engine as db_engine
 from controller.db.store import Store
@@ -23,6 +22,7 @@ from controller.db.tables import Deployment
 from controller.kube.resource import parse_spec
 from controller.model.placement import Strategy
 from controller.model.restarts import RestartPolicy
+from controller.model.simulation import Simulator
 from controller.model.states import ReplicaStatus
 from controller.operator.reconciler import Outcome, Reconciler
 

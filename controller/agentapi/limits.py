@@ -1,0 +1,54 @@
+"""Per-node rate limits: a token bucket for each credential, in memory.
+
+An agent that misbehaves (a loop gone wrong, a stolen token replayed) must not take the
+database from everyone else. Each node token gets RATE requests per second on average and
+BURST at once; beyond that the API answers 429 with Retry-After, before touching the database.
+Buckets live per process: with several agent-API replicas a node's share multiplies by their
+number, which is still a bound, and needs no shared state.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+
+# A well-behaved agent sends a heartbeat every few seconds, a long-poll at a time and a report
+# batch per change: a few requests per second. Ten per second with bursts of fifty leaves room
+# for a restart's catching up and stops a runaway loop within a second.
+RATE_PER_SECOND = 10.0
+BURST = 50.0
+# Buckets of tokens not seen lately are dropped beyond this many; 100,000 nodes' buckets are a
+# few tens of MB, and a flood of random tokens cannot grow the table past it.
+MAX_BUCKETS = 100_000
+
+
+class RateLimiter:
+    """Token buckets keyed by credential digest."""
+
+    def __init__(
+        self,
+        *,
+        rate: float = RATE_PER_SECOND,
+        burst: float = BURST,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._rate = rate
+        self._burst = burst
+        self._clock = clock
+        self._buckets: OrderedDict[bytes, tuple[float, float]] = OrderedDict()
+
+    def allow(self, key: bytes, cost: float = 1.0) -> float:
+        """Take `cost` from `key`'s bucket: 0 if allowed, else seconds until it would be."""
+        now = self._clock()
+        level, last = self._buckets.pop(key, (self._burst, now))
+        level = min(self._burst, level + (now - last) * self._rate)
+        wait = 0.0
+        if level >= cost:
+            level -= cost
+        else:
+            wait = (cost - level) / self._rate
+        self._buckets[key] = (level, now)
+        if len(self._buckets) > MAX_BUCKETS:
+            self._buckets.popitem(last=False)
+        return wait

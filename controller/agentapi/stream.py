@@ -1,0 +1,246 @@
+"""`GET /v1/stream`: one WebSocket carrying many nodes, for agents that play or front many.
+
+HTTP/1.1 gives a long-poll one connection; a process standing in for thousands of nodes (the
+simulated agent, an edge gateway fronting devices) would need thousands. On a stream, the
+client presents each node's own token (`hello`) and then speaks for exactly those nodes; every
+op is authorized per node, as a request would be, against the credential rows of its own
+transaction. The server pushes a node's complete list when it changes (events.py), and tells
+the client when a token of the stream is revoked. The ops and messages are in
+docs/agent-protocol.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from typing import Any
+
+from aiohttp import WSMsgType, web
+from pydantic import ValidationError
+
+from controller.agent.wire import (
+    Heartbeat,
+    Hello,
+    Refresh,
+    StreamOp,
+    StreamReports,
+    assignment_out,
+    problem,
+)
+from controller.agentapi import metrics as m
+from controller.agentapi.events import Watcher
+from controller.agentapi.routes import EVENTS, LIMITER, METRICS, SERVICE
+from controller.agentapi.service import ReportRefusedError, UnauthenticatedError
+from controller.db.credentials import NodeIdentity
+from controller.db.errors import DatabaseUnavailableError
+from controller.model.credentials import TokenKind, digest, kind_of
+
+logger = logging.getLogger(__name__)
+
+# One stream op may carry a report batch for thousands of nodes (wire.MAX_REPORTS) or their
+# tokens (wire.MAX_TOKENS): 8 MiB holds either with room, and bounds what one frame costs.
+MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+# Ops of one stream handled at once: heartbeats must not queue behind a slow report batch, and
+# one client cannot fill the database's connection pool on its own.
+CONCURRENT_OPS = 4
+# aiohttp pings an idle stream this often, so that a dead peer (a cut link) is noticed and its
+# nodes' watches are dropped rather than kept forever.
+PING_SECONDS = 20.0
+
+
+class Stream:
+    """One client's stream: the nodes it has authenticated and what it sends and receives."""
+
+    def __init__(self, request: web.Request, socket: web.WebSocketResponse) -> None:
+        self._app = request.app
+        self._socket = socket
+        self._nodes: dict[bytes, NodeIdentity] = {}  # digest -> identity
+        self._watcher = Watcher()
+        self._watcher.take()  # nothing to read before the first hello
+        self._slots = asyncio.Semaphore(CONCURRENT_OPS)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def send(self, body: dict[str, Any]) -> None:
+        """Send one message; a closed socket ends the stream's work quietly."""
+        with contextlib.suppress(ConnectionResetError):
+            await self._socket.send_str(json.dumps(body))
+
+    async def refuse(
+        self, reason: str, message: str, *, op_id: int | None = None, **extra: Any
+    ) -> None:
+        """Answer an op with a refusal, counted by reason."""
+        self._app[METRICS].refused.labels(reason).inc()
+        await self.send(
+            {"op": "refused", "id": op_id, "error": reason, "message": message, **extra}
+        )
+
+    # -- ops -------------------------------------------------------------------------------
+
+    async def hello(self, op: Hello) -> None:
+        """Add the nodes of the valid tokens; their lists follow as pushes."""
+        tokens = [token for token in op.valid_tokens() if kind_of(token) is TokenKind.NODE]
+        digests = [digest(token) for token in tokens]
+        valid = await self._app[SERVICE].authenticate(digests)
+        fresh = {key: identity for key, identity in valid.items() if key not in self._nodes}
+        self._nodes.update(fresh)
+        self._app[EVENTS].add(self._watcher, [i.node_id for i in fresh.values()], fresh)
+        self._app[METRICS].stream_nodes.inc(len(fresh))
+        refused = len(op.tokens) - len(valid)
+        if refused:
+            self._app[METRICS].refused.labels(m.UNAUTHENTICATED).inc(refused)
+        await self.send(
+            {"op": "welcome", "nodes": sorted(i.node for i in valid.values()), "refused": refused}
+        )
+        self._watcher.changed.update(i.node_id for i in fresh.values())
+        self._watcher.wake.set()
+
+    def _allowed(self, keys: list[bytes]) -> bool:
+        limiter = self._app[LIMITER]
+        return all(limiter.allow(key) == 0 for key in keys)
+
+    async def heartbeat(self, _: Heartbeat) -> None:
+        """Renew every node of the stream; drop those whose tokens died."""
+        if not self._allowed(list(self._nodes)):
+            await self.refuse(m.RATE_LIMITED, "too many heartbeats")
+            return
+        try:
+            valid = await self._app[SERVICE].heartbeat(list(self._nodes))
+        except UnauthenticatedError:
+            valid = {}
+        await self._drop(set(self._nodes) - set(valid))
+        await self.send({"op": "heartbeat", "renewed": len(valid)})
+
+    async def report(self, op: StreamReports) -> None:
+        """Write a batch for the stream's nodes, all or none."""
+        names = {item.node for item in op.reports}
+        keys = [key for key, identity in self._nodes.items() if identity.node in names]
+        if not self._allowed(keys):
+            await self.refuse(m.RATE_LIMITED, "too many reports", op_id=op.id)
+            return
+        try:
+            accepted = await self._app[SERVICE].report(
+                keys, [item.to_report() for item in op.reports]
+            )
+        except UnauthenticatedError:
+            await self.refuse(m.UNAUTHENTICATED, "no valid token for these nodes", op_id=op.id)
+            return
+        except ReportRefusedError as exc:
+            await self.refuse(
+                m.FORBIDDEN,
+                f"{len(exc.refused)} of {len(op.reports)} reports refused; nothing was written",
+                op_id=op.id,
+                refused=[{"replicaId": str(rid), "reason": why} for rid, why in exc.refused],
+            )
+            return
+        await self.send({"op": "reported", "id": op.id, "accepted": accepted})
+
+    async def refresh(self, _: Refresh) -> None:
+        """Push every node's complete list again (after a refusal, say)."""
+        self._watcher.everything = True
+        self._watcher.wake.set()
+
+    # -- pushes ----------------------------------------------------------------------------
+
+    async def _drop(self, keys: set[bytes]) -> None:
+        """Forget revoked tokens' nodes and tell the client."""
+        gone = [self._nodes.pop(key) for key in keys if key in self._nodes]
+        if gone:
+            self._app[EVENTS].forget(self._watcher, [i.node_id for i in gone], keys)
+            self._app[METRICS].stream_nodes.dec(len(gone))
+            await self.send({"op": "revoked", "nodes": sorted(i.node for i in gone)})
+
+    async def push(self) -> None:
+        """Send the lists that changed, and revocations, whenever the watcher is woken."""
+        while True:
+            await self._watcher.wake.wait()
+            everything, changed, revoked = self._watcher.take()
+            await self._drop(revoked)
+            keys = [
+                key
+                for key, identity in self._nodes.items()
+                if everything or identity.node_id in changed
+            ]
+            if not keys:
+                continue
+            try:
+                lists = await self._app[SERVICE].assignments(keys)
+            except DatabaseUnavailableError:
+                await asyncio.sleep(1.0)  # the database is back soon or the LISTEN says so
+                self._watcher.changed.update(
+                    self._nodes[key].node_id for key in keys if key in self._nodes
+                )
+                self._watcher.wake.set()
+                continue
+            await self._drop(set(keys) - set(lists.identities))
+            for node, items in lists.by_node.items():
+                await self.send(
+                    {
+                        "op": "assignments",
+                        "node": node,
+                        "assignments": [assignment_out(i) for i in items],
+                    }
+                )
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    async def _handle(self, text: str) -> None:
+        started = time.perf_counter()
+        name, code = "invalid", "400"
+        async with self._slots:
+            try:
+                op = StreamOp.model_validate({"body": json.loads(text)}).body
+            except (ValueError, ValidationError) as exc:
+                why = problem(exc) if isinstance(exc, ValidationError) else "not JSON"
+                await self.refuse(m.INVALID, why)
+            else:
+                name, code = op.op, "200"
+                try:
+                    if isinstance(op, Hello):
+                        await self.hello(op)
+                    elif isinstance(op, Heartbeat):
+                        await self.heartbeat(op)
+                    elif isinstance(op, StreamReports):
+                        await self.report(op)
+                    else:
+                        await self.refresh(op)
+                except DatabaseUnavailableError as exc:
+                    code = "503"
+                    await self.send(
+                        {"op": "unavailable", "id": getattr(op, "id", None), "message": str(exc)}
+                    )
+        metrics = self._app[METRICS]
+        metrics.requests.labels(f"stream:{name}", code).inc()
+        metrics.request_seconds.labels(f"stream:{name}").observe(time.perf_counter() - started)
+
+    async def serve(self) -> None:
+        """Handle ops as they come (several at once) and push changes, until the socket closes."""
+        pusher = asyncio.create_task(self.push(), name="agent-stream-push")
+        try:
+            async for message in self._socket:
+                if message.type is WSMsgType.TEXT:
+                    task = asyncio.create_task(self._handle(message.data))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+                elif message.type is WSMsgType.ERROR:
+                    break
+        finally:
+            pusher.cancel()
+            for task in [pusher, *self._tasks]:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            self._app[EVENTS].forget(
+                self._watcher, [i.node_id for i in self._nodes.values()], self._nodes
+            )
+            self._app[METRICS].stream_nodes.dec(len(self._nodes))
+
+
+async def stream(request: web.Request) -> web.StreamResponse:
+    """`GET /v1/stream`: upgrade to a WebSocket and serve it until either side closes."""
+    socket = web.WebSocketResponse(heartbeat=PING_SECONDS, max_msg_size=MAX_MESSAGE_BYTES)
+    await socket.prepare(request)
+    await Stream(request, socket).serve()
+    return socket

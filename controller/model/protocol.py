@@ -1,0 +1,57 @@
+"""What the agent protocol carries: a node's assignments and the reports its agent sends back.
+
+Plain values, shared by the database side (db/reports.py), the agent API that carries them
+over HTTP (agentapi/) and the agents themselves (agent/), none of which should depend on
+another's libraries for them.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from controller.model.states import ReplicaStatus
+
+# A reason is a short word or sentence ("Started", "ImagePullFailed: ..."); 1,024 characters, as
+# the CRD allows a condition's reason, is plenty, and keeps an agent from filling the history.
+REASON_MAX = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    """A replica placed on one of the agent's nodes, with what it must run."""
+
+    replica_id: uuid.UUID
+    node: str
+    status: ReplicaStatus
+    namespace: str
+    deployment: str
+    ordinal: int
+    image: str
+    container_spec: dict[str, Any]
+    container_id: str | None
+
+    @property
+    def replica_name(self) -> str:
+        """A readable replica name: `<deployment>-<ordinal>`."""
+        return f"{self.deployment}-{self.ordinal}"
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """One status change an agent reports for a replica on its node."""
+
+    node: str
+    replica_id: uuid.UUID
+    status: ReplicaStatus
+    reason: str
+    container_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReportResult:
+    """Which reports were written and why the others were refused."""
+
+    accepted: int
+    refused: list[tuple[uuid.UUID, str]] = field(default_factory=list)

@@ -1,0 +1,150 @@
+"""The simulated agent's decisions: what a node would report next, with no I/O.
+
+Real agents pull images and start containers; the simulated one moves each assigned replica
+along the happy path (`pending -> starting -> running`, `stopping -> stopped`) after a
+configurable start delay. Where its assignments come from and where its reports go (the agent
+API for `fogctl agent simulate`, the protocol functions in-process for database tests) is the
+caller's business, so the same decisions are tested once and run everywhere.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+
+from controller.model.protocol import Assignment, Report
+from controller.model.states import ReplicaStatus
+
+logger = logging.getLogger(__name__)
+
+# The happy path's order: a list read before one of our own reports was accepted may show a
+# replica one step behind what we know; that replica keeps the status we reported.
+_PROGRESS = {ReplicaStatus.PENDING: 0, ReplicaStatus.STARTING: 1, ReplicaStatus.RUNNING: 2}
+_FINISHED = frozenset({ReplicaStatus.STOPPED, ReplicaStatus.FAILED})
+# Replicas we finished are remembered so that a stale list cannot bring them back; the newest
+# thousand per node are far more than can be in flight (a node runs tens of replicas).
+FINISHED_KEPT = 1000
+
+
+def container_id(replica_id: uuid.UUID) -> str:
+    """A stable fake container id, shaped like a runtime's (64 hex digits)."""
+    return hashlib.sha256(replica_id.bytes).hexdigest()
+
+
+@dataclass
+class Simulator:
+    """The agent's memory between rounds: the replicas it runs and when each began starting.
+
+    `fail_image` (a glob) makes replicas of matching images fail instead of running, for
+    demos and tests of the restart backoff.
+    """
+
+    start_delay: float
+    fail_image: str | None = None
+    clock: Callable[[], float] = time.monotonic
+    started: dict[uuid.UUID, float] = field(default_factory=dict)
+    orphans_stopped: list[uuid.UUID] = field(default_factory=list)
+
+    def _outcome(self, item: Assignment) -> Report:
+        if self.fail_image and fnmatch.fnmatchcase(item.image, self.fail_image):
+            return self._report(item, ReplicaStatus.FAILED, "Error: exit code 1")
+        return self._report(item, ReplicaStatus.RUNNING, "Started")
+
+    def decide(self, work: Sequence[Assignment], *, complete: bool = True) -> list[list[Report]]:
+        """The reports due now, in rounds: a replica moves at most one step per round.
+
+        With no start delay a placed replica goes pending -> starting -> running in one tick:
+        two rounds, because a replica may change only once per batch of reports. Orphans are
+        looked for only when `work` is the `complete` list, running replicas included.
+        """
+        now = self.clock()
+        first: list[Report] = []
+        second: list[Report] = []
+        for item in work:
+            if item.status is ReplicaStatus.PENDING:
+                self.started[item.replica_id] = now
+                first.append(self._report(item, ReplicaStatus.STARTING, "Starting"))
+                if self.start_delay <= 0:
+                    second.append(self._outcome(item))
+            elif item.status is ReplicaStatus.STARTING:
+                began = self.started.setdefault(item.replica_id, now)
+                if now - began >= self.start_delay:
+                    first.append(self._outcome(item))
+            elif item.status is ReplicaStatus.RUNNING:
+                # Adopt what runs here already (an agent restarted while replicas ran).
+                self.started.setdefault(item.replica_id, now)
+            elif item.status is ReplicaStatus.STOPPING:
+                first.append(self._report(item, ReplicaStatus.STOPPED, "Stopped"))
+        if complete:
+            self._stop_orphans({item.replica_id for item in work})
+        return [batch for batch in (first, second) if batch]
+
+    def _stop_orphans(self, assigned: set[uuid.UUID]) -> None:
+        """Stop what runs here but is no longer assigned here.
+
+        That is a replica failed as NodeLost while this agent was silent (and replaced
+        elsewhere) or one that stopped: running it on would run it twice.
+        """
+        for replica_id in self.started.keys() - assigned:
+            del self.started[replica_id]
+            self.orphans_stopped.append(replica_id)
+            logger.info("stopped replica %s: no longer assigned to this agent", replica_id)
+
+    @staticmethod
+    def _report(item: Assignment, status: ReplicaStatus, reason: str) -> Report:
+        return Report(
+            node=item.node,
+            replica_id=item.replica_id,
+            status=status,
+            reason=reason,
+            container_id=container_id(item.replica_id),
+        )
+
+
+@dataclass
+class NodeView:
+    """What an agent knows a node should run: the last list the server sent, and our reports since.
+
+    The server sends a node's complete list whenever someone else changes it (a placement, a
+    stop, a lost node) and never echoes our own reports, so an accepted report is applied here.
+    A list read just before one of our reports was committed may arrive just after it: a
+    replica it shows one step behind keeps the status we reported, and one we finished is gone.
+    """
+
+    items: dict[uuid.UUID, Assignment] = field(default_factory=dict)
+    reported: dict[uuid.UUID, ReplicaStatus] = field(default_factory=dict)
+    finished: dict[uuid.UUID, None] = field(default_factory=dict)  # ordered: oldest first
+
+    def receive(self, items: Iterable[Assignment]) -> None:
+        """Replace the list with one the server sent."""
+        fresh: dict[uuid.UUID, Assignment] = {}
+        for item in items:
+            if item.replica_id in self.finished:
+                continue
+            ours = self.reported.get(item.replica_id)
+            if ours is not None and _PROGRESS.get(ours, -1) > _PROGRESS.get(item.status, 3):
+                item = replace(item, status=ours)
+            fresh[item.replica_id] = item
+        # What we reported about replicas no longer listed is of no use any more.
+        self.reported = {key: value for key, value in self.reported.items() if key in fresh}
+        self.items = fresh
+
+    def accepted(self, reports: Iterable[Report]) -> None:
+        """Apply our reports the server accepted."""
+        for report in reports:
+            if report.status in _FINISHED:
+                self.items.pop(report.replica_id, None)
+                self.reported.pop(report.replica_id, None)
+                self.finished[report.replica_id] = None
+                if len(self.finished) > FINISHED_KEPT:
+                    del self.finished[next(iter(self.finished))]
+                continue
+            self.reported[report.replica_id] = report.status
+            item = self.items.get(report.replica_id)
+            if item is not None:
+                self.items[report.replica_id] = replace(item, status=report.status)
