@@ -117,6 +117,15 @@ class Stream:
         """Write a batch for the stream's nodes, all or none."""
         names = {item.node for item in op.reports}
         keys = [key for key, identity in self._nodes.items() if identity.node in names]
+        ours = {self._nodes[key].node for key in keys}
+        foreign = [
+            (item.replica_id, f"node {item.node} is not yours")
+            for item in op.reports
+            if item.node not in ours
+        ]
+        if foreign:
+            await self._refuse_reports(op, foreign)
+            return
         if not self._allowed(keys):
             await self.refuse(m.RATE_LIMITED, "too many reports", op_id=op.id)
             return
@@ -128,14 +137,17 @@ class Stream:
             await self.refuse(m.UNAUTHENTICATED, "no valid token for these nodes", op_id=op.id)
             return
         except ReportRefusedError as exc:
-            await self.refuse(
-                m.FORBIDDEN,
-                f"{len(exc.refused)} of {len(op.reports)} reports refused; nothing was written",
-                op_id=op.id,
-                refused=[{"replicaId": str(rid), "reason": why} for rid, why in exc.refused],
-            )
+            await self._refuse_reports(op, exc.refused)
             return
         await self.send({"op": "reported", "id": op.id, "accepted": accepted})
+
+    async def _refuse_reports(self, op: StreamReports, refused: list[tuple[Any, str]]) -> None:
+        await self.refuse(
+            m.FORBIDDEN,
+            f"{len(refused)} of {len(op.reports)} reports refused; nothing was written",
+            op_id=op.id,
+            refused=[{"replicaId": str(rid), "reason": why} for rid, why in refused],
+        )
 
     async def refresh(self, _: Refresh) -> None:
         """Push every node's complete list again (after a refusal, say)."""
