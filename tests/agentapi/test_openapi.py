@@ -197,3 +197,5 @@ async def test_stream_ops_and_messages_match_the_document(api: AgentApi) -> None
         assert (await _next(socket, "heartbeat"))["renewed"] == 1
         await socket.send_str("not json")
         assert (await _next(socket, "refused"))["error"] == "invalid"
+        api.fogctl("node", "revoke", "edge-a")
+        assert (await _next(socket, "revoked"))["nodes"] == ["edge-a"]
