@@ -1,8 +1,9 @@
 """fog-controller benchmarks: what it costs to converge, at scale, on this machine.
 
 Runs against real parts only: a local kube-apiserver + etcd and a throwaway PostgreSQL, the
-operator as a separate `fogctl run` process and the simulated agent as a separate `fogctl agent
-simulate` process with zero start delay, all started by the harness the end-to-end tests use
+operator as a separate `fogctl run` process, the agent API as a `fogctl serve-agents` process and
+the simulated agent as a separate `fogctl agent simulate` process with zero start delay, which
+speaks only to the agent API, all started by the harness the end-to-end tests use
 (controller/sandbox/harness.py). Each scenario runs at least three times on fresh state (a new
 namespace and a new database copied from a migrated template, a new operator process); the
 report gives the median with min and max.
@@ -43,6 +44,7 @@ SCENARIOS = [
     "node_loss",
     "takeover",
     "burst",
+    "agents",
     "idle",
 ]
 
@@ -55,6 +57,7 @@ RUNNERS: dict[str, Runner] = {
     "node_loss": scenarios.node_loss,
     "takeover": scenarios.takeover,
     "burst": scenarios.burst,
+    "agents": scenarios.fleet,
     "idle": scenarios.idle,
 }
 

@@ -9,6 +9,7 @@ as fast as the API server takes them, and a watch that notes when each object tu
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -16,15 +17,20 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import psycopg
 from kubernetes_asyncio import client, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 from sqlalchemy.engine import URL
 
+from controller.agent.wire import assignment_in, report_out
+from controller.db import credentials
 from controller.db import engine as db_engine
 from controller.db import nodes as db_nodes
 from controller.kube.resource import GROUP, PLURAL, VERSION
+from controller.model.protocol import Assignment, Report
 from controller.model.resources import Resources
+from controller.model.states import ReplicaStatus
 from controller.sandbox.harness import Servers, Stack
 
 # The operator and the agents import, connect and list before they act: about 2 s here. A run
@@ -34,6 +40,10 @@ PROCESS_START_SECONDS = 3.0
 WATCH_SECONDS = 300
 # Creates the API server refuses under load (429, 5xx) are retried this many times.
 CREATE_ATTEMPTS = 5
+# The agent API imports, connects and listens in about 2 s; a minute means it is broken.
+AGENT_API_START_SECONDS = 60.0
+# The probe's heartbeat period: that of the simulated fleet, well inside the 40 s grace.
+PROBE_HEARTBEAT_SECONDS = 10.0
 
 
 def manifest(name: str, replicas: int, selector: dict[str, str] | None = None) -> dict[str, Any]:
@@ -159,21 +169,29 @@ async def create_all(
     return created
 
 
-async def register_nodes(url: URL, count: int, *, cpu: float, memory: int, prefix: str) -> None:
-    """Register `count` nodes in one transaction: `fogctl node register` 500 times takes minutes."""
+async def register_nodes(
+    url: URL, count: int, *, cpu: float, memory: int, prefix: str
+) -> dict[str, str]:
+    """Register `count` nodes and issue their node tokens in one transaction; return the tokens.
+
+    `fogctl node register` 5,000 times takes many minutes, and 5,000 bootstrap exchanges would
+    cost the agent as many requests at start: node tokens are issued in bulk instead.
+    """
     engine = db_engine.make_engine(url)
     sessions = db_engine.make_sessions(engine)
+    names = [node_name(prefix, index) for index in range(count)]
     try:
         async with sessions() as session, session.begin():
-            for index in range(count):
+            for name in names:
                 await db_nodes.register(
                     session,
-                    name=node_name(prefix, index),
+                    name=name,
                     capacity=Resources.from_cores(
                         cpu_cores=cpu, memory_mb=memory, gpu_units=0, storage_gb=1000
                     ),
                     labels={"pool": prefix},
                 )
+            return await credentials.issue_node_tokens(session, nodes=names)
     finally:
         await engine.dispose()
 
@@ -198,6 +216,77 @@ class Run:
     prefix: str  # of its node names
     watcher: ReadyWatch
     stack: Stack
+    tokens: dict[str, str]  # node -> node token, of the nodes registered at the start
+
+
+async def until_serving(server: str, limit: float = AGENT_API_START_SECONDS) -> None:
+    """Wait until the agent API answers /readyz (it listens for the database's notifications).
+
+    Agents started before would back off for up to their tick (10 s in the fleet scenario).
+    """
+    deadline = time.monotonic() + limit
+    async with aiohttp.ClientSession() as http:
+        while True:
+            with contextlib.suppress(aiohttp.ClientError):
+                async with http.get(f"{server}/readyz") as response:
+                    if response.status == 200:
+                        return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the agent API at {server} never became ready")
+            await asyncio.sleep(0.1)
+
+
+class ProbeAgent:
+    """The benchmark as one node's agent, over the agent API's HTTP routes with a node token.
+
+    What it times (a report until the status counts it) must go the way agents' reports go,
+    through the API, not straight into the database; it heartbeats so that its node stays
+    online however long a scenario runs.
+    """
+
+    def __init__(self, http: aiohttp.ClientSession, server: str, node: str, token: str) -> None:
+        self.http = http
+        self.server = server
+        self.node = node
+        self.headers = {"Authorization": f"Bearer {token}"}
+
+    async def _call(self, method: str, path: str, body: Any = None) -> Any:
+        async with self.http.request(
+            method, f"{self.server}{path}", json=body, headers=self.headers
+        ) as response:
+            if response.status >= 300:
+                raise RuntimeError(f"{method} {path}: {response.status} {await response.text()}")
+            return None if response.status == 204 else await response.json()
+
+    async def assignments(self) -> list[Assignment]:
+        body = await self._call("GET", "/v1/assignments")
+        return [assignment_in(self.node, item) for item in body["assignments"]]
+
+    async def report(self, items: Sequence[Assignment], status: ReplicaStatus) -> None:
+        """One batch: each of `items` moved to `status`."""
+        batch = [
+            Report(node=item.node, replica_id=item.replica_id, status=status, reason="bench")
+            for item in items
+        ]
+        await self._call("POST", "/v1/reports", {"reports": [report_out(r) for r in batch]})
+
+    async def heartbeats(self) -> None:
+        while True:
+            await self._call("POST", "/v1/heartbeat")
+            await asyncio.sleep(PROBE_HEARTBEAT_SECONDS)
+
+
+@asynccontextmanager
+async def probe_agent(server: str, node: str, token: str) -> AsyncIterator[ProbeAgent]:
+    """A ProbeAgent heartbeating in the background for the duration of the block."""
+    async with aiohttp.ClientSession() as http:
+        agent = ProbeAgent(http, server, node, token)
+        beating = asyncio.create_task(agent.heartbeats())
+        try:
+            yield agent
+        finally:
+            beating.cancel()
+            await asyncio.gather(beating, return_exceptions=True)
 
 
 @asynccontextmanager
@@ -211,11 +300,13 @@ async def fresh_run(
     memory: int,
     agents: Mapping[str, Sequence[str]],
     operator_args: Sequence[str] = (),
+    agent_args: Sequence[str] = (),
 ) -> AsyncIterator[Run]:
     """A new database, namespace, registered nodes, agents and operator, and a Ready watch.
 
     `agents` names each simulated agent with the nodes it plays (none: every registered node);
-    it is empty when the scenario plays the agent itself.
+    it is empty when the scenario plays the agent itself. `agent_args` are added to each
+    agent's command line (the harness's fast defaults otherwise). The agent API always runs.
     """
     url = servers.fresh_database("fog_bench")
     namespace = f"{label}-{uuid.uuid4().hex[:6]}"
@@ -223,7 +314,7 @@ async def fresh_run(
         client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace))
     )
     prefix = label.split("-")[0]
-    await register_nodes(url, nodes, cpu=cpu, memory=memory, prefix=prefix)
+    tokens = await register_nodes(url, nodes, cpu=cpu, memory=memory, prefix=prefix)
     stack = Stack(
         folder=servers.folder,
         env=servers.env(url),
@@ -231,15 +322,20 @@ async def fresh_run(
         operator_args=operator_args,
         label=label,
     )
+    stack.add_tokens(tokens)
     watcher = ReadyWatch(client.CustomObjectsApi(api_client), namespace)
     try:
+        stack.agent_api.start()
+        await until_serving(stack.agent_server)
         # Agents first: registration counts as a heartbeat, and a short grace may run out.
         for name, played in agents.items():
-            stack.agent_for(name, played)
+            stack.agent_for(name, played, agent_args)
         stack.operator.start()
         await asyncio.sleep(PROCESS_START_SECONDS)
         watcher.start()
-        yield Run(url=url, namespace=namespace, prefix=prefix, watcher=watcher, stack=stack)
+        yield Run(
+            url=url, namespace=namespace, prefix=prefix, watcher=watcher, stack=stack, tokens=tokens
+        )
     finally:
         await watcher.stop()
         stack.stop()

@@ -7,6 +7,7 @@ its figures as a dict for bench/results/*.json; bench/report.py turns them into 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import statistics
@@ -17,17 +18,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from kubernetes_asyncio import client
 from report import percentile, summary
-from runs import Run, create_all, fresh_run, manifest, node_name, register_nodes, scalar
+from runs import (
+    ProbeAgent,
+    ReadyWatch,
+    Run,
+    create_all,
+    fresh_run,
+    manifest,
+    node_name,
+    probe_agent,
+    register_nodes,
+    scalar,
+)
 from sqlalchemy import event
 
 from controller.db import engine as db_engine
-from controller.db import reports
 from controller.db.store import Store
 from controller.kube.resource import GROUP, PLURAL, VERSION, ObjectRef, parse_spec
 from controller.model.placement import NodeCapacity, Strategy, place
-from controller.model.protocol import Report
+from controller.model.protocol import Assignment
 from controller.model.resources import Resources
 from controller.model.simulation import Simulator
 from controller.model.states import ReplicaStatus
@@ -64,19 +76,71 @@ class Sizes:
     idle_seconds: float
     placement_nodes: int
     placement_replicas: int
+    fleet_nodes: int  # played by one agent process (issue 14)
+    fleet_rest_seconds: float  # the fleet only heartbeating, before its burst
     runs: int = 3  # the issue asks for the median of at least three runs
 
 
-FULL = Sizes(500, 1000, 10, 50, 50, 5000, 300.0, 5000, 100_000)
-QUICK = Sizes(50, 40, 10, 10, 10, 200, 15.0, 500, 10_000)
+FULL = Sizes(500, 1000, 10, 50, 50, 5000, 300.0, 5000, 100_000, 5000, 30.0)
+QUICK = Sizes(50, 40, 10, 10, 10, 200, 15.0, 500, 10_000, 200, 10.0)
 # Every node played by one simulated agent.
 ONE_AGENT: Mapping[str, Sequence[str]] = {"all": []}
+
+
+@dataclass(frozen=True)
+class BurstFigures:
+    """One burst run's figures."""
+
+    seconds: float  # from the first create until all are Ready
+    ready_rate: float  # replicas Ready per second
+    placed_rate: float  # replicas placed per second
+    p50: float  # apply-to-Ready of the deployments
+    p99: float
+
+
+async def _burst_once(api: client.CustomObjectsApi, current: Run, sizes: Sizes) -> BurstFigures:
+    """Apply the burst's deployments at once into a running stack; time placement and Ready.
+
+    Counts only its own replicas and deployments, so another scenario may run it on top of
+    objects of its own (the fleet scenario's probe).
+    """
+    watcher = current.watcher
+    bodies = [manifest(f"d{i:04d}", sizes.burst_replicas) for i in range(sizes.burst_deployments)]
+    placed_query = "SELECT count(*) FROM deployment_replicas WHERE node_id IS NOT NULL"
+    expected = sizes.burst_deployments * sizes.burst_replicas + scalar(current.url, placed_query)
+    began = time.monotonic()
+    created = await create_all(api, current.namespace, bodies, concurrency=16)
+    await _poll(current.url, placed_query, expected, BURST_LIMIT_SECONDS)
+    placed_at = time.monotonic()
+    await watcher.until(
+        lambda: all(name in watcher.ready_at for name in created), limit=BURST_LIMIT_SECONDS
+    )
+    done = max(watcher.ready_at[name] for name in created)
+    latencies = [watcher.ready_at[name] - created[name] for name in created]
+    replicas = sizes.burst_deployments * sizes.burst_replicas
+    return BurstFigures(
+        seconds=done - began,
+        ready_rate=replicas / (done - began),
+        placed_rate=replicas / (placed_at - began),
+        p50=percentile(latencies, 50),
+        p99=percentile(latencies, 99),
+    )
+
+
+def _burst_summary(runs: list[BurstFigures]) -> dict[str, Any]:
+    return {
+        "seconds_to_all_ready": summary([r.seconds for r in runs]),
+        "replicas_ready_per_second": summary([r.ready_rate for r in runs]),
+        "replicas_placed_per_second": summary([r.placed_rate for r in runs]),
+        "apply_to_ready_p50_s": summary([r.p50 for r in runs]),
+        "apply_to_ready_p99_s": summary([r.p99 for r in runs]),
+    }
 
 
 async def burst(servers: Servers, sizes: Sizes, api_client: client.ApiClient) -> dict[str, Any]:
     """Many nodes, many deployments applied at once: time to all Ready, placement rate."""
     api = client.CustomObjectsApi(api_client)
-    totals, rates, place_rates, p50s, p99s = [], [], [], [], []
+    runs = []
     for run in range(sizes.runs):
         async with fresh_run(
             servers,
@@ -87,44 +151,13 @@ async def burst(servers: Servers, sizes: Sizes, api_client: client.ApiClient) ->
             memory=32768,
             agents=ONE_AGENT,
         ) as current:
-            watcher = current.watcher
-            bodies = [
-                manifest(f"d{i:04d}", sizes.burst_replicas) for i in range(sizes.burst_deployments)
-            ]
-            began = time.monotonic()
-            created = await create_all(api, current.namespace, bodies, concurrency=16)
-            expected = sizes.burst_deployments * sizes.burst_replicas
-            placed_at = None
-            while placed_at is None:
-                placed = scalar(
-                    current.url,
-                    "SELECT count(*) FROM deployment_replicas WHERE node_id IS NOT NULL",
-                )
-                if placed >= expected:
-                    placed_at = time.monotonic()
-                else:
-                    await asyncio.sleep(0.2)
-            wanted = len(bodies)
-            await watcher.until(
-                lambda w=watcher, n=wanted: len(w.ready_at) >= n, limit=BURST_LIMIT_SECONDS
-            )
-            done = max(watcher.ready_at.values())
-            latencies = [watcher.ready_at[name] - created[name] for name in created]
-            totals.append(done - began)
-            rates.append(expected / (done - began))
-            place_rates.append(expected / (placed_at - began))
-            p50s.append(percentile(latencies, 50))
-            p99s.append(percentile(latencies, 99))
-            print(f"  burst run {run + 1}: all Ready in {done - began:.1f} s", flush=True)
+            runs.append(await _burst_once(api, current, sizes))
+            print(f"  burst run {run + 1}: all Ready in {runs[-1].seconds:.1f} s", flush=True)
     return {
         "nodes": sizes.burst_nodes,
         "deployments": sizes.burst_deployments,
         "replicas_each": sizes.burst_replicas,
-        "seconds_to_all_ready": summary(totals),
-        "replicas_ready_per_second": summary(rates),
-        "replicas_placed_per_second": summary(place_rates),
-        "apply_to_ready_p50_s": summary(p50s),
-        "apply_to_ready_p99_s": summary(p99s),
+        **_burst_summary(runs),
     }
 
 
@@ -185,51 +218,73 @@ async def single(servers: Servers, sizes: Sizes, api_client: client.ApiClient) -
     }
 
 
-async def _report_latencies(
-    api: client.CustomObjectsApi, current: Run, samples: int
-) -> list[float]:
-    """Act as the agent of the run's one node: report each replica running, time the status."""
-    watcher = current.watcher
-    await api.create_namespaced_custom_object(
-        GROUP, VERSION, current.namespace, PLURAL, manifest("r", samples)
-    )
+@dataclass
+class ReportProbe:
+    """Replicas of one deployment on the probe's node, started, each to be reported running.
 
-    def status() -> dict[str, Any]:
-        return dict((watcher.seen.get("r") or {}).get("status") or {})
+    The benchmark is their node's agent (runs.ProbeAgent, through the agent API): it reports
+    one replica running at a time and times how long until the FogDeployment's status counts
+    it, from the moment the report is sent (the API's hop included).
+    """
 
-    await watcher.until(lambda: status().get("replicas") == samples, limit=STEP_LIMIT_SECONDS)
-    engine = db_engine.make_engine(current.url)
-    sessions = db_engine.make_sessions(engine)
-    latencies = []
-    try:
-        async with sessions() as session:
-            work = await reports.assignments(session, nodes=[node_name(current.prefix, 0)])
-        for ready_count, item in enumerate(work, start=1):
-            async with sessions() as session, session.begin():
-                for step in (ReplicaStatus.STARTING, ReplicaStatus.RUNNING):
-                    report = Report(
-                        node=item.node, replica_id=item.replica_id, status=step, reason="bench"
-                    )
-                    await reports.report(session, [report])
+    agent: ProbeAgent
+    watcher: ReadyWatch
+    name: str
+    items: list[Assignment]
+
+    def _ready(self) -> int:
+        status = (self.watcher.seen.get(self.name) or {}).get("status") or {}
+        return int(status.get("readyReplicas") or 0)
+
+    async def measure(self, pace: float = 0.0) -> list[float]:
+        """Report each replica running, one by one, `pace` seconds apart at least."""
+        latencies = []
+        for ready_count, item in enumerate(self.items, start=1):
             sent = time.monotonic()
-            await watcher.until(
-                lambda n=ready_count: int(status().get("readyReplicas") or 0) >= n,
-                limit=STEP_LIMIT_SECONDS,
+            await self.agent.report([item], ReplicaStatus.RUNNING)
+            await self.watcher.until(
+                lambda n=ready_count: self._ready() >= n, limit=STEP_LIMIT_SECONDS
             )
             latencies.append(time.monotonic() - sent)
-    finally:
-        await engine.dispose()
-    return latencies
+            await asyncio.sleep(pace - (time.monotonic() - sent))
+        return latencies
+
+
+async def _report_probe(
+    api: client.CustomObjectsApi,
+    current: Run,
+    agent: ProbeAgent,
+    name: str,
+    samples: int,
+    selector: dict[str, str] | None = None,
+) -> ReportProbe:
+    """Apply `samples` replicas for the probe's node; once placed, report them all starting."""
+    watcher = current.watcher
+    await api.create_namespaced_custom_object(
+        GROUP, VERSION, current.namespace, PLURAL, manifest(name, samples, selector)
+    )
+
+    def placed() -> int:
+        return int(((watcher.seen.get(name) or {}).get("status") or {}).get("replicas") or 0)
+
+    await watcher.until(lambda: placed() == samples, limit=STEP_LIMIT_SECONDS)
+    items = [item for item in await agent.assignments() if item.deployment == name]
+    await agent.report(items, ReplicaStatus.STARTING)
+    return ReportProbe(agent=agent, watcher=watcher, name=name, items=items)
 
 
 async def agent_report(
     servers: Servers, sizes: Sizes, api_client: client.ApiClient
 ) -> dict[str, Any]:
-    """An agent report (replica running) until the FogDeployment's status counts it."""
+    """An agent report (replica running), sent to the agent API, until the status counts it."""
     api = client.CustomObjectsApi(api_client)
 
     async def measure(current: Run) -> list[float]:
-        return await _report_latencies(api, current, sizes.report_samples)
+        node = node_name(current.prefix, 0)
+        server = current.stack.agent_server
+        async with probe_agent(server, node, current.tokens[node]) as agent:
+            probe = await _report_probe(api, current, agent, "r", sizes.report_samples)
+            return await probe.measure()
 
     p50, p99 = await _latency_runs(
         servers, sizes, api_client, "report", nodes=1, agents={}, measure=measure
@@ -498,4 +553,227 @@ def placement(sizes: Sizes) -> dict[str, Any]:
         "nodes": sizes.placement_nodes,
         "replicas": sizes.placement_replicas,
         "microseconds_per_placement": micros,
+    }
+
+
+# The fleet scenario (issue 14): the agent heartbeats every 10 s, as the issue asks. The tick is
+# also when the simulated agent looks at what is due without being woken; placements are pushed
+# and wake it at once, and with no start delay nothing waits for the tick.
+FLEET_TICK_SECONDS = 10
+# The fleet's agent says "playing N nodes" once the API has taken its 5,000 tokens; it has
+# imported, connected and presented them within a minute unless something is broken.
+FLEET_WELCOME_SECONDS = 120
+# The probe's reports under the burst are this far apart, so that they are spread over the
+# burst (tens of seconds) rather than all sent in its first second.
+PROBE_PACE_SECONDS = 0.5
+# How often connections are counted: often enough to see the pool's peak under the burst.
+CONNECTION_SAMPLE_SECONDS = 1.0
+ESTABLISHED = "01"  # the state column of /proc/net/tcp
+
+
+def _tcp_connections(pid: int, remote_port: int) -> int:
+    """Established TCP connections of process `pid` to `remote_port`.
+
+    /proc/net/tcp lists every socket of the network namespace; a process's own are those whose
+    inode is one of its file descriptors (/proc/PID/fd -> socket:[inode]).
+    """
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    count = 0
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            port = int(fields[2].rsplit(":", 1)[1], 16)
+            if port == remote_port and fields[3] == ESTABLISHED and fields[9] in inodes:
+                count += 1
+    return count
+
+
+# The run database's connections by application_name (the agent API names its own; the
+# operator and the benchmark's short queries do not), the counting connection left out.
+BY_APPLICATION = (
+    "SELECT coalesce(nullif(application_name, ''), usename || ' (no application_name)'),"
+    " count(*) FROM pg_stat_activity WHERE datname = current_database()"
+    " AND pid <> pg_backend_pid() GROUP BY 1"
+)
+
+
+class ConnectionPeaks:
+    """The most connections seen at once, sampled every second while running.
+
+    Per process from /proc (to the database's port; the agent's to the agent API's port), and
+    per application_name from pg_stat_activity.
+    """
+
+    def __init__(
+        self, current: Run, processes: Mapping[str, FogctlProcess], agent: FogctlProcess
+    ) -> None:
+        self.url = current.url
+        self.agent = agent
+        self.db_port = int(current.url.port or 5432)
+        self.api_port = int(current.stack.agent_server.rsplit(":", 1)[1])
+        self.processes = processes
+        self.peaks: dict[str, int] = {}
+
+    def _note(self, what: str, count: int) -> None:
+        self.peaks[what] = max(count, self.peaks.get(what, 0))
+
+    def sample(self) -> None:
+        for name, process in self.processes.items():
+            self._note(f"{name} -> database", _tcp_connections(process.pid, self.db_port))
+        self._note("agent -> agent API", _tcp_connections(self.agent.pid, self.api_port))
+        dsn = self.url.set(drivername="postgresql").render_as_string(False)
+        with psycopg.connect(dsn, application_name="fog-bench-count") as connection:
+            for application, count in connection.execute(BY_APPLICATION.encode()).fetchall():
+                self._note(f"pg_stat_activity: {application}", int(count))
+
+    async def run(self) -> None:
+        while True:
+            self.sample()
+            await asyncio.sleep(CONNECTION_SAMPLE_SECONDS)
+
+
+def _cpu_seconds(process: FogctlProcess) -> float:
+    return _proc(process.pid)[0]
+
+
+async def _until_welcomed(agent: FogctlProcess, nodes: int) -> None:
+    deadline = time.monotonic() + FLEET_WELCOME_SECONDS
+    while f"playing {nodes} nodes" not in agent.log.read_text():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the fleet's agent never played its {nodes} nodes: {agent.log}")
+        await asyncio.sleep(0.5)
+
+
+@dataclass
+class FleetRun:
+    """One fleet run's figures besides the burst's."""
+
+    api_rest: float  # agent API CPU, % of one core, with the fleet only heartbeating
+    agent_rest: float
+    api_burst_seconds: float  # agent API CPU seconds during the burst
+    api_burst: float  # the same, % of one core over the burst's wall time
+    agent_burst_seconds: float
+    agent_burst: float
+    rest_p50: float  # report-to-status with the fleet heartbeating
+    rest_p99: float
+    burst_p50: float  # report-to-status during the burst
+    burst_p99: float
+
+
+async def _fleet_once(
+    api: client.CustomObjectsApi, current: Run, sizes: Sizes
+) -> tuple[FleetRun, BurstFigures, dict[str, int]]:
+    stack = current.stack
+    fleet = stack.extra_agents["fleet"]
+    await _until_welcomed(fleet, sizes.fleet_nodes)
+    # The probe's node holds exactly its two deployments: the burst cannot land there.
+    samples = sizes.report_samples
+    (probe_node, token), *_ = (
+        await register_nodes(current.url, 1, cpu=samples, memory=1024 * samples, prefix="probe")
+    ).items()
+    peaks = ConnectionPeaks(
+        current, {"agent API": stack.agent_api, "agent": fleet, "operator": stack.operator}, fleet
+    )
+    counting = asyncio.create_task(peaks.run())
+    try:
+        async with probe_agent(stack.agent_server, probe_node, token) as agent:
+            selector = {"pool": "probe"}
+            at_rest = await _report_probe(api, current, agent, "r", samples, selector)
+            under_burst = await _report_probe(api, current, agent, "rb", samples, selector)
+            began = time.monotonic()
+            api_cpu, agent_cpu = _cpu_seconds(stack.agent_api), _cpu_seconds(fleet)
+            await asyncio.sleep(sizes.fleet_rest_seconds)
+            rest = time.monotonic() - began
+            api_rest = 100 * (_cpu_seconds(stack.agent_api) - api_cpu) / rest
+            agent_rest = 100 * (_cpu_seconds(fleet) - agent_cpu) / rest
+            rest_latencies = await at_rest.measure()
+            cpu_began = time.monotonic(), _cpu_seconds(stack.agent_api), _cpu_seconds(fleet)
+
+            async def timed_burst() -> tuple[BurstFigures, tuple[float, float, float]]:
+                # CPU is read when all are Ready, not when the probe's last report is done.
+                figures = await _burst_once(api, current, sizes)
+                ended = time.monotonic(), _cpu_seconds(stack.agent_api), _cpu_seconds(fleet)
+                return figures, ended
+
+            (burst_figures, cpu_ended), burst_latencies = await asyncio.gather(
+                timed_burst(), under_burst.measure(PROBE_PACE_SECONDS)
+            )
+            wall, api_seconds, agent_seconds = (
+                end - start for end, start in zip(cpu_ended, cpu_began, strict=True)
+            )
+    finally:
+        counting.cancel()
+        await asyncio.gather(counting, return_exceptions=True)
+    figures = FleetRun(
+        api_rest=api_rest,
+        agent_rest=agent_rest,
+        api_burst_seconds=api_seconds,
+        api_burst=100 * api_seconds / wall,
+        agent_burst_seconds=agent_seconds,
+        agent_burst=100 * agent_seconds / wall,
+        rest_p50=percentile(rest_latencies, 50),
+        rest_p99=percentile(rest_latencies, 99),
+        burst_p50=percentile(burst_latencies, 50),
+        burst_p99=percentile(burst_latencies, 99),
+    )
+    return figures, burst_figures, peaks.peaks
+
+
+async def fleet(servers: Servers, sizes: Sizes, api_client: client.ApiClient) -> dict[str, Any]:
+    """Thousands of nodes played by one agent process over one stream, and the burst on top.
+
+    Issue 14's scale check: what the agent API costs (CPU, database connections), how many
+    connections the agent opens, and whether a report still reaches the status fast, with the
+    fleet only heartbeating and under the burst.
+    """
+    api = client.CustomObjectsApi(api_client)
+    runs, bursts, peaks = [], [], []
+    for run in range(sizes.runs):
+        async with fresh_run(
+            servers,
+            api_client,
+            f"agents-{run}",
+            nodes=sizes.fleet_nodes,
+            cpu=16,
+            memory=32768,
+            agents={"fleet": []},
+            agent_args=("--tick", str(FLEET_TICK_SECONDS)),
+        ) as current:
+            figures, burst_figures, seen = await _fleet_once(api, current, sizes)
+        runs.append(figures)
+        bursts.append(burst_figures)
+        peaks.append(seen)
+        print(
+            f"  agents run {run + 1}: report p99 {figures.rest_p99:.3f} s at rest,"
+            f" {figures.burst_p99:.3f} s under the burst; burst {burst_figures.seconds:.1f} s",
+            flush=True,
+        )
+
+    def of(what: str) -> dict[str, float]:
+        return summary([getattr(r, what) for r in runs])
+
+    return {
+        "nodes": sizes.fleet_nodes,
+        "heartbeat_seconds": FLEET_TICK_SECONDS,
+        "rest_seconds": sizes.fleet_rest_seconds,
+        "samples": sizes.report_samples,
+        "deployments": sizes.burst_deployments,
+        "replicas_each": sizes.burst_replicas,
+        "agent_api_cpu_percent_at_rest": of("api_rest"),
+        "agent_cpu_percent_at_rest": of("agent_rest"),
+        "agent_api_cpu_seconds_burst": of("api_burst_seconds"),
+        "agent_api_cpu_percent_burst": of("api_burst"),
+        "agent_cpu_seconds_burst": of("agent_burst_seconds"),
+        "agent_cpu_percent_burst": of("agent_burst"),
+        "report_to_status_p50_s_at_rest": of("rest_p50"),
+        "report_to_status_p99_s_at_rest": of("rest_p99"),
+        "report_to_status_p50_s_burst": of("burst_p50"),
+        "report_to_status_p99_s_burst": of("burst_p99"),
+        **_burst_summary(bursts),
+        "peak_connections": {key: max(p.get(key, 0) for p in peaks) for key in peaks[0]},
     }

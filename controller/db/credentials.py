@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from controller.db.nodes import NodeNotFoundError
@@ -57,6 +57,30 @@ async def issue_bootstrap(session: AsyncSession, *, node: str) -> str:
     )
     await session.flush()
     return token
+
+
+async def issue_node_tokens(session: AsyncSession, *, nodes: Sequence[str]) -> dict[str, str]:
+    """Node tokens for many existing nodes at once, skipping the bootstrap exchange.
+
+    For provisioning a fleet in bulk (the benchmark's 5,000 nodes): one lookup and one
+    multi-row insert, where a bootstrap token each would cost every agent an extra request and
+    transaction at start. Unknown names are a NodeNotFoundError naming the first.
+    """
+    rows = await session.execute(select(Node.name, Node.id).where(Node.name.in_(nodes)))
+    ids = {row.name: row.id for row in rows}
+    missing = [name for name in nodes if name not in ids]
+    if missing:
+        raise NodeNotFoundError(f"no node named {missing[0]!r}")
+    tokens = {name: new_token(TokenKind.NODE) for name in nodes}
+    if tokens:
+        await session.execute(
+            insert(NodeCredential),
+            [
+                {"token_digest": digest(token), "node_id": ids[name], "kind": TokenKind.NODE}
+                for name, token in tokens.items()
+            ],
+        )
+    return tokens
 
 
 async def _issue_node_token(session: AsyncSession, identity: NodeIdentity) -> Issued:

@@ -313,22 +313,28 @@ class Stack:
         self.agent = self._agent_process("agent", [])
         self.extra_agents: dict[str, FogctlProcess] = {}
 
-    def _agent_process(self, name: str, nodes: Sequence[str]) -> FogctlProcess:
+    def _agent_process(
+        self, name: str, nodes: Sequence[str], extra: Sequence[str] = ()
+    ) -> FogctlProcess:
         agent_env = {key: value for key, value in self.env.items() if key not in AGENT_UNSEEN}
         argv = ["agent", "simulate", *nodes, "--server", self.agent_server]
         return FogctlProcess(
             self.folder / f"{self.prefix}{name}.log",
-            [*argv, "--tokens-file", str(self.tokens_file), *FAST_AGENT_ARGS],
+            # `extra` comes last: a flag given again there wins over FAST_AGENT_ARGS.
+            [*argv, "--tokens-file", str(self.tokens_file), *FAST_AGENT_ARGS, *extra],
             agent_env,
             needs=self.agent_api,
         )
 
-    def agent_for(self, name: str, nodes: Sequence[str]) -> FogctlProcess:
+    def agent_for(
+        self, name: str, nodes: Sequence[str], extra: Sequence[str] = ()
+    ) -> FogctlProcess:
         """Start an agent of its own for `nodes` (one that can be cut off alone), kept by name.
 
         Use it instead of `agent`, not with it: two agents playing one node both report.
+        `extra` flags override the fast defaults (the benchmark's fleet heartbeats every 10 s).
         """
-        agent = self._agent_process(f"agent-{name}", nodes)
+        agent = self._agent_process(f"agent-{name}", nodes, extra)
         self.extra_agents[name] = agent
         return agent.start()
 
