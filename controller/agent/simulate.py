@@ -118,9 +118,9 @@ async def first_of(*work: Coroutine[Any, Any, None]) -> None:
     finally:
         for task in tasks:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        # gather, not a loop of awaits under suppress: a cancellation of this very task while
+        # it waits here must propagate, not be swallowed with the children's.
+        await asyncio.gather(*tasks, return_exceptions=True)
     for task in done:
         if not task.cancelled() and (error := task.exception()) is not None:
             raise error
@@ -167,12 +167,19 @@ class Session:
             logger.info(
                 "playing %d nodes (%d tokens refused)", len(self.welcomed), message["refused"]
             )
+            if not self.welcomed:
+                raise AgentCredentialError(
+                    f"none of the {message['refused']} node tokens was accepted "
+                    "(revoked, rotated, or the node removed): re-register for a new one"
+                )
         elif op == "revoked":
             for node in message["nodes"]:
                 self.welcomed.discard(node)
                 self._views.pop(node, None)  # what it ran is now an orphan and stops
                 logger.warning("node %s: token revoked; no longer playing it", node)
             self._wake.set()
+            if not self.welcomed:
+                raise AgentCredentialError("every node token of this agent was revoked")
         elif message.get("id") is not None and message["id"] in self._replies:
             self._replies.pop(message["id"]).set_result(message)
         elif op in ("refused", "unavailable"):
@@ -199,7 +206,8 @@ class Session:
         reply: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._replies[op_id] = reply
         await self._send({"op": "report", "id": op_id, "reports": [report_out(r) for r in batch]})
-        answer = await asyncio.wait_for(reply, timeout=REPLY_TIMEOUT_SECONDS)
+        async with asyncio.timeout(REPLY_TIMEOUT_SECONDS):
+            answer = await reply
         if answer["op"] == "reported":
             for report in batch:
                 if report.node in self._views:
@@ -211,8 +219,11 @@ class Session:
 
     async def _work(self) -> None:
         while True:
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a cancellation
+            # that arrives as the event is set, and this loop then never ends.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self._tick)
+                async with asyncio.timeout(self._tick):
+                    await self._wake.wait()
             self._wake.clear()
             items = [item for view in self._views.values() for item in view.items.values()]
             for batch in self._simulator.decide(items):
@@ -306,4 +317,4 @@ async def run(
                 )
                 await asyncio.sleep(min(RECONNECT_MAX_SECONDS, tick_seconds * 2**failures))
             if not credentials.tokens:
-                raise AgentCredentialError("no node token left to play (all were refused)")
+                raise AgentCredentialError("no node token left to play (every one was refused)")

@@ -15,10 +15,15 @@ from aiohttp import web
 from sqlalchemy.engine import URL
 
 from controller.agentapi.events import Events
-from controller.agentapi.limits import RateLimiter
+from controller.agentapi.limits import (
+    FAILED_AUTH_BURST,
+    FAILED_AUTH_RATE_PER_SECOND,
+    RateLimiter,
+)
 from controller.agentapi.metrics import AgentApiMetrics
 from controller.agentapi.routes import (
     EVENTS,
+    FAILURES,
     LIMITER,
     MAX_BODY_BYTES,
     METRICS,
@@ -50,6 +55,7 @@ def build(service: AgentService, events: Events, metrics: AgentApiMetrics) -> we
     app[SERVICE] = service
     app[EVENTS] = events
     app[LIMITER] = RateLimiter()
+    app[FAILURES] = RateLimiter(rate=FAILED_AUTH_RATE_PER_SECOND, burst=FAILED_AUTH_BURST)
     app[METRICS] = metrics
 
     async def healthz(_: web.Request) -> web.Response:

@@ -18,6 +18,11 @@ from collections.abc import Callable
 # for a restart's catching up and stops a runaway loop within a second.
 RATE_PER_SECOND = 10.0
 BURST = 50.0
+# Failed authentications per client address: a mistyped token is retried a few times, a
+# guessing loop thousands; two a second with twenty at once stops the loop before each guess
+# costs a database lookup, and lets a fleet behind one NAT recover from a bad rollout.
+FAILED_AUTH_RATE_PER_SECOND = 2.0
+FAILED_AUTH_BURST = 20.0
 # Buckets of tokens not seen lately are dropped beyond this many; 100,000 nodes' buckets are a
 # few tens of MB, and a flood of random tokens cannot grow the table past it.
 MAX_BUCKETS = 100_000
@@ -38,11 +43,21 @@ class RateLimiter:
         self._clock = clock
         self._buckets: OrderedDict[bytes, tuple[float, float]] = OrderedDict()
 
+    def _level(self, key: bytes, now: float) -> float:
+        level, last = self._buckets.pop(key, (self._burst, now))
+        return min(self._burst, level + (now - last) * self._rate)
+
+    def exhausted(self, key: bytes) -> bool:
+        """Whether `key`'s bucket is empty now (nothing is taken)."""
+        now = self._clock()
+        level = self._level(key, now)
+        self._buckets[key] = (level, now)
+        return level < 1
+
     def allow(self, key: bytes, cost: float = 1.0) -> float:
         """Take `cost` from `key`'s bucket: 0 if allowed, else seconds until it would be."""
         now = self._clock()
-        level, last = self._buckets.pop(key, (self._burst, now))
-        level = min(self._burst, level + (now - last) * self._rate)
+        level = self._level(key, now)
         wait = 0.0
         if level >= cost:
             level -= cost

@@ -42,6 +42,8 @@ MAX_WAIT_SECONDS = 55.0
 SERVICE: web.AppKey[AgentService] = web.AppKey("service", AgentService)
 EVENTS: web.AppKey[Events] = web.AppKey("events", Events)
 LIMITER: web.AppKey[RateLimiter] = web.AppKey("limiter", RateLimiter)
+# Failed authentications per client address (limits.py says why).
+FAILURES: web.AppKey[RateLimiter] = web.AppKey("failures", RateLimiter)
 METRICS: web.AppKey[AgentApiMetrics] = web.AppKey("metrics", AgentApiMetrics)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -86,7 +88,10 @@ async def measured(request: web.Request, handler: Handler) -> web.StreamResponse
     )
     started = time.perf_counter()
     code = 500
+    failures, client = request.app[FAILURES], client_key(request)
     try:
+        if failures.exhausted(client):
+            raise refusal(429, "rate_limited", "too many failed authentications from this address")
         response = await handler(request)
         code = response.status
         return response
@@ -106,11 +111,21 @@ async def measured(request: web.Request, handler: Handler) -> web.StreamResponse
         code = 503
         raise refusal(503, "unavailable", f"database unavailable, retry: {exc}") from None
     finally:
+        if code == 401:
+            failures.allow(client)
         metrics.requests.labels(route, str(code)).inc()
         if code in _REASONS:
             metrics.refused.labels(_REASONS[code]).inc()
         if route != "/v1/stream" and "wait" not in request.query:
             metrics.request_seconds.labels(route).observe(time.perf_counter() - started)
+
+
+def client_key(request: web.Request) -> bytes:
+    """Whom failed authentications are charged to: the peer address.
+
+    Not X-Forwarded-For, which any client can write.
+    """
+    return (request.remote or "unknown").encode()
 
 
 def bearer(request: web.Request, kind: TokenKind) -> str:
@@ -194,8 +209,10 @@ async def assignments(request: web.Request) -> web.Response:
         events.remember(key, node_id)
         if wait and not needs_action(lists.by_node):
             events.add(watcher, [node_id], [])
+            # asyncio.timeout, not wait_for, which in Python 3.11 can swallow a cancellation.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(watcher.wake.wait(), timeout=wait)
+                async with asyncio.timeout(wait):
+                    await watcher.wake.wait()
             events.forget(watcher, [node_id], [])
             lists = await service.assignments([key])
             if not lists.identities:

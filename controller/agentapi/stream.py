@@ -32,7 +32,7 @@ from controller.agent.wire import (
 )
 from controller.agentapi import metrics as m
 from controller.agentapi.events import Watcher
-from controller.agentapi.routes import EVENTS, LIMITER, METRICS, SERVICE
+from controller.agentapi.routes import EVENTS, FAILURES, LIMITER, METRICS, SERVICE, client_key
 from controller.agentapi.service import ReportRefusedError, UnauthenticatedError
 from controller.db.credentials import NodeIdentity
 from controller.db.errors import DatabaseUnavailableError
@@ -56,6 +56,7 @@ class Stream:
 
     def __init__(self, request: web.Request, socket: web.WebSocketResponse) -> None:
         self._app = request.app
+        self._request = request
         self._socket = socket
         self._nodes: dict[bytes, NodeIdentity] = {}  # digest -> identity
         self._watcher = Watcher()
@@ -81,16 +82,22 @@ class Stream:
 
     async def hello(self, op: Hello) -> None:
         """Add the nodes of the valid tokens; their lists follow as pushes."""
-        tokens = [token for token in op.valid_tokens() if kind_of(token) is TokenKind.NODE]
+        failures, client = self._app[FAILURES], client_key(self._request)
+        if failures.exhausted(client):
+            await self.refuse(m.RATE_LIMITED, "too many failed authentications from this address")
+            return
+        presented = list(dict.fromkeys(op.valid_tokens()))  # a token given twice counts once
+        tokens = [token for token in presented if kind_of(token) is TokenKind.NODE]
         digests = [digest(token) for token in tokens]
         valid = await self._app[SERVICE].authenticate(digests)
         fresh = {key: identity for key, identity in valid.items() if key not in self._nodes}
         self._nodes.update(fresh)
         self._app[EVENTS].add(self._watcher, [i.node_id for i in fresh.values()], fresh)
         self._app[METRICS].stream_nodes.inc(len(fresh))
-        refused = len(op.tokens) - len(valid)
+        refused = len(presented) - len(valid)
         if refused:
             self._app[METRICS].refused.labels(m.UNAUTHENTICATED).inc(refused)
+            failures.allow(client, cost=refused)
         await self.send(
             {"op": "welcome", "nodes": sorted(i.node for i in valid.values()), "refused": refused}
         )

@@ -200,3 +200,15 @@ def test_requests_are_rate_limited_per_node(api: AgentApi) -> None:
     assert int(limited.headers["Retry-After"]) >= 1
     # Another node's budget is its own.
     assert api.call("POST", "/v1/heartbeat", token=token_b).status == 204
+
+
+def test_guessing_tokens_is_stopped_before_it_costs_lookups(api: AgentApi) -> None:
+    token = api.node_token("edge-a")
+    guesses = [
+        api.call("POST", "/v1/heartbeat", token=f"fogn_guess{n:039d}").status for n in range(40)
+    ]
+
+    assert set(guesses) == {401, 429}
+    assert guesses.index(429) >= 20  # a few mistakes are forgiven
+    # The address is blocked for a while, even with a valid token.
+    assert api.call("POST", "/v1/heartbeat", token=token).status == 429
