@@ -106,6 +106,9 @@ def _latency_rows(s: dict[str, Any]) -> list[str]:
             ("p50 (s)", r["report_to_status_p50_s"], ""),
             ("p99 (s)", r["report_to_status_p99_s"], "<= 0.1"),
         )
+        lines.append(
+            row("", "p99 until the agent API answered (s)", cell(r["report_answered_p99_s"]), "")
+        )
     if "agents" in s:
         lines += _fleet_rows(s["agents"])
     if "node_loss" in s:
@@ -135,18 +138,20 @@ def _fleet_rows(a: dict[str, Any]) -> list[str]:
         ("agent API CPU at rest (% of one core)", a["agent_api_cpu_percent_at_rest"], ""),
         ("agent CPU at rest (% of one core)", a["agent_cpu_percent_at_rest"], ""),
         ("report-to-status p99 at rest (s)", a["report_to_status_p99_s_at_rest"], "<= 0.1"),
+        ("report answered by the API, p99 at rest (s)", a["report_answered_p99_s_at_rest"], ""),
         ("seconds until all Ready", a["seconds_to_all_ready"], ""),
         ("agent API CPU during the burst (s)", a["agent_api_cpu_seconds_burst"], ""),
         ("agent API CPU during the burst (% of one core)", a["agent_api_cpu_percent_burst"], ""),
         ("agent CPU during the burst (% of one core)", a["agent_cpu_percent_burst"], ""),
         ("report-to-status p99 during the burst (s)", a["report_to_status_p99_s_burst"], ""),
+        ("report answered by the API, p99, burst (s)", a["report_answered_p99_s_burst"], ""),
     ]
     lines = [
         row(label if i == 0 else "", what, cell(f), target)
         for i, (what, f, target) in enumerate(figures)
     ]
-    peaks = ", ".join(f"{what} {count}" for what, count in a["peak_connections"].items())
-    lines.append(row("", "peak connections", peaks, ""))
+    peaks = ", ".join(f"{what} {count}" for what, count in a["peaks"].items())
+    lines.append(row("", "peaks over the runs (connections, operator queue depth)", peaks, ""))
     return lines
 
 

@@ -12,9 +12,10 @@ import os
 import signal
 import statistics
 import time
+import urllib.request
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,7 @@ from controller.model.resources import Resources
 from controller.model.simulation import Simulator
 from controller.model.states import ReplicaStatus
 from controller.operator.reconciler import Reconciler
+from controller.sandbox import ports
 from controller.sandbox.dbagent import tick
 from controller.sandbox.harness import FogctlProcess, Servers
 
@@ -224,13 +226,15 @@ class ReportProbe:
 
     The benchmark is their node's agent (runs.ProbeAgent, through the agent API): it reports
     one replica running at a time and times how long until the FogDeployment's status counts
-    it, from the moment the report is sent (the API's hop included).
+    it, from the moment the report is sent (the API's hop included). How long the API took to
+    answer (the report committed) is kept apart in `answered`: what is left is the operator's.
     """
 
     agent: ProbeAgent
     watcher: ReadyWatch
     name: str
     items: list[Assignment]
+    answered: list[float] = field(default_factory=list)
 
     def _ready(self) -> int:
         status = (self.watcher.seen.get(self.name) or {}).get("status") or {}
@@ -242,6 +246,7 @@ class ReportProbe:
         for ready_count, item in enumerate(self.items, start=1):
             sent = time.monotonic()
             await self.agent.report([item], ReplicaStatus.RUNNING)
+            self.answered.append(time.monotonic() - sent)
             await self.watcher.until(
                 lambda n=ready_count: self._ready() >= n, limit=STEP_LIMIT_SECONDS
             )
@@ -278,13 +283,16 @@ async def agent_report(
 ) -> dict[str, Any]:
     """An agent report (replica running), sent to the agent API, until the status counts it."""
     api = client.CustomObjectsApi(api_client)
+    answered_p99s = []
 
     async def measure(current: Run) -> list[float]:
         node = node_name(current.prefix, 0)
         server = current.stack.agent_server
         async with probe_agent(server, node, current.tokens[node]) as agent:
             probe = await _report_probe(api, current, agent, "r", sizes.report_samples)
-            return await probe.measure()
+            latencies = await probe.measure()
+        answered_p99s.append(percentile(probe.answered, 99))
+        return latencies
 
     p50, p99 = await _latency_runs(
         servers, sizes, api_client, "report", nodes=1, agents={}, measure=measure
@@ -293,6 +301,7 @@ async def agent_report(
         "samples": sizes.report_samples,
         "report_to_status_p50_s": p50,
         "report_to_status_p99_s": p99,
+        "report_answered_p99_s": summary(answered_p99s),
     }
 
 
@@ -568,6 +577,8 @@ FLEET_WELCOME_SECONDS = 120
 PROBE_PACE_SECONDS = 0.5
 # How often connections are counted: often enough to see the pool's peak under the burst.
 CONNECTION_SAMPLE_SECONDS = 1.0
+# A scrape of the operator's /metrics takes milliseconds; seconds means it is stuck.
+METRICS_TIMEOUT_SECONDS = 5.0
 ESTABLISHED = "01"  # the state column of /proc/net/tcp
 
 
@@ -602,18 +613,24 @@ BY_APPLICATION = (
 )
 
 
-class ConnectionPeaks:
-    """The most connections seen at once, sampled every second while running.
+class Peaks:
+    """The most connections seen at once, and the operator's deepest work queue, every second.
 
-    Per process from /proc (to the database's port; the agent's to the agent API's port), and
-    per application_name from pg_stat_activity.
+    Connections per process from /proc (to the database's port; the agent's to the agent API's
+    port), and per application_name from pg_stat_activity. The queue depth comes from the
+    operator's /metrics (workqueue_depth): it says whether a report waited for the operator.
     """
 
     def __init__(
-        self, current: Run, processes: Mapping[str, FogctlProcess], agent: FogctlProcess
+        self,
+        current: Run,
+        processes: Mapping[str, FogctlProcess],
+        agent: FogctlProcess,
+        operator_metrics: str,
     ) -> None:
         self.url = current.url
         self.agent = agent
+        self.operator_metrics = operator_metrics
         self.db_port = int(current.url.port or 5432)
         self.api_port = int(current.stack.agent_server.rsplit(":", 1)[1])
         self.processes = processes
@@ -630,6 +647,13 @@ class ConnectionPeaks:
         with psycopg.connect(dsn, application_name="fog-bench-count") as connection:
             for application, count in connection.execute(BY_APPLICATION.encode()).fetchall():
                 self._note(f"pg_stat_activity: {application}", int(count))
+        with urllib.request.urlopen(self.operator_metrics, timeout=METRICS_TIMEOUT_SECONDS) as page:
+            depth = sum(
+                float(line.rsplit(" ", 1)[1])
+                for line in page.read().decode().splitlines()
+                if line.startswith("workqueue_depth{")
+            )
+        self._note("operator work queue depth", int(depth))
 
     async def run(self) -> None:
         while True:
@@ -661,12 +685,14 @@ class FleetRun:
     agent_burst: float
     rest_p50: float  # report-to-status with the fleet heartbeating
     rest_p99: float
+    rest_answered_p99: float  # until the agent API answered (the report committed)
     burst_p50: float  # report-to-status during the burst
     burst_p99: float
+    burst_answered_p99: float
 
 
 async def _fleet_once(
-    api: client.CustomObjectsApi, current: Run, sizes: Sizes
+    api: client.CustomObjectsApi, current: Run, sizes: Sizes, operator_metrics: str
 ) -> tuple[FleetRun, BurstFigures, dict[str, int]]:
     stack = current.stack
     fleet = stack.extra_agents["fleet"]
@@ -676,9 +702,8 @@ async def _fleet_once(
     (probe_node, token), *_ = (
         await register_nodes(current.url, 1, cpu=samples, memory=1024 * samples, prefix="probe")
     ).items()
-    peaks = ConnectionPeaks(
-        current, {"agent API": stack.agent_api, "agent": fleet, "operator": stack.operator}, fleet
-    )
+    processes = {"agent API": stack.agent_api, "agent": fleet, "operator": stack.operator}
+    peaks = Peaks(current, processes, fleet, operator_metrics)
     counting = asyncio.create_task(peaks.run())
     try:
         async with probe_agent(stack.agent_server, probe_node, token) as agent:
@@ -718,8 +743,10 @@ async def _fleet_once(
         agent_burst=100 * agent_seconds / wall,
         rest_p50=percentile(rest_latencies, 50),
         rest_p99=percentile(rest_latencies, 99),
+        rest_answered_p99=percentile(at_rest.answered, 99),
         burst_p50=percentile(burst_latencies, 50),
         burst_p99=percentile(burst_latencies, 99),
+        burst_answered_p99=percentile(under_burst.answered, 99),
     )
     return figures, burst_figures, peaks.peaks
 
@@ -734,6 +761,7 @@ async def fleet(servers: Servers, sizes: Sizes, api_client: client.ApiClient) ->
     api = client.CustomObjectsApi(api_client)
     runs, bursts, peaks = [], [], []
     for run in range(sizes.runs):
+        metrics_port = ports.free_port()
         async with fresh_run(
             servers,
             api_client,
@@ -743,8 +771,11 @@ async def fleet(servers: Servers, sizes: Sizes, api_client: client.ApiClient) ->
             memory=32768,
             agents={"fleet": []},
             agent_args=("--tick", str(FLEET_TICK_SECONDS)),
+            operator_args=("--metrics-bind-address", f"127.0.0.1:{metrics_port}"),
         ) as current:
-            figures, burst_figures, seen = await _fleet_once(api, current, sizes)
+            figures, burst_figures, seen = await _fleet_once(
+                api, current, sizes, f"http://127.0.0.1:{metrics_port}/metrics"
+            )
         runs.append(figures)
         bursts.append(burst_figures)
         peaks.append(seen)
@@ -772,8 +803,10 @@ async def fleet(servers: Servers, sizes: Sizes, api_client: client.ApiClient) ->
         "agent_cpu_percent_burst": of("agent_burst"),
         "report_to_status_p50_s_at_rest": of("rest_p50"),
         "report_to_status_p99_s_at_rest": of("rest_p99"),
+        "report_answered_p99_s_at_rest": of("rest_answered_p99"),
         "report_to_status_p50_s_burst": of("burst_p50"),
         "report_to_status_p99_s_burst": of("burst_p99"),
+        "report_answered_p99_s_burst": of("burst_answered_p99"),
         **_burst_summary(bursts),
-        "peak_connections": {key: max(p.get(key, 0) for p in peaks) for key in peaks[0]},
+        "peaks": {key: max(p.get(key, 0) for p in peaks) for key in peaks[0]},
     }
