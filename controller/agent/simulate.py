@@ -145,6 +145,7 @@ class Session:
         self._replies: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._ids = itertools.count(1)
         self.welcomed: set[str] = set()
+        self._outage = False  # the database behind the agent API is out
 
     async def _send(self, body: dict[str, Any]) -> None:
         await self._socket.send_str(json.dumps(body))
@@ -155,35 +156,56 @@ class Session:
             await self._send({"op": "hello", "tokens": tokens})
 
     def _received(self, message: dict[str, Any]) -> None:
-        op = message.get("op")
-        if op == "assignments":
-            node = str(message["node"])
-            self._views.setdefault(node, NodeView()).receive(
-                assignment_in(node, item) for item in message["assignments"]
-            )
-            self._wake.set()
-        elif op == "welcome":
-            self.welcomed.update(message["nodes"])
-            logger.info(
-                "playing %d nodes (%d tokens refused)", len(self.welcomed), message["refused"]
-            )
-            if not self.welcomed:
-                raise AgentCredentialError(
-                    f"none of the {message['refused']} node tokens was accepted "
-                    "(revoked, rotated, or the node removed): re-register for a new one"
-                )
-        elif op == "revoked":
-            for node in message["nodes"]:
-                self.welcomed.discard(node)
-                self._views.pop(node, None)  # what it ran is now an orphan and stops
-                logger.warning("node %s: token revoked; no longer playing it", node)
-            self._wake.set()
-            if not self.welcomed:
-                raise AgentCredentialError("every node token of this agent was revoked")
-        elif message.get("id") is not None and message["id"] in self._replies:
+        """Act on one message: a reply to a report batch, or whatever the server pushed."""
+        if message.get("id") is not None and message["id"] in self._replies:
             self._replies.pop(message["id"]).set_result(message)
-        elif op in ("refused", "unavailable"):
-            logger.warning("%s: %s", op, message.get("message"))
+            return
+        handler = {
+            "assignments": self._assignments,
+            "welcome": self._welcome,
+            "revoked": self._revoked,
+            "heartbeat": self._heartbeat_answered,
+            "unavailable": self._unavailable,
+            "refused": self._refused,
+        }.get(str(message.get("op")))
+        if handler is not None:
+            handler(message)
+
+    def _assignments(self, message: dict[str, Any]) -> None:
+        node = str(message["node"])
+        self._views.setdefault(node, NodeView()).receive(
+            assignment_in(node, item) for item in message["assignments"]
+        )
+        self._wake.set()
+
+    def _welcome(self, message: dict[str, Any]) -> None:
+        self.welcomed.update(message["nodes"])
+        logger.info("playing %d nodes (%d tokens refused)", len(self.welcomed), message["refused"])
+        if not self.welcomed:
+            raise AgentCredentialError(
+                f"none of the {message['refused']} node tokens was accepted "
+                "(revoked, rotated, or the node removed): re-register for a new one"
+            )
+
+    def _revoked(self, message: dict[str, Any]) -> None:
+        for node in message["nodes"]:
+            self.welcomed.discard(node)
+            self._views.pop(node, None)  # what it ran is now an orphan and stops
+            logger.warning("node %s: token revoked; no longer playing it", node)
+        self._wake.set()
+        if not self.welcomed:
+            raise AgentCredentialError("every node token of this agent was revoked")
+
+    def _heartbeat_answered(self, _: dict[str, Any]) -> None:
+        self._outage = False
+
+    def _unavailable(self, message: dict[str, Any]) -> None:
+        if not self._outage:  # once per outage, not every heartbeat
+            logger.warning("agent API: %s: retrying", message.get("message"))
+        self._outage = True
+
+    def _refused(self, message: dict[str, Any]) -> None:
+        logger.warning("refused: %s", message.get("message"))
 
     async def _read(self) -> None:
         async for message in self._socket:

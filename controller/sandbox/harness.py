@@ -339,8 +339,14 @@ class Stack:
         return agent.start()
 
     def add_tokens(self, tokens: Mapping[str, str]) -> None:
-        """Give the agents these nodes' tokens (they pick them up without a restart)."""
+        """Give the agents these nodes' tokens (they pick them up without a restart).
+
+        The agent API is started now if it is not running: registration counts as a
+        heartbeat, and a short grace (the fault suite's 3 s) must not run out while it starts.
+        """
         TokensFile(self.tokens_file).save(tokens)
+        if not self.agent_api.running():
+            self.agent_api.start()
 
     def fogctl(self, *args: str) -> subprocess.CompletedProcess[str]:
         """A one-shot fogctl command against this stack's database and API server."""
