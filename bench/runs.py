@@ -322,10 +322,9 @@ async def fresh_run(
         operator_args=operator_args,
         label=label,
     )
-    stack.add_tokens(tokens)
     watcher = ReadyWatch(client.CustomObjectsApi(api_client), namespace)
     try:
-        stack.agent_api.start()
+        stack.add_tokens(tokens)  # starts the agent API too
         await until_serving(stack.agent_server)
         # Agents first: registration counts as a heartbeat, and a short grace may run out.
         for name, played in agents.items():

@@ -604,12 +604,13 @@ def _tcp_connections(pid: int, remote_port: int) -> int:
     return count
 
 
-# The run database's connections by application_name (the agent API names its own; the
-# operator and the benchmark's short queries do not), the counting connection left out.
+# The run database's client connections by application_name (the agent API names its own;
+# the operator and the benchmark's short queries do not), the counting connection left out;
+# background workers (autovacuum) are not connections anyone opened.
 BY_APPLICATION = (
     "SELECT coalesce(nullif(application_name, ''), usename || ' (no application_name)'),"
     " count(*) FROM pg_stat_activity WHERE datname = current_database()"
-    " AND pid <> pg_backend_pid() GROUP BY 1"
+    " AND backend_type = 'client backend' AND pid <> pg_backend_pid() GROUP BY 1"
 )
 
 
