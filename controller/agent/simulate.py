@@ -15,6 +15,7 @@ import contextlib
 import itertools
 import json
 import logging
+import time
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +38,10 @@ RECONNECT_MAX_SECONDS = 10.0
 # A report batch not answered in this long is taken as lost with the connection, which is
 # then re-opened (the server answers within milliseconds unless the database is down).
 REPLY_TIMEOUT_SECONDS = 30.0
+# Lists are pushed when they change; the agent also asks for all of them this often, so that
+# a push lost in any way (a server restarted between a commit and its push) is repaired in
+# seconds rather than never. One read of every node's list per 30 s is cheap at any fleet size.
+REFRESH_SECONDS = 30.0
 # How often a silenced agent looks whether it may speak again or must stop.
 SILENCE_POLL_SECONDS = 0.2
 # aiohttp's keep-alive ping on the stream, as the server's: a dead link is noticed.
@@ -219,8 +224,12 @@ class Session:
         raise ConnectionResetError("the agent API closed the stream")
 
     async def _heartbeats(self) -> None:
+        last_refresh = time.monotonic()
         while True:
             await self._send({"op": "heartbeat"})
+            if time.monotonic() - last_refresh >= REFRESH_SECONDS:
+                await self._send({"op": "refresh"})
+                last_refresh = time.monotonic()
             await asyncio.sleep(self._tick)
 
     async def _report(self, batch: list[Report]) -> None:

@@ -46,6 +46,9 @@ MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 # Ops of one stream handled at once: heartbeats must not queue behind a slow report batch, and
 # one client cannot fill the database's connection pool on its own.
 CONCURRENT_OPS = 4
+# After a failed read of assignments a push is tried again this much later: the database is
+# back soon (an outage), and a retry loop must not spin.
+PUSH_RETRY_SECONDS = 1.0
 # aiohttp pings an idle stream this often, so that a dead peer (a cut link) is noticed and its
 # nodes' watches are dropped rather than kept forever.
 PING_SECONDS = 20.0
@@ -186,8 +189,12 @@ class Stream:
                 continue
             try:
                 lists = await self._app[SERVICE].assignments(keys)
-            except DatabaseUnavailableError:
-                await asyncio.sleep(1.0)  # the database is back soon or the LISTEN says so
+            except Exception as exc:  # whatever it was, pushes must go on
+                # A push task that died would leave the stream's agents without new work
+                # while their heartbeats keep their nodes online: retry, and say why.
+                if not isinstance(exc, DatabaseUnavailableError):
+                    logger.exception("reading assignments for a push failed: retrying")
+                await asyncio.sleep(PUSH_RETRY_SECONDS)
                 self._watcher.changed.update(
                     self._nodes[key].node_id for key in keys if key in self._nodes
                 )

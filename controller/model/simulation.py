@@ -26,9 +26,10 @@ logger = logging.getLogger(__name__)
 # replica one step behind what we know; that replica keeps the status we reported.
 _PROGRESS = {ReplicaStatus.PENDING: 0, ReplicaStatus.STARTING: 1, ReplicaStatus.RUNNING: 2}
 _FINISHED = frozenset({ReplicaStatus.STOPPED, ReplicaStatus.FAILED})
-# Replicas we finished are remembered so that a stale list cannot bring them back; the newest
-# thousand per node are far more than can be in flight (a node runs tens of replicas).
-FINISHED_KEPT = 1000
+# How long an agent trusts its own accepted report over a list from the server: a list is read
+# and pushed within milliseconds, so one arriving more than this after our report was read after
+# it, and says what the database holds.
+TRUST_OWN_REPORT_SECONDS = 2.0
 
 
 def container_id(replica_id: uuid.UUID) -> str:
@@ -112,39 +113,45 @@ class NodeView:
 
     The server sends a node's complete list whenever someone else changes it (a placement, a
     stop, a lost node) and never echoes our own reports, so an accepted report is applied here.
-    A list read just before one of our reports was committed may arrive just after it: a
-    replica it shows one step behind keeps the status we reported, and one we finished is gone.
+    A list read just before one of our reports was committed may arrive just after it: for
+    TRUST_OWN_REPORT_SECONDS after a report, a replica such a list shows one step behind keeps
+    the status we reported, and one we finished stays gone. After that the server's list wins:
+    an accepted report can still be lost (a database crash with asynchronous commit), and the
+    agent must then report again rather than believe itself for ever.
     """
 
+    clock: Callable[[], float] = time.monotonic
     items: dict[uuid.UUID, Assignment] = field(default_factory=dict)
-    reported: dict[uuid.UUID, ReplicaStatus] = field(default_factory=dict)
-    finished: dict[uuid.UUID, None] = field(default_factory=dict)  # ordered: oldest first
+    # Our accepted reports still trusted over the server's lists: status and when reported.
+    reported: dict[uuid.UUID, tuple[ReplicaStatus, float]] = field(default_factory=dict)
 
     def receive(self, items: Iterable[Assignment]) -> None:
         """Replace the list with one the server sent."""
+        now = self.clock()
+        self.reported = {
+            key: (status, at)
+            for key, (status, at) in self.reported.items()
+            if now - at < TRUST_OWN_REPORT_SECONDS
+        }
         fresh: dict[uuid.UUID, Assignment] = {}
         for item in items:
-            if item.replica_id in self.finished:
-                continue
             ours = self.reported.get(item.replica_id)
-            if ours is not None and _PROGRESS.get(ours, -1) > _PROGRESS.get(item.status, 3):
-                item = replace(item, status=ours)
+            if ours is not None:
+                if ours[0] in _FINISHED:
+                    continue
+                if _PROGRESS.get(ours[0], -1) > _PROGRESS.get(item.status, 3):
+                    item = replace(item, status=ours[0])
             fresh[item.replica_id] = item
-        # What we reported about replicas no longer listed is of no use any more.
-        self.reported = {key: value for key, value in self.reported.items() if key in fresh}
         self.items = fresh
 
     def accepted(self, reports: Iterable[Report]) -> None:
         """Apply our reports the server accepted."""
+        now = self.clock()
         for report in reports:
+            self.reported[report.replica_id] = (report.status, now)
             if report.status in _FINISHED:
                 self.items.pop(report.replica_id, None)
-                self.reported.pop(report.replica_id, None)
-                self.finished[report.replica_id] = None
-                if len(self.finished) > FINISHED_KEPT:
-                    del self.finished[next(iter(self.finished))]
                 continue
-            self.reported[report.replica_id] = report.status
             item = self.items.get(report.replica_id)
             if item is not None:
                 self.items[report.replica_id] = replace(item, status=report.status)
