@@ -26,6 +26,8 @@ OUR_FUNCTIONS = {
     ("fog_notify_replica_change", ""),
     ("fog_count_failures", ""),
     ("fog_fence", "expected bigint, election text"),
+    ("fog_notify_assignment", ""),
+    ("fog_notify_revoked", ""),
 }
 OUR_TRIGGERS = {
     (
@@ -59,6 +61,24 @@ OUR_TRIGGERS = {
         "AFTER UPDATE OF status",
         "fog_count_failures",
     ),
+    (
+        "deployment_replicas_assign_insert",
+        "deployment_replicas",
+        "AFTER INSERT",
+        "fog_notify_assignment",
+    ),
+    (
+        "deployment_replicas_assign_update",
+        "deployment_replicas",
+        "AFTER UPDATE OF status, node_id",
+        "fog_notify_assignment",
+    ),
+    (
+        "node_credentials_revoked",
+        "node_credentials",
+        "AFTER DELETE",
+        "fog_notify_revoked",
+    ),
 }
 # Reads what pg_get_triggerdef says between the table and FOR EACH ROW, e.g.
 # "CREATE TRIGGER t AFTER INSERT OR UPDATE OF status ON deployments FOR EACH ROW ...".
@@ -79,6 +99,7 @@ OUR_TABLES = {
     "nodes",
     "node_leases",
     "leadership",
+    "node_credentials",
     "deployments",
     "deployment_resources",
     "deployment_replicas",
