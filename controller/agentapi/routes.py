@@ -27,6 +27,7 @@ from controller.agentapi.service import (
     ReportRefusedError,
     UnauthenticatedError,
     needs_action,
+    refused_items,
 )
 from controller.db.credentials import Issued
 from controller.db.errors import DatabaseUnavailableError
@@ -238,6 +239,6 @@ async def reports(request: web.Request) -> web.Response:
             403,
             "forbidden",
             f"{len(exc.refused)} of {len(body.reports)} reports refused; nothing was written",
-            refused=[{"replicaId": str(rid), "reason": why} for rid, why in exc.refused],
+            refused=refused_items(exc.refused),
         ) from None
     return web.json_response({"accepted": accepted})

@@ -25,6 +25,7 @@ from controller.db import nodes as db_nodes
 from controller.db.credentials import Issued, NodeIdentity
 from controller.db.errors import unavailable
 from controller.db.store import is_conflict
+from controller.db.tables import K8S_NAME_MAX
 from controller.model.protocol import Assignment, Report
 from controller.model.states import ReplicaStatus
 
@@ -132,12 +133,7 @@ class AgentService:
             valid = await credentials.authenticate(session, digests)
             if not valid:
                 raise UnauthenticatedError
-            allowed = set(_names(valid.values()))
-            foreign = [
-                (item.replica_id, f"node {item.node[:253]} is not yours")
-                for item in batch
-                if item.node not in allowed
-            ]
+            foreign = foreign_reports(batch, allowed=set(_names(valid.values())))
             if foreign:
                 raise ReportRefusedError(foreign)
             result = await reports.report(session, batch)
@@ -147,6 +143,22 @@ class AgentService:
             return result.accepted
 
         return await self._run(work)
+
+
+def foreign_reports(
+    batch: Sequence[Report], *, allowed: set[str]
+) -> list[tuple[uuid.UUID | str, str]]:
+    """The reports of `batch` naming a node outside `allowed`, each with why it is refused."""
+    return [
+        (item.replica_id, f"node {item.node[:K8S_NAME_MAX]} is not yours")
+        for item in batch
+        if item.node not in allowed
+    ]
+
+
+def refused_items(refused: Sequence[tuple[uuid.UUID | str, str]]) -> list[dict[str, str]]:
+    """A refused batch's `refused` list, as requests and the stream both answer it."""
+    return [{"replicaId": str(replica), "reason": why} for replica, why in refused]
 
 
 def _names(identities: Iterable[NodeIdentity]) -> list[str]:

@@ -33,7 +33,12 @@ from controller.agent.wire import (
 from controller.agentapi import metrics as m
 from controller.agentapi.events import Watcher
 from controller.agentapi.routes import EVENTS, FAILURES, LIMITER, METRICS, SERVICE, client_key
-from controller.agentapi.service import ReportRefusedError, UnauthenticatedError
+from controller.agentapi.service import (
+    ReportRefusedError,
+    UnauthenticatedError,
+    foreign_reports,
+    refused_items,
+)
 from controller.db.credentials import NodeIdentity
 from controller.db.errors import DatabaseUnavailableError
 from controller.model.credentials import TokenKind, digest, kind_of
@@ -125,14 +130,10 @@ class Stream:
 
     async def report(self, op: StreamReports) -> None:
         """Write a batch for the stream's nodes, all or none."""
-        names = {item.node for item in op.reports}
+        batch = [item.to_report() for item in op.reports]
+        names = {item.node for item in batch}
         keys = [key for key, identity in self._nodes.items() if identity.node in names]
-        ours = {self._nodes[key].node for key in keys}
-        foreign = [
-            (item.replica_id, f"node {item.node} is not yours")
-            for item in op.reports
-            if item.node not in ours
-        ]
+        foreign = foreign_reports(batch, allowed={self._nodes[key].node for key in keys})
         if foreign:
             await self._refuse_reports(op, foreign)
             return
@@ -140,9 +141,7 @@ class Stream:
             await self.refuse(m.RATE_LIMITED, "too many reports", op_id=op.id)
             return
         try:
-            accepted = await self._app[SERVICE].report(
-                keys, [item.to_report() for item in op.reports]
-            )
+            accepted = await self._app[SERVICE].report(keys, batch)
         except UnauthenticatedError:
             await self.refuse(m.UNAUTHENTICATED, "no valid token for these nodes", op_id=op.id)
             return
@@ -156,7 +155,7 @@ class Stream:
             m.FORBIDDEN,
             f"{len(refused)} of {len(op.reports)} reports refused; nothing was written",
             op_id=op.id,
-            refused=[{"replicaId": str(rid), "reason": why} for rid, why in refused],
+            refused=refused_items(refused),
         )
 
     async def refresh(self, _: Refresh) -> None:

@@ -192,6 +192,11 @@ def fogctl_env(*, kubeconfig: str, database_url: URL | str) -> dict[str, str]:
     return {**os.environ, "KUBECONFIG": kubeconfig, "FOG_DATABASE_URL": url}
 
 
+def agent_environment(env: Mapping[str, str]) -> dict[str, str]:
+    """`env` without what an agent must not hold (AGENT_UNSEEN)."""
+    return {key: value for key, value in env.items() if key not in AGENT_UNSEEN}
+
+
 def _fogctl_argv(args: Sequence[str]) -> list[str]:
     # This interpreter rather than the `fogctl` script: the same venv whichever way we run.
     return [sys.executable, "-m", "controller.cli.main", *args]
@@ -316,7 +321,7 @@ class Stack:
     def _agent_process(
         self, name: str, nodes: Sequence[str], extra: Sequence[str] = ()
     ) -> FogctlProcess:
-        agent_env = {key: value for key, value in self.env.items() if key not in AGENT_UNSEEN}
+        agent_env = agent_environment(self.env)
         argv = ["agent", "simulate", *nodes, "--server", self.agent_server]
         return FogctlProcess(
             self.folder / f"{self.prefix}{name}.log",

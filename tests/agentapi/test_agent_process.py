@@ -19,7 +19,7 @@ def test_an_agent_with_a_bootstrap_token_runs_its_node_until_revoked(
 ) -> None:
     bootstrap = api.register("edge-a")
     # Only the agent API's address and the token: no database URL, no kubeconfig.
-    env = {k: v for k, v in os.environ.items() if k not in ("FOG_DATABASE_URL", "KUBECONFIG")}
+    env = harness.agent_environment(os.environ)
     log = tmp_path / "agent.log"
     agent = FogctlProcess(
         log,
