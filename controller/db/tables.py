@@ -35,6 +35,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    UniqueConstraint,
     false,
     func,
     text,
@@ -411,3 +412,137 @@ class Leadership(Base):
     epoch: Mapped[int] = mapped_column(BigInteger, nullable=False)
     holder: Mapped[str] = mapped_column(String(K8S_NAME_MAX), nullable=False)
     acquired_at: Mapped[datetime] = _created_at()
+
+
+# The limit columns of a quota, in the order of FogQuota's spec.hard (migration 0007).
+QUOTA_LIMIT_COLUMNS = (
+    "cpu_millicores",
+    "memory_mb",
+    "gpu_units",
+    "storage_gb",
+    "replicas",
+    "fog_deployments",
+)
+
+
+class Quota(Base):
+    """One FogQuota: a namespace's limits (migration 0007).
+
+    Each limit is NULL when the FogQuota leaves that resource unlimited. Placements in the
+    namespace lock these rows before reading its usage, so two cannot both take the last unit.
+    """
+
+    __tablename__ = "quotas"
+    __table_args__ = (
+        UniqueConstraint("user_id", "name"),
+        *(
+            CheckConstraint(f"{name} >= 0", name=f"{name}_nonnegative")
+            for name in QUOTA_LIMIT_COLUMNS
+        ),
+    )
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), nullable=False
+    )
+    name: Mapped[str] = mapped_column(String(K8S_NAME_MAX), nullable=False)
+    k8s_uid: Mapped[str | None] = mapped_column(String(64))
+    observed_generation: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    cpu_millicores: Mapped[int | None] = mapped_column(BigInteger)
+    memory_mb: Mapped[int | None] = mapped_column(BigInteger)
+    gpu_units: Mapped[int | None] = mapped_column(BigInteger)
+    storage_gb: Mapped[int | None] = mapped_column(BigInteger)
+    replicas: Mapped[int | None] = mapped_column(BigInteger)
+    fog_deployments: Mapped[int | None] = mapped_column(BigInteger)
+    # Who set these limits (the Kubernetes field manager of the spec); the history copies it.
+    actor: Mapped[str | None] = mapped_column(String(ACTOR_MAX))
+    created_at: Mapped[datetime] = _created_at()
+    updated_at: Mapped[datetime] = _updated_at()
+
+
+class QuotaHistory(Base):
+    """Immutable record of quota changes (written by a trigger, migration 0007).
+
+    Namespace and name rather than foreign keys: the record outlives the quota.
+    """
+
+    __tablename__ = "quota_history"
+    __table_args__ = (
+        Index("ix_quota_history_namespace_name_changed_at", "namespace", "name", "changed_at"),
+    )
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    namespace: Mapped[str] = mapped_column(String(K8S_NAME_MAX), nullable=False)
+    name: Mapped[str] = mapped_column(String(K8S_NAME_MAX), nullable=False)
+    old_hard: Mapped[dict[str, int | None] | None] = mapped_column(JSONB)
+    new_hard: Mapped[dict[str, int | None] | None] = mapped_column(JSONB)
+    actor: Mapped[str | None] = mapped_column(String(ACTOR_MAX))
+    changed_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.clock_timestamp()
+    )
+
+
+class ReplicaUsage(Base):
+    """A running replica's latest usage sample, overwritten by the next (migration 0008).
+
+    `fogctl top` and `.status.usage` read it; the history is in the hourly rollups below.
+    """
+
+    __tablename__ = "replica_usage"
+    __table_args__ = (
+        CheckConstraint("cpu_millicores >= 0", name="cpu_nonnegative"),
+        CheckConstraint("memory_mb >= 0", name="memory_nonnegative"),
+        Index("ix_replica_usage_deployment_id", "deployment_id"),
+        Index("ix_replica_usage_node_id", "node_id"),
+        # Room on each page for the next sample's row version: updates stay in place (HOT).
+        {"postgresql_with": {"fillfactor": 70}},
+    )
+
+    replica_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("deployment_replicas.id", ondelete="CASCADE"), primary_key=True
+    )
+    deployment_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("deployments.id", ondelete="CASCADE"), nullable=False
+    )
+    node_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("nodes.id", ondelete="CASCADE"), nullable=False
+    )
+    cpu_millicores: Mapped[int] = mapped_column(Integer, nullable=False)
+    memory_mb: Mapped[int] = mapped_column(Integer, nullable=False)
+    # The database's now() when the sample was written: one clock, as for leases.
+    sampled_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+
+
+class _HourlyUsage:
+    """An hour of samples for one key: count, sum and maximum (controller.model.usage.Rollup)."""
+
+    hour: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    samples: Mapped[int] = mapped_column(Integer, nullable=False)
+    cpu_millicores_sum: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    cpu_millicores_max: Mapped[int] = mapped_column(Integer, nullable=False)
+    memory_mb_sum: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    memory_mb_max: Mapped[int] = mapped_column(Integer, nullable=False)
+
+
+class DeploymentUsageHourly(_HourlyUsage, Base):
+    """Hourly usage of a deployment's replicas (migration 0008)."""
+
+    __tablename__ = "deployment_usage_hourly"
+    __table_args__ = (CheckConstraint("samples > 0", name="samples_positive"),)
+
+    deployment_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("deployments.id", ondelete="CASCADE"), primary_key=True
+    )
+
+
+class NodeUsageHourly(_HourlyUsage, Base):
+    """Hourly usage of the replicas on a node (migration 0008)."""
+
+    __tablename__ = "node_usage_hourly"
+    __table_args__ = (CheckConstraint("samples > 0", name="samples_positive"),)
+
+    node_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("nodes.id", ondelete="CASCADE"), primary_key=True
+    )

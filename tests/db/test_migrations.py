@@ -28,6 +28,9 @@ OUR_FUNCTIONS = {
     ("fog_fence", "expected bigint, election text"),
     ("fog_notify_assignment", ""),
     ("fog_notify_revoked", ""),
+    ("fog_record_quota_change", ""),
+    ("fog_wake_quota_waiters", "tenant uuid"),
+    ("fog_quota_room_freed", ""),
 }
 OUR_TRIGGERS = {
     (
@@ -79,6 +82,20 @@ OUR_TRIGGERS = {
         "AFTER DELETE",
         "fog_notify_revoked",
     ),
+    (
+        "quotas_record_change",
+        "quotas",
+        "AFTER INSERT OR DELETE OR UPDATE",
+        "fog_record_quota_change",
+    ),
+    (
+        "deployment_replicas_quota_room",
+        "deployment_replicas",
+        "AFTER UPDATE OF status, node_id",
+        "fog_quota_room_freed",
+    ),
+    ("deployments_quota_room", "deployments", "AFTER UPDATE OF deleted_at", "fog_quota_room_freed"),
+    ("quotas_room", "quotas", "AFTER INSERT OR DELETE OR UPDATE", "fog_quota_room_freed"),
 }
 # Reads what pg_get_triggerdef says between the table and FOR EACH ROW, e.g.
 # "CREATE TRIGGER t AFTER INSERT OR UPDATE OF status ON deployments FOR EACH ROW ...".
@@ -105,6 +122,8 @@ OUR_TABLES = {
     "deployment_replicas",
     "deployment_status_history",
     "replica_status_history",
+    "quotas",
+    "quota_history",
 }
 
 
