@@ -124,6 +124,9 @@ OUR_TABLES = {
     "replica_status_history",
     "quotas",
     "quota_history",
+    "replica_usage",
+    "deployment_usage_hourly",
+    "node_usage_hourly",
 }
 
 
