@@ -13,8 +13,10 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import urllib.parse
 from collections.abc import Callable
+from datetime import timedelta
 from typing import NoReturn, TypeVar
 
 from controller.cli.errors import CommandError
@@ -71,6 +73,27 @@ def _shown(bound: float) -> str:
 def seconds(*, minimum: float = 0.0, inclusive: bool = False) -> Callable[[str], float]:
     """An argparse type for a duration in seconds: > 0 (or >= `minimum`), at most a year."""
     return number(float, minimum=minimum, inclusive=inclusive, maximum=float(MAX_SECONDS))
+
+
+# Units of a DURATION (`--since 24h`, `7d`, `1h30m`): Go's and kubectl's, and days and weeks,
+# which kubectl lacks but a bill is read in.
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_DURATION = re.compile(rf"(\d+)([{''.join(DURATION_UNITS)}])")
+
+
+def duration(text: str) -> timedelta:
+    """An argparse type for a duration such as 90s, 15m, 24h, 7d or 1h30m: > 0, at most a year."""
+    parts = _DURATION.findall(text)
+    if not parts or "".join(number + unit for number, unit in parts) != text:
+        raise argparse.ArgumentTypeError(
+            f"not a duration like 90s, 15m, 24h, 7d or 1h30m: {text!r:.40}"
+        )
+    total = sum(int(number) * DURATION_UNITS[unit] for number, unit in parts)
+    if not 0 < total <= MAX_SECONDS:
+        raise argparse.ArgumentTypeError(
+            f"must be more than 0 and at most {MAX_SECONDS // DURATION_UNITS['d']}d, got {text}"
+        )
+    return timedelta(seconds=total)
 
 
 def from_env(variable: str, parse: Callable[[str], N], fallback: N) -> N:
