@@ -28,6 +28,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import baseline
 import report
 import scenarios
 from kubernetes_asyncio import client, config
@@ -44,6 +45,7 @@ SCENARIOS = [
     "node_loss",
     "takeover",
     "burst",
+    "kubernetes",
     "agents",
     "idle",
 ]
@@ -57,6 +59,7 @@ RUNNERS: dict[str, Runner] = {
     "node_loss": scenarios.node_loss,
     "takeover": scenarios.takeover,
     "burst": scenarios.burst,
+    "kubernetes": baseline.kubernetes,
     "agents": scenarios.fleet,
     "idle": scenarios.idle,
 }

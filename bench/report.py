@@ -92,6 +92,8 @@ def _latency_rows(s: dict[str, Any]) -> list[str]:
             f"| | apply-to-Ready p50 (s) | {cell(b['apply_to_ready_p50_s'])} | |",
             f"| | apply-to-Ready p99 (s) | {cell(b['apply_to_ready_p99_s'])} | |",
         ]
+    if "kubernetes" in s:
+        lines += _baseline_rows(s["kubernetes"], s.get("burst"))
     if "single" in s:
         g = s["single"]
         lines += _pair(
@@ -125,6 +127,52 @@ def _latency_rows(s: dict[str, Any]) -> list[str]:
             ("seconds until the standby leads", t["seconds_to_new_leader"], ""),
             ("seconds until a change made at the kill runs", t["seconds_to_change_running"], ""),
         )
+    return lines
+
+
+def _cpu_cell(cpu: dict[str, dict[str, float]]) -> str:
+    """Median CPU seconds of each process, largest first, then the total."""
+    parts = sorted(
+        ((name, figure["median"]) for name, figure in cpu.items() if name != "total"),
+        key=lambda part: -part[1],
+    )
+    listed = ", ".join(f"{name} {seconds:g}" for name, seconds in parts)
+    return f"{cpu['total']['median']:g} ({listed})"
+
+
+def _baseline_rows(k: dict[str, Any], burst: dict[str, Any] | None) -> list[str]:
+    """Kubernetes' own controllers on the same burst (issue 15), and how we compare."""
+    label = (
+        f"Kubernetes {k['version']} on the same burst: {k['deployments']} Deployments x "
+        f"{k['replicas_each']} on {k['nodes']} fake nodes (kube-controller-manager's deployment"
+        " and replicaset controllers, kube-scheduler, client QPS unthrottled)"
+    )
+    lines = [
+        row(label, "seconds until all pods bound", cell(k["seconds_to_all_bound"]), ""),
+        row("", "pods bound per second", cell(k["pods_bound_per_second"]), ""),
+        row(
+            "", "CPU seconds until all bound, median (by process)", _cpu_cell(k["cpu_seconds"]), ""
+        ),
+        row("", "CPU ms per pod, all processes", cell(k["cpu_ms_per_pod"]), ""),
+    ]
+    if burst and "cpu_seconds_until_placed" in burst:
+        ours = burst["replicas_placed_per_second"]["median"]
+        theirs = k["pods_bound_per_second"]["median"]
+        lines += [
+            row(
+                "Ours, the burst above",
+                "CPU seconds until all placed, median (by process)",
+                _cpu_cell(burst["cpu_seconds_until_placed"]),
+                "",
+            ),
+            row("", "CPU ms per replica, all processes", cell(burst["cpu_ms_per_replica"]), ""),
+            row(
+                "",
+                "ratio: our replicas placed/s over its pods bound/s (medians)",
+                f"{ours / theirs:.2f}",
+                ">= 4",
+            ),
+        ]
     return lines
 
 

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -146,7 +146,24 @@ class ReadyWatch:
 async def create_all(
     api: client.CustomObjectsApi, namespace: str, bodies: list[dict[str, Any]], concurrency: int
 ) -> dict[str, float]:
-    """Create objects as fast as the API server takes them; return each create time."""
+    """Create FogDeployments as fast as the API server takes them; return each create time."""
+
+    async def create(body: dict[str, Any]) -> object:
+        return await api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+
+    return await create_each(create, bodies, concurrency)
+
+
+async def create_each(
+    create: Callable[[dict[str, Any]], Awaitable[object]],
+    bodies: list[dict[str, Any]],
+    concurrency: int,
+) -> dict[str, float]:
+    """Create objects of any kind with `concurrency` clients; return each create time.
+
+    One client code for our objects and for the Kubernetes baseline's Deployments, so that
+    both bursts arrive at the API server the same way.
+    """
     created: dict[str, float] = {}
     queue = list(reversed(bodies))
 
@@ -155,9 +172,7 @@ async def create_all(
             body = queue.pop()
             for attempt in range(CREATE_ATTEMPTS):
                 try:
-                    await api.create_namespaced_custom_object(
-                        GROUP, VERSION, namespace, PLURAL, body
-                    )
+                    await create(body)
                     break
                 except ApiException as exc:  # 429/5xx under load: back off and retry
                     if attempt == CREATE_ATTEMPTS - 1:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from cpu import Meter, Process, cpu_summary, postmaster_pid, usage
 from kubernetes_asyncio import client
 from report import percentile, summary
 from runs import (
@@ -49,7 +50,6 @@ from controller.sandbox import ports
 from controller.sandbox.dbagent import tick
 from controller.sandbox.harness import FogctlProcess, Servers
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 # Waits for what a scenario measures. They bound a run that never converges; they are not
 # targets. The burst places 10,000 replicas (about 40 s here), idle 5,000 objects.
 BURST_LIMIT_SECONDS = 900
@@ -98,22 +98,47 @@ class BurstFigures:
     placed_rate: float  # replicas placed per second
     p50: float  # apply-to-Ready of the deployments
     p99: float
+    replicas: int
+    cpu: dict[str, float]  # CPU seconds of each process until all were placed, when metered
 
 
-async def _burst_once(api: client.CustomObjectsApi, current: Run, sizes: Sizes) -> BurstFigures:
+def burst_meter(servers: Servers, current: Run) -> Meter:
+    """Every process a burst of ours keeps busy, as the Kubernetes baseline meters its own."""
+    stack = current.stack
+    agents = {f"agent {name}": Process(a.pid) for name, a in stack.extra_agents.items()}
+    return Meter(
+        {
+            "kube-apiserver": Process(servers.plane.apiserver_pid),
+            "etcd": Process(servers.plane.etcd_pid),
+            "PostgreSQL": Process(postmaster_pid(servers.database.data_dir), family=True),
+            "operator": Process(stack.operator.pid),
+            "agent API": Process(stack.agent_api.pid),
+            **agents,
+            "load generator": Process(os.getpid()),
+        }
+    )
+
+
+async def _burst_once(
+    api: client.CustomObjectsApi, current: Run, sizes: Sizes, meter: Meter | None = None
+) -> BurstFigures:
     """Apply the burst's deployments at once into a running stack; time placement and Ready.
 
     Counts only its own replicas and deployments, so another scenario may run it on top of
-    objects of its own (the fleet scenario's probe).
+    objects of its own (the fleet scenario's probe). With `meter`, the CPU each process spent
+    from the first create until every replica was placed, the Kubernetes baseline's measure.
     """
     watcher = current.watcher
     bodies = [manifest(f"d{i:04d}", sizes.burst_replicas) for i in range(sizes.burst_deployments)]
     placed_query = "SELECT count(*) FROM deployment_replicas WHERE node_id IS NOT NULL"
     expected = sizes.burst_deployments * sizes.burst_replicas + scalar(current.url, placed_query)
+    if meter:
+        meter.start()
     began = time.monotonic()
     created = await create_all(api, current.namespace, bodies, concurrency=16)
     await _poll(current.url, placed_query, expected, BURST_LIMIT_SECONDS)
     placed_at = time.monotonic()
+    cpu = meter.stop() if meter else {}
     await watcher.until(
         lambda: all(name in watcher.ready_at for name in created), limit=BURST_LIMIT_SECONDS
     )
@@ -126,6 +151,8 @@ async def _burst_once(api: client.CustomObjectsApi, current: Run, sizes: Sizes) 
         placed_rate=replicas / (placed_at - began),
         p50=percentile(latencies, 50),
         p99=percentile(latencies, 99),
+        replicas=replicas,
+        cpu=cpu,
     )
 
 
@@ -136,6 +163,16 @@ def _burst_summary(runs: list[BurstFigures]) -> dict[str, Any]:
         "replicas_placed_per_second": summary([r.placed_rate for r in runs]),
         "apply_to_ready_p50_s": summary([r.p50 for r in runs]),
         "apply_to_ready_p99_s": summary([r.p99 for r in runs]),
+        **(
+            {
+                "cpu_seconds_until_placed": cpu_summary([r.cpu for r in runs]),
+                "cpu_ms_per_replica": summary(
+                    [1000 * sum(r.cpu.values()) / r.replicas for r in runs]
+                ),
+            }
+            if all(r.cpu for r in runs)
+            else {}
+        ),
     }
 
 
@@ -153,7 +190,7 @@ async def burst(servers: Servers, sizes: Sizes, api_client: client.ApiClient) ->
             memory=32768,
             agents=ONE_AGENT,
         ) as current:
-            runs.append(await _burst_once(api, current, sizes))
+            runs.append(await _burst_once(api, current, sizes, burst_meter(servers, current)))
             print(f"  burst run {run + 1}: all Ready in {runs[-1].seconds:.1f} s", flush=True)
     return {
         "nodes": sizes.burst_nodes,
@@ -448,17 +485,6 @@ async def takeover(servers: Servers, sizes: Sizes, api_client: client.ApiClient)
     }
 
 
-def _proc(pid: int) -> tuple[float, int]:
-    """CPU seconds used so far and peak RSS bytes of a process."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    cpu = (int(fields[11]) + int(fields[12])) / CLK_TCK
-    peak = 0
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            peak = int(line.split()[1]) * 1024
-    return cpu, peak
-
-
 async def idle(servers: Servers, sizes: Sizes, api_client: client.ApiClient) -> dict[str, Any]:
     """Thousands of Ready objects and nothing to do: what the operator costs at rest."""
     api = client.CustomObjectsApi(api_client)
@@ -478,11 +504,11 @@ async def idle(servers: Servers, sizes: Sizes, api_client: client.ApiClient) -> 
         shares = []
         pid = current.stack.operator.pid
         for _ in range(sizes.runs):
-            before, _ = _proc(pid)
+            before, _ = usage(pid)
             await asyncio.sleep(window)
-            after, _ = _proc(pid)
+            after, _ = usage(pid)
             shares.append(100 * (after - before) / window)
-        _, peak = _proc(pid)
+        _, peak = usage(pid)
         print(f"  idle: {statistics.median(shares):.2f} % of a core", flush=True)
     return {
         "objects": sizes.idle_objects,
@@ -663,7 +689,7 @@ class Peaks:
 
 
 def _cpu_seconds(process: FogctlProcess) -> float:
-    return _proc(process.pid)[0]
+    return usage(process.pid)[0]
 
 
 async def _until_welcomed(agent: FogctlProcess, nodes: int) -> None:
