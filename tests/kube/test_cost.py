@@ -1,0 +1,205 @@
+"""End to end: `fogctl cost` matches a figure worked out by hand, across node loss and a rollout.
+
+The real stack (kube-apiserver, the operator, PostgreSQL, the agent API and simulated agents)
+runs a scripted story: four replicas spread over four nodes of three kinds (two priced as
+edge, one as core, one that no class prices), one node lost, a rollout to a larger request,
+then a scale to zero so that every replica's time is closed. The expected figure is computed
+here, plainly, from the history rows read back with SQL: each replica costs from the row that
+created it on its node to the row that stopped or failed it, at its own request and its node's
+prices; `fogctl cost -o json` must print exactly that, to the sixth decimal.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+from datetime import timedelta
+from decimal import ROUND_HALF_EVEN, Decimal, localcontext
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import yaml
+from conftest import Kubectl, Stack, wait_for
+from test_operator import ready, sql
+
+NAME = "web"
+PRICES = {
+    "currency": "EUR",
+    "classes": [
+        {
+            "name": "edge",
+            "nodeSelector": {"matchLabels": {"tier": "edge"}},
+            "prices": {
+                "cpuCoreHour": "0.031",
+                "memoryGBHour": "0.0043",
+                "storageGBHour": "0.00017",
+            },
+        },
+        {
+            "name": "core",
+            "nodeSelector": {
+                "matchExpressions": [{"key": "tier", "operator": "In", "values": ["core"]}]
+            },
+            "prices": {"cpuCoreHour": "0.047", "memoryGBHour": "0.0061"},
+        },
+    ],
+}
+NODES = {"edge-1": "edge", "edge-2": "edge", "edge-3": "core", "edge-4": None}
+LOST = "edge-2"
+
+
+def manifest(namespace: str, *, replicas: int, image: str, cpu: float) -> str:
+    return yaml.safe_dump(
+        {
+            "apiVersion": "fogcompute.io/v1alpha1",
+            "kind": "FogDeployment",
+            "metadata": {"name": NAME, "namespace": namespace},
+            "spec": {
+                "image": image,
+                "replicas": replicas,
+                "resources": {"cpuCores": cpu, "memoryMB": 768, "storageGB": 3},
+            },
+        }
+    )
+
+
+def register_labelled(stack: Stack, name: str, tier: str | None) -> None:
+    """`fogctl node register` with the node's class label, its token handed to the agents."""
+    labels = [] if tier is None else ["--label", f"tier={tier}"]
+    printed = stack.fogctl(
+        *("node", "register", name, "--cpu", "4", "--memory-mb", "8192", "--storage-gb", "100"),
+        *labels,
+        *("-o", "json"),
+    )
+    assert printed.returncode == 0, printed.stderr
+    stack.add_tokens({name: json.loads(printed.stdout)["bootstrapToken"]})
+
+
+def closed(stack: Stack) -> bool:
+    """Every replica stopped or failed: no time is still running up."""
+    return sql(
+        stack, "SELECT count(*) FROM deployment_replicas WHERE status NOT IN ('stopped', 'failed')"
+    ) == [(0,)]
+
+
+def by_hand(stack: Stack) -> dict[str, Any]:
+    """The cost of every replica from its first and last history rows, written out plainly."""
+    prices = {c["name"]: c["prices"] for c in PRICES["classes"]}
+    replicas = sql(
+        stack,
+        "SELECT r.id, r.cpu_millicores, r.memory_mb, r.storage_gb, r.revision,"
+        " (SELECT n.name FROM nodes n WHERE n.id = first.node_id),"
+        " first.changed_at, last.new_status::text, last.reason, last.changed_at"
+        " FROM deployment_replicas r"
+        " JOIN replica_status_history first"
+        "   ON first.replica_id = r.id AND first.old_status IS NULL"
+        " JOIN replica_status_history last"
+        "   ON last.replica_id = r.id AND last.new_status IN ('stopped', 'failed')",
+    )
+    cost, held, unpriced = Fraction(0), Fraction(0), Fraction(0)
+    lost, revisions = 0, set()
+    for _, cpu_m, memory_mb, storage_gb, revision, node, created, status, reason, ended in replicas:
+        assert node is not None, "every replica of this story is placed when it is created"
+        seconds = Fraction((ended - created) // timedelta(microseconds=1), 10**6)
+        held += seconds
+        revisions.add(revision)
+        lost += node == LOST and status == "failed" and reason == "NodeLost"
+        tier = NODES[node]
+        if tier is None:
+            unpriced += seconds
+            continue
+        price = {k: Fraction(Decimal(v)) for k, v in prices[tier].items()}
+        per_hour = (
+            Fraction(cpu_m, 1000) * price.get("cpuCoreHour", 0)
+            + Fraction(memory_mb, 1024) * price.get("memoryGBHour", 0)
+            + storage_gb * price.get("storageGBHour", 0)
+        )
+        cost += seconds / 3600 * per_hour
+    return {
+        "replicas": len(replicas),
+        "lost": lost,
+        "revisions": len(revisions),
+        "cost": six_places(cost),
+        "heldSeconds": six_places(held),
+        "unpricedSeconds": six_places(unpriced),
+    }
+
+
+def six_places(value: Fraction) -> str:
+    with localcontext() as exact:
+        exact.prec = 60  # enough digits that the division is exact before the rounding
+        quotient = Decimal(value.numerator) / Decimal(value.denominator)
+        return str(quotient.quantize(Decimal("0.000001"), rounding=ROUND_HALF_EVEN))
+
+
+def test_cost_matches_the_hand_computed_figure_across_node_loss_and_a_rollout(
+    stack: Stack, kubectl: Kubectl, namespace: str, tmp_path: Path
+) -> None:
+    for node, tier in NODES.items():
+        register_labelled(stack, node, tier)
+    # A short grace so that the node loss takes seconds (as in test_operator's node loss test).
+    stack.operator.args += ["--node-grace-seconds", "3"]
+    stack.operator.start()
+    stack.agent_for("steady", [n for n in NODES if n != LOST])
+    flaky = stack.agent_for(LOST, [LOST])
+    wait_for(
+        "four nodes heartbeating",
+        lambda: (
+            sql(
+                stack,
+                "SELECT count(*) FROM nodes JOIN node_leases ON node_id = id"
+                " WHERE status = 'online' AND renewed_at > now() - interval '1 second'",
+            )
+            == [(4,)]
+        ),
+    )
+    kubectl("apply", "-f", "-", stdin=manifest(namespace, replicas=4, image="app:1", cpu=0.5))
+    wait_for("Ready on four nodes", lambda: ready(kubectl, namespace, NAME, 4))
+
+    flaky.signal(signal.SIGUSR1)  # edge-2 goes silent: lost after the grace
+    wait_for(
+        "the replica on edge-2 lost",
+        lambda: (
+            sql(stack, "SELECT count(*) FROM replica_status_history WHERE reason = 'NodeLost'")
+            == [(1,)]
+        ),
+    )
+    wait_for("Ready again on three nodes", lambda: ready(kubectl, namespace, NAME, 4))
+
+    kubectl("apply", "-f", "-", stdin=manifest(namespace, replicas=4, image="app:2", cpu=1.0))
+    wait_for(
+        "the rollout done",
+        lambda: (
+            sql(
+                stack,
+                "SELECT count(*) FROM deployment_replicas WHERE status = 'running'"
+                " AND cpu_millicores = 1000",
+            )
+            == [(4,)]
+            and sql(
+                stack,
+                "SELECT count(*) FROM deployment_replicas WHERE cpu_millicores = 500"
+                " AND status NOT IN ('stopped', 'failed')",
+            )
+            == [(0,)]
+        ),
+    )
+    kubectl("scale", "-n", namespace, f"fogdeploy/{NAME}", "--replicas=0")
+    wait_for("every replica stopped", lambda: closed(stack))
+
+    expected = by_hand(stack)
+    # 4 of app:1, 1 replacement for the lost one, 4 of app:2; two revisions; one lost.
+    assert (expected["replicas"], expected["revisions"], expected["lost"]) == (9, 2, 1)
+    prices_file = tmp_path / "prices.json"
+    prices_file.write_text(json.dumps(PRICES))
+    printed = stack.fogctl("cost", "-n", namespace, "--prices", str(prices_file), "-o", "json")
+    assert printed.returncode == 0, printed.stderr
+    report = json.loads(printed.stdout)
+    [deployment] = report["deployments"]
+    assert (deployment["namespace"], deployment["name"]) == (namespace, NAME)
+    shown = {key: deployment[key] for key in ("cost", "heldSeconds", "unpricedSeconds")}
+    assert shown == {key: expected[key] for key in shown}
+    assert report["total"]["cost"] == expected["cost"]
+    assert report["unpricedNodes"] == ["edge-4"]
+    assert Decimal(expected["unpricedSeconds"]) > 0  # edge-4 ran replicas, at no price
