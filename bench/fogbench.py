@@ -30,6 +30,7 @@ from typing import Any
 
 import baseline
 import report
+import scale
 import scenarios
 from kubernetes_asyncio import client, config
 
@@ -61,7 +62,7 @@ RUNNERS: dict[str, Runner] = {
     "burst": scenarios.burst,
     "kubernetes": baseline.kubernetes,
     "agents": scenarios.fleet,
-    "idle": scenarios.idle,
+    "idle": scale.idle,
 }
 
 

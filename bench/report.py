@@ -207,14 +207,36 @@ def _cost_rows(s: dict[str, Any]) -> list[str]:
     lines: list[str] = []
     if "idle" in s:
         i = s["idle"]
+        label = (
+            f"Idle: {i['objects']:,} Ready objects x {i['replicas_each']} replicas on"
+            f" {i['nodes']:,} nodes, {i['seconds']:.0f} s"
+        )
         lines += [
             row(
-                f"Idle: {i['objects']} Ready objects, {i['seconds']:.0f} s",
+                label,
                 "operator CPU (% of one core)",
                 cell(i["operator_cpu_percent_of_one_core"]),
                 "< 5",
             ),
-            f"| | operator peak RSS (MB) | {i['operator_peak_rss_mb']} | < 400 |",
+            f"| | operator peak RSS (MB) | {i['operator_peak_rss_mb']} | < 1,500 |",
+            row(
+                "",
+                "operator restarted: seconds until every object reconciled once",
+                cell(i["seconds_restart_to_all_reconciled"]),
+                "< 120",
+            ),
+            row(
+                "",
+                "API writes (FogDeployments, Events) the restart caused",
+                cell(i["api_writes_on_restart"]),
+                "0",
+            ),
+            row(
+                "",
+                "operator peak RSS after the restarts (MB)",
+                i["operator_peak_rss_mb_after_restart"],
+                "< 1,500",
+            ),
         ]
     if "statements" in s:
         for replicas, figures in s["statements"]["by_replicas"].items():

@@ -1,0 +1,161 @@
+"""Scale at rest and at restart (issue 15 item 5): tens of thousands of Ready objects.
+
+Large fleets keep tens of thousands of FogDeployments. What they cost the operator at rest (RSS,
+CPU) matters every minute; what a restart costs matters on every upgrade: the operator must
+reconcile every object once, soon, and write nothing where nothing changed (a restart that
+patched 50,000 statuses would be a self-inflicted burst on the API server).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+import urllib.request
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from cpu import usage
+from kubernetes_asyncio import client
+from prometheus_client.parser import text_string_to_metric_families
+from report import summary
+from runs import create_all, fresh_run, manifest
+from scenarios import IDLE_LIMIT_SECONDS, ONE_AGENT, SETTLE_SECONDS, Sizes
+
+from controller.sandbox import ports
+from controller.sandbox.harness import FogctlProcess, Kubectl, Servers
+
+# The fleet's agent heartbeats every 10 s, as in the agents scenario: a production-like load
+# on the database while the operator idles, not the tests' fast tick.
+AGENT_TICK_SECONDS = 10
+# Nodes as large as the objects need: 10 replicas of 0.5 cores each per object, 100 per node.
+NODE_CPU, NODE_MEMORY_MB = 64, 131072
+# How often the restart's progress is read from the operator's /metrics.
+POLL_SECONDS = 0.5
+# A scrape takes milliseconds; seconds means the operator is stuck.
+SCRAPE_TIMEOUT_SECONDS = 5.0
+# Bounds a restart that never finishes its first pass; the target is 120 s.
+RESTART_LIMIT_SECONDS = 900
+# The API writes a restart could make: the object (finalizer, spec), its status, its events.
+WRITE_VERBS = {"PATCH", "PUT", "POST", "UPDATE", "CREATE", "DELETE"}
+WRITTEN = {"fogdeployments", "events"}
+
+
+def _samples(text: str, name: str) -> Iterable[tuple[dict[str, str], float]]:
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name:
+                yield sample.labels, sample.value
+
+
+def _scrape(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=SCRAPE_TIMEOUT_SECONDS) as page:
+        return str(page.read().decode())
+
+
+def api_writes(kubectl: Kubectl) -> float:
+    """Writes the API server has served on FogDeployments (any subresource) and Events."""
+    text = kubectl("get", "--raw", "/metrics").stdout
+    return sum(
+        value
+        for labels, value in _samples(text, "apiserver_request_total")
+        if labels.get("resource") in WRITTEN and labels.get("verb") in WRITE_VERBS
+    )
+
+
+def _first_pass_done(text: str, objects: int) -> bool:
+    """Every object reconciled since the start, and nothing left queued or running."""
+    reconciled = sum(value for _, value in _samples(text, "controller_runtime_reconcile_total"))
+    depth = sum(value for _, value in _samples(text, "workqueue_depth"))
+    return reconciled >= objects and depth == 0
+
+
+async def _restart(
+    servers: Servers, operator: FogctlProcess, metrics: str, objects: int
+) -> Restart:
+    """Restart the operator; time its first pass over every object and count its API writes."""
+    before = api_writes(servers.kubectl)
+    operator.stop()
+    began = time.monotonic()
+    operator.start()
+    deadline = began + RESTART_LIMIT_SECONDS
+    while True:
+        try:
+            if _first_pass_done(_scrape(metrics), objects):
+                break
+        except OSError:
+            pass  # not listening yet
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no full pass over {objects} objects in {RESTART_LIMIT_SECONDS} s")
+        await asyncio.sleep(POLL_SECONDS)
+    seconds = time.monotonic() - began
+    await asyncio.sleep(SETTLE_SECONDS)  # writes a late reconcile would make
+    return Restart(seconds=seconds, writes=api_writes(servers.kubectl) - before)
+
+
+@dataclass(frozen=True)
+class Restart:
+    """One restart: until every object was reconciled once, and the API writes it caused."""
+
+    seconds: float
+    writes: float
+
+
+async def idle(servers: Servers, sizes: Sizes, api_client: client.ApiClient) -> dict[str, Any]:
+    """Thousands of Ready objects and nothing to do: what the operator costs, and a restart."""
+    api = client.CustomObjectsApi(api_client)
+    metrics_port = ports.free_port()
+    async with fresh_run(
+        servers,
+        api_client,
+        "idle",
+        nodes=sizes.idle_nodes,
+        cpu=NODE_CPU,
+        memory=NODE_MEMORY_MB,
+        agents=ONE_AGENT,
+        agent_args=("--tick", str(AGENT_TICK_SECONDS)),
+        operator_args=("--metrics-bind-address", f"127.0.0.1:{metrics_port}"),
+    ) as current:
+        bodies = [manifest(f"i{i:05d}", sizes.idle_replicas) for i in range(sizes.idle_objects)]
+        began = time.monotonic()
+        await create_all(api, current.namespace, bodies, concurrency=16)
+        watcher = current.watcher
+        wanted = len(bodies)
+        await watcher.until(
+            lambda w=watcher, n=wanted: len(w.ready_at) >= n, limit=IDLE_LIMIT_SECONDS
+        )
+        print(f"  idle: {wanted} objects Ready in {time.monotonic() - began:.0f} s", flush=True)
+        await watcher.stop()
+        await asyncio.sleep(SETTLE_SECONDS)
+        window = sizes.idle_seconds / sizes.runs
+        shares = []
+        operator = current.stack.operator
+        for _ in range(sizes.runs):
+            before, _ = usage(operator.pid)
+            await asyncio.sleep(window)
+            after, _ = usage(operator.pid)
+            shares.append(100 * (after - before) / window)
+        _, peak = usage(operator.pid)
+        print(f"  idle: {statistics.median(shares):.2f} % of a core", flush=True)
+        metrics = f"http://127.0.0.1:{metrics_port}/metrics"
+        restarts = []
+        for run in range(sizes.runs):
+            restarts.append(await _restart(servers, operator, metrics, wanted))
+            print(
+                f"  restart {run + 1}: all reconciled in {restarts[-1].seconds:.1f} s,"
+                f" {restarts[-1].writes:.0f} API writes",
+                flush=True,
+            )
+        _, restarted_peak = usage(operator.pid)
+    return {
+        "objects": sizes.idle_objects,
+        "replicas_each": sizes.idle_replicas,
+        "nodes": sizes.idle_nodes,
+        "seconds": sizes.idle_seconds,
+        "operator_cpu_percent_of_one_core": summary(shares),
+        "operator_peak_rss_mb": round(peak / 2**20, 1),
+        "operator_peak_rss_mb_after_restart": round(restarted_peak / 2**20, 1),
+        "seconds_restart_to_all_reconciled": summary([r.seconds for r in restarts]),
+        "api_writes_on_restart": summary([r.writes for r in restarts]),
+    }
