@@ -16,6 +16,8 @@ from test_bad_input import REFUSED, USAGE, assert_one_line
 from test_db_cli import _url, fogctl
 from test_node_cli import place_a_replica, register
 
+from controller.cli import prices
+
 PRICES = """\
 currency: EUR
 classes:
@@ -130,3 +132,12 @@ def test_the_last_hour_of_a_replica_running_for_two(tmp_path: Path, database_url
 
     elsewhere = fogctl("cost", "-n", "team-b", *common, env={"FOG_PRICES_FILE": str(prices)})
     assert elsewhere.stdout.startswith("no replica held capacity since ")
+
+
+def test_the_example_prices_file_is_valid_and_first_match_wins() -> None:
+    example = Path(__file__).resolve().parents[2] / "deploy" / "examples" / "prices.yaml"
+    price_list = prices.load(example)
+    assert [c.name for c in price_list.classes] == ["gpu", "edge", "core"]
+    assert price_list.class_for({"tier": "edge", "accelerator": "nvidia-t4"}).name == "gpu"
+    assert price_list.class_for({"tier": "datacenter"}).name == "core"
+    assert price_list.class_for({"zone": "a"}) is None
