@@ -23,11 +23,11 @@ from typing import Any
 import aiohttp
 
 from controller.agent.tokens import TokensFile
-from controller.agent.wire import assignment_in, report_out
+from controller.agent.wire import MAX_REPORTS, assignment_in, report_out, usage_out
 from controller.errors import TerminalError
 from controller.model.credentials import TokenKind, kind_of
-from controller.model.protocol import Report
-from controller.model.simulation import NodeView, Simulator
+from controller.model.protocol import Assignment, Report
+from controller.model.simulation import DEFAULT_USAGE_SECONDS, NodeView, Simulator
 
 # How often the agent heartbeats and looks at what is due: well inside the 40 s heartbeat
 # grace, and the start delay's resolution. Placements need no tick: they are pushed.
@@ -232,13 +232,17 @@ class Session:
                 last_refresh = time.monotonic()
             await asyncio.sleep(self._tick)
 
-    async def _report(self, batch: list[Report]) -> None:
+    async def _ask(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Send an op with a fresh id and wait for the answer with that id."""
         op_id = next(self._ids)
         reply: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._replies[op_id] = reply
-        await self._send({"op": "report", "id": op_id, "reports": [report_out(r) for r in batch]})
+        await self._send({**body, "id": op_id})
         async with asyncio.timeout(REPLY_TIMEOUT_SECONDS):
-            answer = await reply
+            return await reply
+
+    async def _report(self, batch: list[Report]) -> None:
+        answer = await self._ask({"op": "report", "reports": [report_out(r) for r in batch]})
         if answer["op"] == "reported":
             for report in batch:
                 if report.node in self._views:
@@ -247,6 +251,18 @@ class Session:
         # Refused (a list we acted on was stale) or the database was out: ask for fresh lists.
         logger.warning("reports %s: %s", answer["op"], answer.get("message"))
         await self._send({"op": "refresh"})
+
+    async def _sample(self, items: list[Assignment]) -> None:
+        """Send the usage samples due, in batches the server takes."""
+        samples = self._simulator.usage(items)
+        for start in range(0, len(samples), MAX_REPORTS):
+            batch = samples[start : start + MAX_REPORTS]
+            answer = await self._ask({"op": "usage", "samples": [usage_out(s) for s in batch]})
+            if answer["op"] != "recorded":
+                # A replica stopped or failed since our list: the samples of this round are
+                # lost (the next round samples again); fresh lists avoid a repeat.
+                logger.warning("usage %s: %s", answer["op"], answer.get("message"))
+                await self._send({"op": "refresh"})
 
     async def _work(self) -> None:
         while True:
@@ -259,6 +275,9 @@ class Session:
             items = [item for view in self._views.values() for item in view.items.values()]
             for batch in self._simulator.decide(items):
                 await self._report(batch)
+            await self._sample(
+                [item for view in self._views.values() for item in view.items.values()]
+            )
 
     async def run(self) -> None:
         """Until the stream closes (ConnectionResetError) or the caller cancels."""
@@ -317,6 +336,7 @@ async def run(
     start_delay: float,
     tick_seconds: float = DEFAULT_TICK_SECONDS,
     fail_image: str | None = None,
+    usage_seconds: float = DEFAULT_USAGE_SECONDS,
     stop: asyncio.Event | None = None,
     silent: asyncio.Event | None = None,
 ) -> None:
@@ -328,7 +348,9 @@ async def run(
     stop = stop or asyncio.Event()
     silent = silent or asyncio.Event()
     session_args: dict[str, Any] = {
-        "simulator": Simulator(start_delay=start_delay, fail_image=fail_image),
+        "simulator": Simulator(
+            start_delay=start_delay, fail_image=fail_image, usage_seconds=usage_seconds
+        ),
         "views": {},
         "tick": tick_seconds,
     }

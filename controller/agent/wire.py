@@ -14,8 +14,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from controller.db.tables import CONTAINER_ID_MAX, K8S_NAME_MAX
 from controller.model.credentials import TOKEN_MAX
-from controller.model.protocol import REASON_MAX, Assignment, Report
+from controller.model.protocol import REASON_MAX, Assignment, Report, UsageSample
+from controller.model.resources import MILLIS_PER_CORE, Resources
 from controller.model.states import ReplicaStatus
+from controller.model.usage import Usage
 
 # One batch of reports per request. A node runs tens of replicas; a multiplexing agent playing
 # thousands of nodes sends one report per changed replica, and 10,000 covers a burst's round.
@@ -23,6 +25,10 @@ MAX_REPORTS = 10_000
 # Node tokens one stream may present: one process playing thousands of nodes (the benchmark
 # plays 5,000) fits, and a stream cannot make the server look up more than this at once.
 MAX_TOKENS = 10_000
+# Usage is stored as PostgreSQL integers (CPU in millicores, memory in MB): a larger figure
+# cannot be stored, and no node has that much. The node's own capacity is checked later.
+INT4_MAX = 2**31 - 1
+USAGE_CPU_CORES_MAX = INT4_MAX // MILLIS_PER_CORE
 
 
 class _Body(BaseModel):
@@ -53,6 +59,29 @@ class ReportsIn(_Body):
     """`POST /v1/reports`."""
 
     reports: list[ReportIn] = Field(max_length=MAX_REPORTS)
+
+
+class UsageIn(_Body):
+    """What one running replica uses, as an agent sampled it."""
+
+    node: str = Field(min_length=1, max_length=K8S_NAME_MAX)
+    replica_id: uuid.UUID = Field(alias="replicaId")
+    cpu_cores: float = Field(alias="cpuCores", ge=0, le=USAGE_CPU_CORES_MAX, allow_inf_nan=False)
+    memory_mb: int = Field(alias="memoryMB", ge=0, le=INT4_MAX)
+
+    def to_sample(self) -> UsageSample:
+        """The protocol value the database side checks and writes."""
+        return UsageSample(
+            node=self.node,
+            replica_id=self.replica_id,
+            usage=Usage.from_cores(cpu_cores=self.cpu_cores, memory_mb=self.memory_mb),
+        )
+
+
+class UsageBatchIn(_Body):
+    """`POST /v1/usage`: samples of many replicas (one per replica), from one sampling round."""
+
+    samples: list[UsageIn] = Field(max_length=MAX_REPORTS)
 
 
 class Hello(_Body):
@@ -86,10 +115,18 @@ class StreamReports(_Body):
     reports: list[ReportIn] = Field(max_length=MAX_REPORTS)
 
 
+class StreamUsage(_Body):
+    """Stream op `usage`: samples, answered by `recorded` or `refused` with the same id."""
+
+    op: Literal["usage"]
+    id: int
+    samples: list[UsageIn] = Field(max_length=MAX_REPORTS)
+
+
 class StreamOp(BaseModel):
     """Any op a client sends on the stream."""
 
-    body: Hello | Heartbeat | Refresh | StreamReports = Field(discriminator="op")
+    body: Hello | Heartbeat | Refresh | StreamReports | StreamUsage = Field(discriminator="op")
 
 
 def problem(error: ValidationError) -> str:
@@ -111,7 +148,20 @@ def assignment_out(item: Assignment) -> dict[str, Any]:
         "image": item.image,
         "containerSpec": item.container_spec,
         "containerId": item.container_id,
+        "resources": None if item.request is None else item.request.as_spec(),
     }
+
+
+def resources_in(body: dict[str, Any] | None) -> Resources | None:
+    """A request as an agent reads it back (None when the server sent none)."""
+    if body is None:
+        return None
+    return Resources.from_cores(
+        cpu_cores=float(body["cpuCores"]),
+        memory_mb=int(body["memoryMB"]),
+        gpu_units=int(body["gpuUnits"]),
+        storage_gb=int(body["storageGB"]),
+    )
 
 
 def assignment_in(node: str, body: dict[str, Any]) -> Assignment:
@@ -126,6 +176,7 @@ def assignment_in(node: str, body: dict[str, Any]) -> Assignment:
         image=str(body["image"]),
         container_spec=dict(body["containerSpec"]),
         container_id=body.get("containerId"),
+        request=resources_in(body.get("resources")),
     )
 
 
@@ -137,4 +188,14 @@ def report_out(report: Report) -> dict[str, Any]:
         "status": str(report.status),
         "reason": report.reason,
         "containerId": report.container_id,
+    }
+
+
+def usage_out(sample: UsageSample) -> dict[str, Any]:
+    """A usage sample as an agent sends it."""
+    return {
+        "node": sample.node,
+        "replicaId": str(sample.replica_id),
+        "cpuCores": sample.usage.cpu_cores,
+        "memoryMB": sample.usage.memory_mb,
     }

@@ -34,6 +34,7 @@ from controller.agentapi.routes import (
     measured,
     reports,
     rotate,
+    usage,
 )
 from controller.agentapi.service import AgentService
 from controller.agentapi.stream import stream
@@ -74,6 +75,7 @@ def build(service: AgentService, events: Events, metrics: AgentApiMetrics) -> we
             web.post("/v1/heartbeat", heartbeat),
             web.get("/v1/assignments", assignments),
             web.post("/v1/reports", reports),
+            web.post("/v1/usage", usage),
             web.get("/v1/stream", stream),
             web.get("/healthz", healthz),
             web.get("/readyz", readyz),

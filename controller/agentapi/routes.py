@@ -12,18 +12,19 @@ import contextlib
 import json
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from controller.agent.wire import ReportsIn, assignment_out, problem
+from controller.agent.wire import ReportsIn, UsageBatchIn, assignment_out, problem
 from controller.agentapi import metrics as m
 from controller.agentapi.events import Events, Watcher
 from controller.agentapi.limits import RateLimiter
 from controller.agentapi.metrics import AgentApiMetrics
 from controller.agentapi.service import (
     AgentService,
+    Item,
     ReportRefusedError,
     UnauthenticatedError,
     needs_action,
@@ -48,6 +49,7 @@ FAILURES: web.AppKey[RateLimiter] = web.AppKey("failures", RateLimiter)
 METRICS: web.AppKey[AgentApiMetrics] = web.AppKey("metrics", AgentApiMetrics)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Body = TypeVar("Body", bound=BaseModel)
 
 
 def refusal(status: int, error: str, message: str, **extra: Any) -> web.HTTPException:
@@ -226,19 +228,41 @@ async def assignments(request: web.Request) -> web.Response:
 
 async def reports(request: web.Request) -> web.Response:
     """`POST /v1/reports`: a batch of status changes, written all or none."""
-    token = bearer(request, TokenKind.NODE)
+    body = await _body(request, ReportsIn)
+    items = [item.to_report() for item in body.reports]
+    return await _write(request, items, "reports", request.app[SERVICE].report)
+
+
+async def usage(request: web.Request) -> web.Response:
+    """`POST /v1/usage`: a batch of usage samples of running replicas, recorded all or none."""
+    body = await _body(request, UsageBatchIn)
+    items = [item.to_sample() for item in body.samples]
+    return await _write(request, items, "samples", request.app[SERVICE].usage)
+
+
+async def _body(request: web.Request, model: type[Body]) -> Body:
+    """The request body as `model`, after the token is checked; 400 naming the bad field."""
+    request["token"] = bearer(request, TokenKind.NODE)
     try:
-        body = ReportsIn.model_validate_json(await request.read())
+        return model.model_validate_json(await request.read())
     except ValidationError as exc:
         raise refusal(400, "invalid", problem(exc)) from None
-    service, key = request.app[SERVICE], digest(token)
+
+
+async def _write(
+    request: web.Request,
+    items: list[Item],
+    noun: str,
+    write: Callable[[list[bytes], list[Item]], Awaitable[int]],
+) -> web.Response:
+    """Write a batch for the token's node; 403 listing every refused item, nothing written."""
     try:
-        accepted = await service.report([key], [item.to_report() for item in body.reports])
+        accepted = await write([digest(request["token"])], items)
     except ReportRefusedError as exc:
         raise refusal(
             403,
             "forbidden",
-            f"{len(exc.refused)} of {len(body.reports)} reports refused; nothing was written",
+            f"{len(exc.refused)} of {len(items)} {noun} refused; nothing was written",
             refused=refused_items(exc.refused),
         ) from None
     return web.json_response({"accepted": accepted})

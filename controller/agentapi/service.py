@@ -7,7 +7,9 @@ who may do what is made here, against the credential rows of the same transactio
 * a node reads only its own assignments;
 * a report is written only if every item concerns a replica on a node the caller holds a valid
   token for and moves it along the state machine; otherwise nothing of it is written (the
-  transaction rolls back) and the caller is told why.
+  transaction rolls back) and the caller is told why;
+* usage samples likewise: every one of a running replica on a node the caller holds a token
+  for, or none is recorded.
 """
 
 from __future__ import annotations
@@ -20,16 +22,18 @@ from typing import TypeVar
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from controller.db import credentials, reports
+from controller.db import credentials, reports, usage
 from controller.db import nodes as db_nodes
 from controller.db.credentials import Issued, NodeIdentity
 from controller.db.errors import unavailable
 from controller.db.store import is_conflict
 from controller.db.tables import K8S_NAME_MAX
-from controller.model.protocol import Assignment, Report
+from controller.model.protocol import Assignment, Report, ReportResult, UsageSample
 from controller.model.states import ReplicaStatus
 
 T = TypeVar("T")
+# What an agent sends in batches, each item naming its node: reports and usage samples.
+Item = TypeVar("Item", Report, UsageSample)
 
 # A transaction that deadlocked with a placement is tried again at once, up to this many times
 # in all; three in a row means something keeps conflicting, and the agent retries later (503).
@@ -128,6 +132,22 @@ class AgentService:
 
         Returns how many reports were written (all of them).
         """
+        return await self._write_batch(digests, batch, reports.report)
+
+    async def usage(self, digests: Sequence[bytes], batch: Sequence[UsageSample]) -> int:
+        """Record `batch` if every sample is allowed for these tokens; else ReportRefusedError.
+
+        Returns how many samples were recorded (all of them).
+        """
+        return await self._write_batch(digests, batch, usage.record)
+
+    async def _write_batch(
+        self,
+        digests: Sequence[bytes],
+        batch: Sequence[Item],
+        write: Callable[[AsyncSession, Sequence[Item]], Awaitable[ReportResult]],
+    ) -> int:
+        """Authenticate, refuse items of foreign nodes, write the rest all or none."""
 
         async def work(session: AsyncSession) -> int:
             valid = await credentials.authenticate(session, digests)
@@ -136,7 +156,7 @@ class AgentService:
             foreign = foreign_reports(batch, allowed=set(_names(valid.values())))
             if foreign:
                 raise ReportRefusedError(foreign)
-            result = await reports.report(session, batch)
+            result = await write(session, batch)
             if result.refused:
                 # Raising inside the transaction rolls back what was written of the batch.
                 raise ReportRefusedError(result.refused)
@@ -146,9 +166,9 @@ class AgentService:
 
 
 def foreign_reports(
-    batch: Sequence[Report], *, allowed: set[str]
+    batch: Sequence[Report | UsageSample], *, allowed: set[str]
 ) -> list[tuple[uuid.UUID | str, str]]:
-    """The reports of `batch` naming a node outside `allowed`, each with why it is refused."""
+    """The items of `batch` naming a node outside `allowed`, each with why it is refused."""
     return [
         (item.replica_id, f"node {item.node[:K8S_NAME_MAX]} is not yours")
         for item in batch

@@ -16,6 +16,7 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -27,6 +28,7 @@ from controller.agent.wire import (
     Refresh,
     StreamOp,
     StreamReports,
+    StreamUsage,
     assignment_out,
     problem,
 )
@@ -34,6 +36,7 @@ from controller.agentapi import metrics as m
 from controller.agentapi.events import Watcher
 from controller.agentapi.routes import EVENTS, FAILURES, LIMITER, METRICS, SERVICE, client_key
 from controller.agentapi.service import (
+    Item,
     ReportRefusedError,
     UnauthenticatedError,
     foreign_reports,
@@ -131,30 +134,49 @@ class Stream:
     async def report(self, op: StreamReports) -> None:
         """Write a batch for the stream's nodes, all or none."""
         batch = [item.to_report() for item in op.reports]
+        await self._write(op.id, batch, "reports", self._app[SERVICE].report, answer="reported")
+
+    async def usage(self, op: StreamUsage) -> None:
+        """Record usage samples of the stream's nodes' running replicas, all or none."""
+        batch = [item.to_sample() for item in op.samples]
+        await self._write(op.id, batch, "samples", self._app[SERVICE].usage, answer="recorded")
+
+    async def _write(
+        self,
+        op_id: int,
+        batch: list[Item],
+        noun: str,
+        write: Callable[[list[bytes], list[Item]], Awaitable[int]],
+        *,
+        answer: str,
+    ) -> None:
+        """Authorize a batch per node as requests are, write it, answer `answer` or refused."""
         names = {item.node for item in batch}
         keys = [key for key, identity in self._nodes.items() if identity.node in names]
         foreign = foreign_reports(batch, allowed={self._nodes[key].node for key in keys})
         if foreign:
-            await self._refuse_reports(op, foreign)
+            await self._refuse_batch(op_id, len(batch), noun, foreign)
             return
         if not self._allowed(keys):
-            await self.refuse(m.RATE_LIMITED, "too many reports", op_id=op.id)
+            await self.refuse(m.RATE_LIMITED, f"too many {noun}", op_id=op_id)
             return
         try:
-            accepted = await self._app[SERVICE].report(keys, batch)
+            accepted = await write(keys, batch)
         except UnauthenticatedError:
-            await self.refuse(m.UNAUTHENTICATED, "no valid token for these nodes", op_id=op.id)
+            await self.refuse(m.UNAUTHENTICATED, "no valid token for these nodes", op_id=op_id)
             return
         except ReportRefusedError as exc:
-            await self._refuse_reports(op, exc.refused)
+            await self._refuse_batch(op_id, len(batch), noun, exc.refused)
             return
-        await self.send({"op": "reported", "id": op.id, "accepted": accepted})
+        await self.send({"op": answer, "id": op_id, "accepted": accepted})
 
-    async def _refuse_reports(self, op: StreamReports, refused: list[tuple[Any, str]]) -> None:
+    async def _refuse_batch(
+        self, op_id: int, size: int, noun: str, refused: list[tuple[Any, str]]
+    ) -> None:
         await self.refuse(
             m.FORBIDDEN,
-            f"{len(refused)} of {len(op.reports)} reports refused; nothing was written",
-            op_id=op.id,
+            f"{len(refused)} of {size} {noun} refused; nothing was written",
+            op_id=op_id,
             refused=refused_items(refused),
         )
 
@@ -229,6 +251,8 @@ class Stream:
                         await self.heartbeat(op)
                     elif isinstance(op, StreamReports):
                         await self.report(op)
+                    elif isinstance(op, StreamUsage):
+                        await self.usage(op)
                     else:
                         await self.refresh(op)
                 except DatabaseUnavailableError as exc:

@@ -15,6 +15,7 @@ from controller.agent.tokens import TokensFile
 from controller.cli import arguments
 from controller.cli.errors import CommandError
 from controller.model.credentials import kind_of
+from controller.model.simulation import DEFAULT_USAGE_SECONDS
 
 # The environment variable that may name the agent API (as FOG_DATABASE_URL names the database).
 SERVER_ENV = "FOG_AGENT_SERVER"
@@ -61,6 +62,12 @@ def register(commands: Any) -> None:
     )
     sim.add_argument(
         "--fail-image", metavar="GLOB", help="replicas of matching images fail after starting"
+    )
+    sim.add_argument(
+        "--usage-seconds",
+        type=arguments.seconds(),
+        default=DEFAULT_USAGE_SECONDS,
+        help="seconds between usage samples of each running replica (default 30)",
     )
     sim.set_defaults(handler=_simulate)
 
@@ -115,6 +122,7 @@ def _simulate(args: argparse.Namespace) -> int:
             start_delay=args.start_delay,
             tick_seconds=args.tick,
             fail_image=args.fail_image,
+            usage_seconds=args.usage_seconds,
             stop=stop,
             silent=silent,
         )

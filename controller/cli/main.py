@@ -17,12 +17,14 @@ from controller.cli import (
     agent_commands,
     arguments,
     check_command,
+    cost_command,
     db_commands,
     history_command,
     node_commands,
     run_command,
     sandbox_commands,
     serve_agents_command,
+    top_command,
 )
 from controller.errors import FogError
 from controller.sandbox.errors import SandboxError
@@ -45,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     agent_commands.register(commands)
     serve_agents_command.register(commands)
     history_command.register(commands)
+    top_command.register(commands)
+    cost_command.register(commands)
     check_command.register(commands)
     return parser
 

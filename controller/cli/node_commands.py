@@ -141,22 +141,14 @@ def _age(age: timedelta | None) -> str:
 
 
 def _as_json(node: db_nodes.NodeRecord) -> dict[str, Any]:
-    def amounts(value: Resources) -> dict[str, Any]:
-        return {
-            "cpuCores": value.cpu_cores,
-            "memoryMB": value.memory_mb,
-            "gpuUnits": value.gpu_units,
-            "storageGB": value.storage_gb,
-        }
-
     return {
         "name": node.name,
         "status": str(node.status),
         "cordoned": node.cordoned,
         "draining": node.draining,
         "labels": dict(node.labels),
-        "capacity": amounts(node.capacity),
-        "allocated": amounts(node.allocated),
+        "capacity": node.capacity.as_spec(),
+        "allocated": node.allocated.as_spec(),
         "lastHeartbeatAt": node.last_heartbeat_at.isoformat() if node.last_heartbeat_at else None,
     }
 

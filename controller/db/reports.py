@@ -28,6 +28,7 @@ from controller.db.tables import (
 )
 from controller.model import actors
 from controller.model.protocol import REASON_MAX, Assignment, Report, ReportResult
+from controller.model.resources import Resources
 from controller.model.states import (
     AGENT_REPLICA_TRANSITIONS,
     CAPACITY_HOLDING_STATUSES,
@@ -69,6 +70,10 @@ async def assignments(
             Deployment.container_image,
             Deployment.container_spec,
             DeploymentReplica.container_id,
+            DeploymentReplica.cpu_millicores,
+            DeploymentReplica.memory_mb,
+            DeploymentReplica.gpu_units,
+            DeploymentReplica.storage_gb,
         )
         .join(Node, Node.id == DeploymentReplica.node_id)
         .join(Deployment, Deployment.id == DeploymentReplica.deployment_id)
@@ -87,6 +92,12 @@ async def assignments(
             image=row.container_image,
             container_spec=row.container_spec,
             container_id=row.container_id,
+            request=Resources(
+                cpu_millis=row.cpu_millicores,
+                memory_mb=row.memory_mb,
+                gpu_units=row.gpu_units,
+                storage_gb=row.storage_gb,
+            ),
         )
         for row in await session.execute(statement)
     ]

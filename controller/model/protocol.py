@@ -11,7 +11,9 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from controller.model.resources import Resources
 from controller.model.states import ReplicaStatus
+from controller.model.usage import Usage
 
 # A reason is a short word or sentence ("Started", "ImagePullFailed: ..."); 1,024 characters, as
 # the CRD allows a condition's reason, is plenty, and keeps an agent from filling the history.
@@ -31,6 +33,9 @@ class Assignment:
     image: str
     container_spec: dict[str, Any]
     container_id: str | None
+    # What the replica was placed with: what a real agent limits it to, and what the
+    # simulated one reports a share of as its usage.
+    request: Resources | None = None
 
     @property
     def replica_name(self) -> str:
@@ -55,3 +60,12 @@ class ReportResult:
 
     accepted: int
     refused: list[tuple[uuid.UUID, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class UsageSample:
+    """What one running replica on the agent's node uses, as the agent measured it."""
+
+    node: str
+    replica_id: uuid.UUID
+    usage: Usage

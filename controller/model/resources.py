@@ -49,6 +49,15 @@ class Resources:
         """CPU in cores, for the CRD and the database."""
         return self.cpu_millis / MILLIS_PER_CORE
 
+    def as_spec(self) -> dict[str, float | int]:
+        """The amounts as the CRD's `spec.resources` spells them (JSON output, the agent API)."""
+        return {
+            "cpuCores": self.cpu_cores,
+            "memoryMB": self.memory_mb,
+            "gpuUnits": self.gpu_units,
+            "storageGB": self.storage_gb,
+        }
+
     @property
     def is_non_negative(self) -> bool:
         """Whether every dimension is >= 0, as any request or capacity must be."""

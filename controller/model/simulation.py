@@ -17,8 +17,9 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
-from controller.model.protocol import Assignment, Report
+from controller.model.protocol import Assignment, Report, UsageSample
 from controller.model.states import ReplicaStatus
+from controller.model.usage import simulated_usage
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +31,12 @@ _FINISHED = frozenset({ReplicaStatus.STOPPED, ReplicaStatus.FAILED})
 # and pushed within milliseconds, so one arriving more than this after our report was read after
 # it, and says what the database holds.
 TRUST_OWN_REPORT_SECONDS = 2.0
+# How often each running replica's usage is sampled. Kubernetes' metrics-server resolves usage
+# to 15-60 s; 30 s keeps `fogctl top` current enough to act on while the 5,000-node fleet of
+# the benchmark (a few replicas a node) costs one batch of a few thousand samples every 30 s,
+# a few hundred rows a second for the database. A replica is sampled as soon as it runs too,
+# so its usage shows within a tick of starting.
+DEFAULT_USAGE_SECONDS = 30.0
 
 
 def container_id(replica_id: uuid.UUID) -> str:
@@ -42,14 +49,41 @@ class Simulator:
     """The agent's memory between rounds: the replicas it runs and when each began starting.
 
     `fail_image` (a glob) makes replicas of matching images fail instead of running, for
-    demos and tests of the restart backoff.
+    demos and tests of the restart backoff. Running replicas are sampled every
+    `usage_seconds` (simulated_usage says what they use).
     """
 
     start_delay: float
     fail_image: str | None = None
+    usage_seconds: float = DEFAULT_USAGE_SECONDS
     clock: Callable[[], float] = time.monotonic
     started: dict[uuid.UUID, float] = field(default_factory=dict)
     orphans_stopped: list[uuid.UUID] = field(default_factory=list)
+    # When each running replica was last sampled, and how many times (the sample round).
+    sampled: dict[uuid.UUID, tuple[float, int]] = field(default_factory=dict)
+
+    def usage(self, work: Sequence[Assignment]) -> list[UsageSample]:
+        """The usage samples due now: running replicas never sampled or sampled long enough ago.
+
+        One list for every node played, so an agent sends it as one batch: the API load grows
+        with the sampling rate, not with the number of nodes.
+        """
+        now = self.clock()
+        due: list[UsageSample] = []
+        running = set()
+        for item in work:
+            if item.status is not ReplicaStatus.RUNNING or item.request is None:
+                continue
+            running.add(item.replica_id)
+            last, round_ = self.sampled.get(item.replica_id, (None, 0))
+            if last is not None and now - last < self.usage_seconds:
+                continue
+            self.sampled[item.replica_id] = (now, round_ + 1)
+            usage = simulated_usage(item.replica_id, item.request, round_)
+            due.append(UsageSample(node=item.node, replica_id=item.replica_id, usage=usage))
+        for gone in self.sampled.keys() - running:
+            del self.sampled[gone]
+        return due
 
     def _outcome(self, item: Assignment) -> Report:
         if self.fail_image and fnmatch.fnmatchcase(item.image, self.fail_image):

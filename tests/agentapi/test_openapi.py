@@ -111,6 +111,10 @@ def report(node: str, replica: uuid.UUID, status: str) -> dict[str, object]:
     return {"node": node, "replicaId": str(replica), "status": status, "reason": "test"}
 
 
+def sample(node: str, replica: uuid.UUID) -> dict[str, object]:
+    return {"node": node, "replicaId": str(replica), "cpuCores": 0.25, "memoryMB": 300}
+
+
 def test_real_answers_match_the_documented_responses(api: AgentApi) -> None:
     bootstrap = api.register("edge-a")
     exchanged = api.call("POST", "/v1/credentials/exchange", token=bootstrap)
@@ -120,6 +124,11 @@ def test_real_answers_match_the_documented_responses(api: AgentApi) -> None:
 
     def reports(*items: dict[str, object]) -> dict[str, Any]:
         return {"token": token, "body": {"reports": list(items)}}
+
+    running = api.place("edge-a", name="svc", status="running")
+
+    def usage(*items: dict[str, object]) -> dict[str, Any]:
+        return {"token": token, "body": {"samples": list(items)}}
 
     # (method, path, query, call arguments, the status it must get)
     calls: list[tuple[str, str, str, dict[str, Any], int]] = [
@@ -132,6 +141,9 @@ def test_real_answers_match_the_documented_responses(api: AgentApi) -> None:
         ("POST", "/v1/reports", "", reports(report("edge-b", theirs, "starting")), 403),
         ("POST", "/v1/reports", "", reports({"node": "edge-a"}), 400),
         ("POST", "/v1/reports", "", {"token": token, "raw": b" " * (5 * 1024 * 1024)}, 413),
+        ("POST", "/v1/usage", "", usage(sample("edge-a", running)), 200),
+        ("POST", "/v1/usage", "", usage(sample("edge-a", mine)), 403),  # not running
+        ("POST", "/v1/usage", "", usage({**sample("edge-a", running), "cpuCores": -1}), 400),
         ("POST", "/v1/credentials/rotate", "", {"token": other}, 200),
     ]
     assert exchanged.status == 200
@@ -141,7 +153,8 @@ def test_real_answers_match_the_documented_responses(api: AgentApi) -> None:
         assert answer.status == status, (method, path, query, answer.body)
         answers_as_documented(answer, method, path)
         if status == 200 and path == "/v1/assignments":
-            assert [item["replicaId"] for item in answer.body["assignments"]] == [str(mine)]
+            listed = {item["replicaId"] for item in answer.body["assignments"]}
+            assert listed == {str(mine), str(running)}
     # Rate limited: once the node's burst is spent, its next request is a documented 429.
     for _ in range(200):
         limited = api.call("POST", "/v1/heartbeat", token=token)
@@ -176,6 +189,8 @@ async def test_stream_ops_and_messages_match_the_document(api: AgentApi) -> None
         {"op": "report", "id": 1, "reports": [report("edge-a", replica, "starting")]},
         {"op": "report", "id": 2, "reports": [report("edge-a", replica, "stopped")]},
         {"op": "heartbeat"},
+        {"op": "report", "id": 3, "reports": [report("edge-a", replica, "running")]},
+        {"op": "usage", "id": 4, "samples": [sample("edge-a", replica)]},
     ]
     for op in ops:
         conforms(op, "/components/schemas/StreamOp")
@@ -195,6 +210,10 @@ async def test_stream_ops_and_messages_match_the_document(api: AgentApi) -> None
         assert (refused["id"], refused["error"]) == (2, "forbidden")
         await socket.send_str(json.dumps(ops[3]))
         assert (await _next(socket, "heartbeat"))["renewed"] == 1
+        await socket.send_str(json.dumps(ops[4]))
+        assert (await _next(socket, "reported"))["accepted"] == 1
+        await socket.send_str(json.dumps(ops[5]))
+        assert (await _next(socket, "recorded"))["accepted"] == 1
         await socket.send_str("not json")
         assert (await _next(socket, "refused"))["error"] == "invalid"
         api.fogctl("node", "revoke", "edge-a")

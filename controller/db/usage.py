@@ -1,0 +1,405 @@
+"""Measured usage in PostgreSQL: agents' samples in, `fogctl top` and history summaries out.
+
+A batch of samples is checked whole (every sample is of a running replica on the node that
+sent it; nothing is written otherwise) and written with four statements whatever its size:
+the latest sample per replica (`replica_usage`, an upsert) and the hour's rollups per
+deployment and per node (upserts that add counts and sums and keep the maxima, as
+`controller.model.usage.Rollup.merge` does). A replica's first sample wakes its deployment's
+reconcile once, so `.status.usage` appears soon after it starts; later samples wake nothing
+(docs/design/capacity-and-history.md, "Usage", says why).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, Integer, and_, bindparam, column, func, literal_column, select
+from sqlalchemy.dialects.postgresql import ARRAY, UUID
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from controller.db.notify import notify
+from controller.db.tables import (
+    K8S_NAME_MAX,
+    Deployment,
+    DeploymentReplica,
+    DeploymentUsageHourly,
+    Node,
+    NodeUsageHourly,
+    ReplicaUsage,
+    User,
+)
+from controller.model.protocol import ReportResult, UsageSample
+from controller.model.states import ReplicaStatus
+from controller.model.usage import Rollup, Sampled, Usage, fold
+
+
+@dataclass(frozen=True, slots=True)
+class _Replica:
+    deployment_id: uuid.UUID
+    node_id: uuid.UUID | None
+    node: str | None
+    status: ReplicaStatus
+    node_capacity: Usage | None
+
+
+def _why_refused(sample: UsageSample, replica: _Replica | None) -> str | None:
+    """Why a sample cannot be recorded, or None."""
+    if replica is None:
+        return "unknown replica"
+    if replica.node != sample.node:
+        return f"replica is not on node {str(sample.node)[:K8S_NAME_MAX]}"
+    if replica.status is not ReplicaStatus.RUNNING:
+        return f"replica is {replica.status}, not running: only running replicas have usage"
+    capacity = replica.node_capacity
+    if capacity is not None and (
+        sample.usage.cpu_millis > capacity.cpu_millis or sample.usage.memory_mb > capacity.memory_mb
+    ):
+        return (
+            f"usage ({sample.usage.cpu_cores:g} cores, {sample.usage.memory_mb} MB) is more "
+            f"than the node has ({capacity.cpu_cores:g} cores, {capacity.memory_mb} MB)"
+        )
+    return None
+
+
+async def record(session: AsyncSession, samples: Sequence[UsageSample]) -> ReportResult:
+    """Write the batch if every sample may be recorded; else refuse the bad ones, write nothing.
+
+    The caller's transaction rolls back on a refusal (the agent API raises on one), so
+    `accepted` is the whole batch or 0.
+    """
+    if not samples:
+        return ReportResult(accepted=0)
+    rows = await session.execute(
+        select(
+            DeploymentReplica.id,
+            DeploymentReplica.deployment_id,
+            DeploymentReplica.node_id,
+            DeploymentReplica.status,
+            Node.name,
+            Node.cpu_cores,
+            Node.memory_mb,
+        )
+        .outerjoin(Node, Node.id == DeploymentReplica.node_id)
+        .where(DeploymentReplica.id.in_({sample.replica_id for sample in samples}))
+    )
+    replicas = {
+        row.id: _Replica(
+            deployment_id=row.deployment_id,
+            node_id=row.node_id,
+            node=row.name,
+            status=row.status,
+            node_capacity=None
+            if row.name is None
+            else Usage.from_cores(cpu_cores=row.cpu_cores, memory_mb=row.memory_mb),
+        )
+        for row in rows
+    }
+    refused: list[tuple[uuid.UUID, str]] = []
+    seen: set[uuid.UUID] = set()
+    for sample in samples:
+        why = _why_refused(sample, replicas.get(sample.replica_id))
+        if why is None and sample.replica_id in seen:
+            why = "a second sample for the replica in one batch"
+        seen.add(sample.replica_id)
+        if why is not None:
+            refused.append((sample.replica_id, why))
+    if refused:
+        return ReportResult(accepted=0, refused=refused)
+    first = await _write_latest(session, samples, replicas)
+    located = [(replicas[s.replica_id], s.usage) for s in samples]
+    await _upsert_rollups(
+        session,
+        DeploymentUsageHourly,
+        "deployment_id",
+        fold((r.deployment_id, u) for r, u in located),
+    )
+    await _upsert_rollups(
+        session, NodeUsageHourly, "node_id", fold((r.node_id, u) for r, u in located if r.node_id)
+    )
+    # A replica's first sample: its deployment's status gains usage at the next reconcile.
+    await notify(session, sorted(first))
+    return ReportResult(accepted=len(samples))
+
+
+def _array(name: str, items: list[Any], item_type: Any) -> Any:
+    return bindparam(name, value=items, type_=ARRAY(item_type))
+
+
+async def _write_latest(
+    session: AsyncSession, samples: Sequence[UsageSample], replicas: dict[uuid.UUID, _Replica]
+) -> set[uuid.UUID]:
+    """Upsert each replica's latest sample; return the deployments of first samples.
+
+    Arrays and unnest(), as reports are written: one statement shape for any batch size.
+    """
+    ordered = sorted(samples, key=lambda sample: sample.replica_id)  # lock rows in one order
+    batch = (
+        func.unnest(
+            _array("replica_ids", [s.replica_id for s in ordered], UUID(as_uuid=True)),
+            _array(
+                "deployment_ids",
+                [replicas[s.replica_id].deployment_id for s in ordered],
+                UUID(as_uuid=True),
+            ),
+            _array(
+                "node_ids", [replicas[s.replica_id].node_id for s in ordered], UUID(as_uuid=True)
+            ),
+            _array("cpu", [s.usage.cpu_millis for s in ordered], Integer()),
+            _array("memory", [s.usage.memory_mb for s in ordered], Integer()),
+        )
+        .table_valued(
+            column("replica_id", UUID(as_uuid=True)),
+            column("deployment_id", UUID(as_uuid=True)),
+            column("node_id", UUID(as_uuid=True)),
+            column("cpu_millicores", Integer()),
+            column("memory_mb", Integer()),
+        )
+        .render_derived(name="sample")
+    )
+    statement = pg_insert(ReplicaUsage).from_select(
+        ["replica_id", "deployment_id", "node_id", "cpu_millicores", "memory_mb"],
+        select(batch),
+    )
+    upsert = statement.on_conflict_do_update(
+        index_elements=[ReplicaUsage.replica_id],
+        set_={
+            "node_id": statement.excluded.node_id,
+            "cpu_millicores": statement.excluded.cpu_millicores,
+            "memory_mb": statement.excluded.memory_mb,
+            "sampled_at": func.now(),
+        },
+    ).returning(
+        ReplicaUsage.deployment_id,
+        # xmax is 0 on a freshly inserted row version, the transaction's id on an update.
+        (literal_column("xmax") == literal_column("'0'::xid")).label("inserted"),
+    )
+    result = await session.execute(upsert)
+    return {row.deployment_id for row in result if row.inserted}
+
+
+async def _upsert_rollups(
+    session: AsyncSession,
+    table: type[DeploymentUsageHourly] | type[NodeUsageHourly],
+    key: str,
+    rollups: list[Rollup],
+) -> None:
+    """Add `rollups` to the current hour's rows of `table`, by `key` (Rollup.merge, in SQL)."""
+    if not rollups:
+        return
+    batch = (
+        func.unnest(
+            _array("keys", [r.key for r in rollups], UUID(as_uuid=True)),
+            _array("samples", [r.samples for r in rollups], Integer()),
+            _array("cpu_sum", [r.cpu_millis_sum for r in rollups], BigInteger()),
+            _array("cpu_max", [r.cpu_millis_max for r in rollups], Integer()),
+            _array("memory_sum", [r.memory_mb_sum for r in rollups], BigInteger()),
+            _array("memory_max", [r.memory_mb_max for r in rollups], Integer()),
+        )
+        .table_valued(
+            column("key", UUID(as_uuid=True)),
+            column("samples", Integer()),
+            column("cpu_sum", BigInteger()),
+            column("cpu_max", Integer()),
+            column("memory_sum", BigInteger()),
+            column("memory_max", Integer()),
+        )
+        .render_derived(name="rollup")
+    )
+    # The hour on the database's clock, as sampled_at: one clock for every stored time.
+    hour = func.date_trunc("hour", func.now())
+    statement = pg_insert(table).from_select(
+        [
+            key,
+            "hour",
+            "samples",
+            "cpu_millicores_sum",
+            "cpu_millicores_max",
+            "memory_mb_sum",
+            "memory_mb_max",
+        ],
+        select(
+            batch.c.key,
+            hour,
+            batch.c.samples,
+            batch.c.cpu_sum,
+            batch.c.cpu_max,
+            batch.c.memory_sum,
+            batch.c.memory_max,
+        ),
+    )
+    excluded = statement.excluded
+    await session.execute(
+        statement.on_conflict_do_update(
+            index_elements=[key, "hour"],
+            set_={
+                "samples": table.samples + excluded.samples,
+                "cpu_millicores_sum": table.cpu_millicores_sum + excluded.cpu_millicores_sum,
+                "cpu_millicores_max": func.greatest(
+                    table.cpu_millicores_max, excluded.cpu_millicores_max
+                ),
+                "memory_mb_sum": table.memory_mb_sum + excluded.memory_mb_sum,
+                "memory_mb_max": func.greatest(table.memory_mb_max, excluded.memory_mb_max),
+            },
+        )
+    )
+
+
+# -- reading ---------------------------------------------------------------------------------
+
+
+async def latest(session: AsyncSession, *, deployment_id: uuid.UUID) -> dict[uuid.UUID, Sampled]:
+    """The latest sample of each replica of a deployment (the status sums the running ones)."""
+    rows = await session.execute(
+        select(
+            ReplicaUsage.replica_id,
+            ReplicaUsage.cpu_millicores,
+            ReplicaUsage.memory_mb,
+            ReplicaUsage.sampled_at,
+        ).where(ReplicaUsage.deployment_id == deployment_id)
+    )
+    return {
+        row.replica_id: Sampled(Usage(row.cpu_millicores, row.memory_mb), row.sampled_at)
+        for row in rows
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class TopRow:
+    """One line of `fogctl top`: what running replicas use, what they requested, and when."""
+
+    name: str
+    namespace: str | None  # None for a node
+    running: int  # running replicas
+    sampled: int  # of them, with a sample
+    usage: Usage
+    # The running replicas' requests, each the one it was placed with (during a rolling
+    # update old and new replicas differ), not the deployment's current spec.
+    requested: Usage
+    capacity: Usage | None  # a node's; None for a deployment
+    sampled_at: datetime | None  # the oldest sample summed
+
+
+def _running_usage() -> Any:
+    """Running replicas with their latest sample (if any): what `top` sums."""
+    return (
+        select(
+            DeploymentReplica.deployment_id,
+            DeploymentReplica.node_id,
+            DeploymentReplica.cpu_millicores.label("cpu_request"),
+            DeploymentReplica.memory_mb.label("memory_request"),
+            ReplicaUsage.cpu_millicores.label("cpu_used"),
+            ReplicaUsage.memory_mb.label("memory_used"),
+            ReplicaUsage.sampled_at,
+        )
+        .outerjoin(ReplicaUsage, ReplicaUsage.replica_id == DeploymentReplica.id)
+        .where(DeploymentReplica.status == ReplicaStatus.RUNNING)
+    )
+
+
+def _sums(running: Any) -> list[Any]:
+    return [
+        func.count(running.c.deployment_id).label("running"),
+        func.count(running.c.sampled_at).label("sampled"),
+        func.coalesce(func.sum(running.c.cpu_used), 0).label("cpu_used"),
+        func.coalesce(func.sum(running.c.memory_used), 0).label("memory_used"),
+        func.coalesce(func.sum(running.c.cpu_request), 0).label("cpu_request"),
+        func.coalesce(func.sum(running.c.memory_request), 0).label("memory_request"),
+        func.min(running.c.sampled_at).label("sampled_at"),
+    ]
+
+
+async def top_deployments(session: AsyncSession, *, namespace: str | None) -> list[TopRow]:
+    """Live deployments (of `namespace`, or all), with their running replicas' usage."""
+    running = _running_usage().subquery()
+    statement = (
+        select(Deployment.name, User.name.label("namespace"), *_sums(running))
+        .join(User, User.id == Deployment.user_id)
+        .outerjoin(running, running.c.deployment_id == Deployment.id)
+        .where(Deployment.deleted_at.is_(None))
+        .group_by(User.name, Deployment.name)
+        .order_by(User.name, Deployment.name)
+    )
+    if namespace is not None:
+        statement = statement.where(User.name == namespace)
+    return [_top_row(row, capacity=None) for row in await session.execute(statement)]
+
+
+async def top_nodes(session: AsyncSession, *, namespace: str | None) -> list[TopRow]:
+    """Every node, with the usage of the running replicas on it (of `namespace`, or all)."""
+    running = _running_usage()
+    if namespace is not None:
+        running = running.join(Deployment, Deployment.id == DeploymentReplica.deployment_id).join(
+            User, and_(User.id == Deployment.user_id, User.name == namespace)
+        )
+    on_node = running.subquery()
+    statement = (
+        select(Node.name, Node.cpu_cores, Node.memory_mb, *_sums(on_node))
+        .outerjoin(on_node, on_node.c.node_id == Node.id)
+        .group_by(Node.id)
+        .order_by(Node.name)
+    )
+    return [
+        _top_row(
+            row,
+            capacity=Usage.from_cores(cpu_cores=row.cpu_cores, memory_mb=row.memory_mb),
+        )
+        for row in await session.execute(statement)
+    ]
+
+
+def _top_row(row: Any, *, capacity: Usage | None) -> TopRow:
+    return TopRow(
+        name=row.name,
+        namespace=getattr(row, "namespace", None),
+        running=row.running,
+        sampled=row.sampled,
+        usage=Usage(int(row.cpu_used), int(row.memory_used)),
+        requested=Usage(int(row.cpu_request), int(row.memory_request)),
+        capacity=capacity,
+        sampled_at=row.sampled_at,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class UsageSummary:
+    """A deployment's usage over a period, from its hourly rollups."""
+
+    hours: int  # hours with samples
+    samples: int
+    cpu_millis_avg: float  # per replica sample
+    cpu_millis_max: int  # the highest any replica used
+    memory_mb_avg: float
+    memory_mb_max: int
+
+
+async def deployment_summary(
+    session: AsyncSession, *, deployment_id: uuid.UUID, since: datetime
+) -> UsageSummary:
+    """Averages and peaks of a deployment's replicas since `since`: one primary-key range scan."""
+    hourly = DeploymentUsageHourly
+    row = (
+        await session.execute(
+            select(
+                func.count(),
+                func.coalesce(func.sum(hourly.samples), 0),
+                func.coalesce(func.sum(hourly.cpu_millicores_sum), 0),
+                func.coalesce(func.max(hourly.cpu_millicores_max), 0),
+                func.coalesce(func.sum(hourly.memory_mb_sum), 0),
+                func.coalesce(func.max(hourly.memory_mb_max), 0),
+            ).where(hourly.deployment_id == deployment_id, hourly.hour >= since)
+        )
+    ).one()
+    hours, samples, cpu_sum, cpu_max, memory_sum, memory_max = (int(value) for value in row)
+    return UsageSummary(
+        hours=hours,
+        samples=samples,
+        cpu_millis_avg=cpu_sum / samples if samples else 0.0,
+        cpu_millis_max=cpu_max,
+        memory_mb_avg=memory_sum / samples if samples else 0.0,
+        memory_mb_max=memory_max,
+    )
