@@ -1,9 +1,10 @@
 """What `fogctl cost` reads: replica histories, the replicas' requests, and the nodes' labels.
 
-Nothing is written and no table is added: the replica history already records, in the
-statement that took or released each allocation, every status a replica entered with its node
-and the database's clock (docs/design/capacity-and-history.md); controller.model.cost turns
-that into time held and money. Two statements, whatever the number of replicas.
+Nothing is written: the replica history already records, in the statement that took or
+released each allocation, every status a replica entered with its node and the database's
+clock (docs/design/capacity-and-history.md), and `assigned_at` the one moment it does not
+(migration 0009); controller.model.cost turns that into time held and money. Two statements,
+whatever the number of replicas.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from sqlalchemy.orm import aliased
 from controller.db.tables import Deployment, DeploymentReplica, Node, ReplicaStatusHistory, User
 from controller.model.cost import NodeRecord, ReplicaRecord, Transition, Window
 from controller.model.resources import Resources
-from controller.model.states import TERMINAL_REPLICA_STATUSES
+from controller.model.states import TERMINAL_REPLICA_STATUSES, ReplicaStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +31,20 @@ class CostInput:
     window: Window
     replicas: list[ReplicaRecord]
     nodes: dict[uuid.UUID, NodeRecord]
+
+
+def _with_assignment(
+    history: list[Transition], assigned_at: datetime | None, node: uuid.UUID | None
+) -> tuple[Transition, ...]:
+    """The history, plus the row it lacks: pending, given its node at `assigned_at` (0009).
+
+    `node` is the replica's node now; if that node was removed since (the column was then
+    cleared), the node its later history rows name: every status change records the node.
+    """
+    if assigned_at is None:
+        return tuple(history)
+    node = node or next((t.node_id for t in history if t.node_id is not None), None)
+    return (*history, Transition(status=ReplicaStatus.PENDING, node_id=node, at=assigned_at))
 
 
 async def read(
@@ -55,6 +70,8 @@ async def read(
             DeploymentReplica.memory_mb,
             DeploymentReplica.gpu_units,
             DeploymentReplica.storage_gb,
+            DeploymentReplica.assigned_at,
+            DeploymentReplica.node_id.label("current_node"),
             Deployment.name.label("deployment"),
             User.name.label("namespace"),
         )
@@ -89,7 +106,9 @@ async def read(
                 gpu_units=row.gpu_units,
                 storage_gb=row.storage_gb,
             ),
-            transitions=tuple(transitions[row.replica_id]),
+            transitions=_with_assignment(
+                transitions[row.replica_id], row.assigned_at, row.current_node
+            ),
         )
         for row in rows
     }

@@ -9,11 +9,11 @@ history records each status change with its node and the database's clock, which
 * a replica lost with its node stops holding at its `failed` row, written in the statement
   that released the allocation (node loss needs no special case);
 * in a rollout the old and the new revision are different replica rows with their own
-  requests, each counted for its own time.
-
-One gap is the history's, not this model's: a replica created without a node and assigned
-one later gets its node in an UPDATE that changes no status, so no row is written then. Its
-hold starts at its first row naming a node (the agent's `starting` report, a heartbeat later).
+  requests, each counted for its own time;
+* a replica created without a node and assigned one later gets it in an UPDATE that changes
+  no status, so no history row is written then; the reader adds the row from the replica's
+  `assigned_at` (stamped by a trigger, migration 0009): pending, on that node, from then.
+  Replicas assigned before 0009 have no stamp and hold from their first row naming a node.
 
 Everything is exact: durations in integer microseconds (the database's resolution), prices
 and amounts as fractions; rounding happens once, when a figure is shown (`rounded`).

@@ -199,3 +199,37 @@ async def test_since_reads_only_replicas_that_can_overlap_and_clips_them(
     assert report.deployments[("team-b", "api")].charge.total == (
         held(other["pending"], found.window.end) * hourly(EDGE, OLD)
     )
+
+
+async def test_a_replica_that_waited_for_a_node_costs_from_its_assignment(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    async with sessions() as session, session.begin():
+        edge = await register(session, "edge-1", "edge")
+        web = await rows.deployment(session, await rows.user(session, "team-a"), "web")
+        waiting = await rows.replica(session, web, 0, **OLD)  # no room: no node yet
+    async with sessions() as session, session.begin():  # as the reconciler's assignment
+        await session.execute(
+            update(DeploymentReplica)
+            .where(DeploymentReplica.id == waiting.id)
+            .values(node_id=edge, status_reason="Scheduled")
+        )
+    await move(sessions, waiting.id, R.STARTING, R.RUNNING, R.STOPPING, R.STOPPED)
+    async with sessions() as session:
+        assigned = await session.scalar(
+            text("SELECT assigned_at FROM deployment_replicas WHERE id = :id"), {"id": waiting.id}
+        )
+    when = await history(sessions, waiting.id)
+    assert when["pending"] < assigned < when["starting"]  # stamped by the trigger (0009)
+
+    found = await read(sessions, None, None)
+    report = cost_report(
+        replicas=found.replicas, nodes=found.nodes, prices=PRICES, window=found.window
+    )
+    amount = report.deployments[("team-a", "web")]
+    assert amount.charge.total == held(assigned, when["stopped"]) * hourly(EDGE, OLD)
+    # Removing the node clears the replica's column; the history still names the node.
+    async with sessions() as session, session.begin():
+        assert await db_nodes.remove(session, name="edge-1", force=False) == 0
+    again = await read(sessions, None, None)
+    assert again.replicas == found.replicas
