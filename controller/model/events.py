@@ -74,18 +74,23 @@ def events_for(
     status: FogDeploymentStatus,
     previous_conditions: Sequence[Mapping[str, Any]],
     revision: str,
-    previous_replicas: int,
+    previous_replicas: int | None,
 ) -> tuple[Event, ...]:
     """The events one reconcile posts, given what it did and the status it computed.
 
-    previous_replicas is the desired count as last recorded (0 for a new deployment): new
-    replicas up to the increase are a scale-up, the rest replace replicas that failed or were
-    lost with their node (`Replaced`, so a crash loop does not read as scaling).
+    previous_replicas is the desired count as last recorded: new replicas up to the increase
+    are a scale-up, the rest replace replicas that failed or were lost with their node
+    (`Replaced`, so a crash loop does not read as scaling). It is None for a deployment seen
+    for the first time, whose first replicas post no event: "created N replicas" would only
+    repeat the spec and the status, and at 1,000 objects a second it is an API write each
+    (issue 15). What a person needs still comes: Ready, or the warning that it stalled.
     """
     events: list[Event] = []
     rolled = _count(plan, StopReason.ROLLING_UPDATE)
     scaled_down = _count(plan, StopReason.SCALED_DOWN)
-    scaled_up = min(len(plan.create), max(0, status.desired_replicas - previous_replicas))
+    created = previous_replicas is None
+    increase = status.desired_replicas - (previous_replicas or 0)
+    scaled_up = min(len(plan.create), max(0, increase))
     replaced = len(plan.create) - scaled_up
     if rolled:
         events.append(
@@ -96,7 +101,7 @@ def events_for(
             )
         )
     else:
-        if scaled_up:
+        if scaled_up and not created:
             message = _created(plan.create[:scaled_up], "created", "replica")
             events.append(Event(EventType.NORMAL, "ScaledUp", message))
         if replaced:

@@ -181,7 +181,7 @@ class Reconciler:
             status=status,
             previous_conditions=previous,
             revision=spec.revision,
-            previous_replicas=stored.target_replicas if stored else 0,
+            previous_replicas=stored.target_replicas if stored else None,
         )
         hold = restart.hold_until if restart.holds(now) else None
         return Outcome(

@@ -79,7 +79,7 @@ def test_the_operator_works_with_its_own_account_and_nothing_more(
     assert re.search(r"\(403\)|\b403 Forbidden|status.?[:=]\s*403\b", log) is None
     assert "Forbidden" not in log
     events = json.loads(kubectl("get", "events", "-n", namespace, "-o", "json").stdout)
-    assert "ScaledUp" in {event["reason"] for event in events["items"]}  # posted as itself
+    assert "Ready" in {event["reason"] for event in events["items"]}  # posted as itself
 
     # What it needs, and no more.
     assert can_i(kubectl, "patch", "fogdeployments.fogcompute.io/status", "-n", namespace)

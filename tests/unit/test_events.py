@@ -90,6 +90,16 @@ def test_scale_up_is_one_event_not_one_per_replica() -> None:
     assert [(e.reason, e.message) for e in events] == [("ScaledUp", "created 5 replicas")]
 
 
+def test_a_new_deployment_posts_no_event_for_its_first_replicas() -> None:
+    """The status says it; the event would be an API write per object for nothing (issue 15)."""
+    plan = _plan(create=(NewReplica(node_id=NODE),) * 5)
+    status = _status([], 5)
+    events = events_for(
+        plan=plan, status=status, previous_conditions=[], revision="r1", previous_replicas=None
+    )
+    assert events == ()
+
+
 def test_scale_down_rolling_and_assignment() -> None:
     replicas = _running(2)
     plan = _plan(
