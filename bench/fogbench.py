@@ -32,6 +32,7 @@ import baseline
 import report
 import scale
 import scenarios
+import usage_history
 from kubernetes_asyncio import client, config
 
 from controller.sandbox import harness
@@ -40,6 +41,7 @@ REPO = Path(__file__).resolve().parents[1]
 # In the order they run: the cheap ones first, so that a broken set-up shows in seconds.
 SCENARIOS = [
     "placement",
+    "usage",
     "statements",
     "single",
     "report",
@@ -54,6 +56,7 @@ SCENARIOS = [
 Runner = Callable[[harness.Servers, scenarios.Sizes, client.ApiClient], Awaitable[dict[str, Any]]]
 # The scenarios that need the servers, by their key in the results.
 RUNNERS: dict[str, Runner] = {
+    "usage": usage_history.history,
     "statements": lambda servers, _sizes, _api: scenarios.statements(servers),
     "single": scenarios.single,
     "report": scenarios.agent_report,

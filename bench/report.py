@@ -248,6 +248,8 @@ def _cost_rows(s: dict[str, Any]) -> list[str]:
                     "<= 10, flat",
                 )
             )
+    if "usage" in s:
+        lines += _usage_rows(s["usage"])
     if "placement" in s:
         p = s["placement"]
         for strategy, figure in p["microseconds_per_placement"].items():
@@ -256,6 +258,39 @@ def _cost_rows(s: dict[str, Any]) -> list[str]:
                 row(f"{label} ({strategy})", "microseconds per placement", cell(figure), "")
             )
     return lines
+
+
+def _usage_rows(u: dict[str, Any]) -> list[str]:
+    """Issue 17: a year of usage rollups and what reading and writing them costs (one run)."""
+
+    def ms(figure: dict[str, float]) -> str:
+        return f"{figure['median_ms']} ({figure['min_ms']} - {figure['max_ms']})"
+
+    label = (
+        f"Usage history: a year of hourly rollups of {u['replicas']:,} replicas in"
+        f" {u['deployments']:,} deployments ({u['rollup_rows']:,} rows, {u['rollup_megabytes']} MB)"
+    )
+    batch = u["record_batch"]
+    return [
+        row(
+            label,
+            "one deployment's summary over the year (ms, 25 deployments)",
+            ms(u["summary"]),
+            "< 1,000",
+        ),
+        row(
+            "",
+            f"one sampling round, a batch of {batch['samples']:,} (ms, first / again)",
+            f"{batch['first_ms']} / {batch['again_ms']}",
+            "",
+        ),
+        row(
+            "",
+            "fogctl top deployments / nodes, every replica (ms)",
+            f"{u['top_deployments']['median_ms']} / {u['top_nodes']['median_ms']}",
+            "",
+        ),
+    ]
 
 
 def markdown(result: dict[str, Any]) -> str:
