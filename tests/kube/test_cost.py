@@ -2,11 +2,13 @@
 
 The real stack (kube-apiserver, the operator, PostgreSQL, the agent API and simulated agents)
 runs a scripted story: four replicas spread over four nodes of three kinds (two priced as
-edge, one as core, one that no class prices), one node lost, a rollout to a larger request,
-then a scale to zero so that every replica's time is closed. The expected figure is computed
-here, plainly, from the history rows read back with SQL: each replica costs from the row that
-created it on its node to the row that stopped or failed it, at its own request and its node's
-prices; `fogctl cost -o json` must print exactly that, to the sixth decimal.
+edge, one as core, one that no class prices), one node lost, a rollout to a larger request, a
+scale-up past the room left so that one replica waits until the lost node is back, then a
+scale to zero so that every replica's time is closed. The expected figure is computed here,
+plainly, from the rows read back with SQL: each replica costs from the row that created it on
+its node (or, if it waited, from its `assigned_at`) to the row that stopped or failed it, at
+its own request and its node's prices; `fogctl cost -o json` must print exactly that, to the
+sixth decimal.
 """
 
 from __future__ import annotations
@@ -88,9 +90,10 @@ def by_hand(stack: Stack) -> dict[str, Any]:
     prices = {c["name"]: c["prices"] for c in PRICES["classes"]}
     replicas = sql(
         stack,
-        "SELECT r.id, r.cpu_millicores, r.memory_mb, r.storage_gb, r.revision,"
-        " (SELECT n.name FROM nodes n WHERE n.id = first.node_id),"
-        " first.changed_at, last.new_status::text, last.reason, last.changed_at"
+        "SELECT r.cpu_millicores, r.memory_mb, r.storage_gb, r.revision,"
+        " (SELECT n.name FROM nodes n WHERE n.id = first.node_id), first.changed_at,"
+        " (SELECT n.name FROM nodes n WHERE n.id = last.node_id), r.assigned_at,"
+        " last.new_status::text, last.reason, last.changed_at"
         " FROM deployment_replicas r"
         " JOIN replica_status_history first"
         "   ON first.replica_id = r.id AND first.old_status IS NULL"
@@ -98,10 +101,16 @@ def by_hand(stack: Stack) -> dict[str, Any]:
         "   ON last.replica_id = r.id AND last.new_status IN ('stopped', 'failed')",
     )
     cost, held, unpriced = Fraction(0), Fraction(0), Fraction(0)
-    lost, revisions = 0, set()
-    for _, cpu_m, memory_mb, storage_gb, revision, node, created, status, reason, ended in replicas:
-        assert node is not None, "every replica of this story is placed when it is created"
-        seconds = Fraction((ended - created) // timedelta(microseconds=1), 10**6)
+    lost, waited, revisions = 0, 0, set()
+    for cpu_m, memory_mb, storage_gb, revision, *placed, status, reason, ended in replicas:
+        created_on, created, node, assigned = placed
+        if created_on is None:  # it waited for room: it holds from its assignment
+            waited += 1
+            start = assigned
+        else:
+            assert created_on == node
+            start = created
+        seconds = Fraction((ended - start) // timedelta(microseconds=1), 10**6)
         held += seconds
         revisions.add(revision)
         lost += node == LOST and status == "failed" and reason == "NodeLost"
@@ -119,6 +128,7 @@ def by_hand(stack: Stack) -> dict[str, Any]:
     return {
         "replicas": len(replicas),
         "lost": lost,
+        "waited": waited,
         "revisions": len(revisions),
         "cost": six_places(cost),
         "heldSeconds": six_places(held),
@@ -133,7 +143,7 @@ def six_places(value: Fraction) -> str:
         return str(quotient.quantize(Decimal("0.000001"), rounding=ROUND_HALF_EVEN))
 
 
-def test_cost_matches_the_hand_computed_figure_across_node_loss_and_a_rollout(
+def test_cost_matches_the_hand_computed_figure_across_node_loss_a_rollout_and_a_wait(
     stack: Stack, kubectl: Kubectl, namespace: str, tmp_path: Path
 ) -> None:
     for node, tier in NODES.items():
@@ -185,12 +195,33 @@ def test_cost_matches_the_hand_computed_figure_across_node_loss_and_a_rollout(
             == [(0,)]
         ),
     )
+    # Three nodes of 4 cores hold 12 replicas of 1 core: the 13th waits without a node until
+    # edge-2 is back, and costs from the moment it is assigned there.
+    kubectl("scale", "-n", namespace, f"fogdeploy/{NAME}", "--replicas=13")
+    wait_for(
+        "one replica waiting for room",
+        lambda: (
+            sql(stack, "SELECT count(*) FROM deployment_replicas WHERE status = 'running'")
+            == [(12,)]
+            and sql(
+                stack,
+                "SELECT count(*) FROM deployment_replicas"
+                " WHERE status = 'pending' AND node_id IS NULL",
+            )
+            == [(1,)]
+        ),
+    )
+    flaky.signal(signal.SIGUSR2)  # edge-2 speaks again
+    wait_for("Ready with 13", lambda: ready(kubectl, namespace, NAME, 13))
     kubectl("scale", "-n", namespace, f"fogdeploy/{NAME}", "--replicas=0")
     wait_for("every replica stopped", lambda: closed(stack))
 
     expected = by_hand(stack)
-    # 4 of app:1, 1 replacement for the lost one, 4 of app:2; two revisions; one lost.
-    assert (expected["replicas"], expected["revisions"], expected["lost"]) == (9, 2, 1)
+    # 4 of app:1, 1 replacement for the lost one, 4 of app:2 and 9 more of it (at least the
+    # 13th waited for room); two revisions; one lost.
+    story = ("replicas", "revisions", "lost")
+    assert tuple(expected[key] for key in story) == (18, 2, 1)
+    assert expected["waited"] >= 1
     prices_file = tmp_path / "prices.json"
     prices_file.write_text(json.dumps(PRICES))
     printed = stack.fogctl("cost", "-n", namespace, "--prices", str(prices_file), "-o", "json")
