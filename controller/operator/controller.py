@@ -184,6 +184,10 @@ class Controller:
         self.queue.succeeded(key)
         if decision.action is Action.REQUEUE_AFTER and decision.delay is not None:
             self.queue.add_after(key, decision.delay)
+        elif decision.action is Action.DONE:
+            # Level-triggered: this reconcile saw everything, so a delayed add an earlier one
+            # asked for (a held first status, a retry) would only repeat it.
+            self.queue.cancel_after(key)
 
     def _log(self, key: Key, error: Exception, decision: Decision) -> None:
         namespace, name = key

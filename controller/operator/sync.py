@@ -19,11 +19,38 @@ from controller.kube import resource
 from controller.kube.client import KubeClient
 from controller.kube.resource import InvalidSpecError, ObjectRef
 from controller.model.events import failure_events
-from controller.model.status import failure_status, status_changed
+from controller.model.status import Phase, failure_status, status_changed
 from controller.operator.locks import KeyedLocks
 from controller.operator.objects import Key, ObservedObjects
 from controller.operator.reconciler import Reconciler
 from controller.operator.recorder import EventRecorder
+
+# How long a new object's first status waits for its agents' first reports (see
+# `first_status_hold`): about 40 times their report-to-status p99 at rest (0.024 s,
+# BENCHMARKS.md), and short enough that nobody watching `kubectl get` notices it.
+FIRST_STATUS_HOLD_SECONDS = 1.0
+
+
+def first_status_hold(*, first: bool, status: Mapping[str, Any]) -> float | None:
+    """Seconds to hold back a new object's first status, or None to write it now.
+
+    A new object's first reconcile places its replicas; a moment later its agents report them
+    running, and that reconcile writes the status again. Written both times, that is two status
+    patches (and two watch events back to us) per object where the second says it all; at a
+    thousand objects a second the first is a fifth of the API server's writes
+    (docs/design/performance.md, issue 15). So when every replica of a new object is placed
+    and waits only for its agents (phase Scheduled), its first status is held back: the agents'
+    report or, if they are slow, this hold's requeue writes it. Anything else (waiting for
+    room, stalled, invalid, stopped) is written at once: it is what the person is waiting for.
+    """
+    if first and status.get("phase") == Phase.SCHEDULED:
+        return FIRST_STATUS_HOLD_SECONDS
+    return None
+
+
+def _sooner(*delays: float | None) -> float | None:
+    chosen = [delay for delay in delays if delay is not None]
+    return min(chosen) if chosen else None
 
 
 class Syncer:
@@ -46,10 +73,14 @@ class Syncer:
         # our own last patch; judging "what changed" (and "did Ready just turn True") against
         # it would repeat patches and events. One small dict per object.
         self._written: dict[Key, dict[str, Any]] = {}
+        # New objects whose first status was held back once (`first_status_hold`): the next
+        # reconcile writes it, whatever it says.
+        self._held: set[Key] = set()
 
     def forget(self, key: Key) -> None:
         """Drop what we remember of an object that is gone (its finalizer removed by hand)."""
         self._written.pop(key, None)
+        self._held.discard(key)
 
     async def finalize(self, ref: ObjectRef) -> None:
         """Soft-delete the object's deployment once no reconcile of it is running."""
@@ -57,6 +88,7 @@ class Syncer:
         self._objects.forget(key)
         async with self._locks.hold(key):
             self._written.pop(key, None)
+            self._held.discard(key)
             await self._reconciler.finalize(ref=ref)
 
     def _live(self, key: Key, server: Mapping[str, Any]) -> dict[str, Any]:
@@ -146,7 +178,13 @@ class Syncer:
                     stalled=False,
                 )
                 raise
-            await self._write(key, live, outcome.status)
+            first = not observed.status and key not in self._written and key not in self._held
+            hold = first_status_hold(first=first, status=outcome.status)
+            if hold is None:
+                self._held.discard(key)
+                await self._write(key, live, outcome.status)
+            else:
+                self._held.add(key)
         for event in outcome.events:
             self._events.record(ref, event)
-        return outcome.requeue_after
+        return _sooner(outcome.requeue_after, hold)

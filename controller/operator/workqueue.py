@@ -115,6 +115,12 @@ class WorkQueue(Generic[K]):
         del self._timers[key]
         self.add(key)
 
+    def cancel_after(self, key: K) -> None:
+        """Drop `key`'s pending delayed add, if any: a later reconcile made it needless."""
+        pending = self._timers.pop(key, None)
+        if pending is not None:
+            pending.cancel()
+
     def pending_timers(self) -> int:
         """Delayed adds waiting to fire (at most one per key)."""
         return len(self._timers)

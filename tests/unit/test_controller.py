@@ -21,7 +21,7 @@ from controller.operator.controller import Action, Controller, Decision, decide
 from controller.operator.objects import ObservedObjects
 from controller.operator.reconciler import Outcome
 from controller.operator.supervisor import Progress
-from controller.operator.sync import Syncer
+from controller.operator.sync import FIRST_STATUS_HOLD_SECONDS, Syncer
 from controller.operator.workqueue import WorkQueue
 
 KEY = ("team-a", "web")
@@ -248,3 +248,64 @@ async def test_a_deleted_object_is_not_synced() -> None:
     kube, reconciler = FakeKube(), FakeReconciler()
     assert await syncer(objects, reconciler, kube).sync(KEY) is None
     assert (reconciler.calls, kube.patches) == (0, [])
+
+
+SCHEDULED = {"observedGeneration": 1, "phase": "Scheduled", "ready": "0/2"}
+RUNNING = {"observedGeneration": 1, "phase": "Running", "ready": "2/2"}
+
+
+async def test_a_new_objects_first_status_waits_once_for_its_agents() -> None:
+    """Issue 15: one status patch per new object where the agents report quickly."""
+    kube = FakeKube()
+    reconciler = FakeReconciler(
+        Outcome(status=dict(SCHEDULED), events=()), Outcome(status=dict(RUNNING), events=())
+    )
+    sync = syncer(observed(SPEC), reconciler, kube)
+    assert await sync.sync(KEY) == FIRST_STATUS_HOLD_SECONDS  # placed, waiting for agents
+    assert kube.patches == []
+    assert await sync.sync(KEY) is None  # the agents' report: one patch says it all
+    assert kube.patches == [RUNNING]
+
+
+async def test_a_held_first_status_is_written_by_the_next_reconcile_whatever_it_says() -> None:
+    kube = FakeKube()
+    reconciler = FakeReconciler(
+        Outcome(status=dict(SCHEDULED), events=()), Outcome(status=dict(SCHEDULED), events=())
+    )
+    sync = syncer(observed(SPEC), reconciler, kube)
+    assert await sync.sync(KEY) == FIRST_STATUS_HOLD_SECONDS
+    assert await sync.sync(KEY) is None  # slow agents: the hold's requeue writes it
+    assert kube.patches == [SCHEDULED]
+
+
+@pytest.mark.parametrize("phase", ["Pending", "Running", "Failed", "Stopped"])
+async def test_a_first_status_that_is_not_merely_scheduled_is_written_at_once(phase: str) -> None:
+    kube = FakeKube()
+    status = {**SCHEDULED, "phase": phase}
+    sync = syncer(observed(SPEC), FakeReconciler(Outcome(status=status, events=())), kube)
+    assert await sync.sync(KEY) is None
+    assert kube.patches == [status]
+
+
+async def test_an_object_that_has_a_status_is_never_held() -> None:
+    kube = FakeKube()
+    objects = ObservedObjects()
+    body = {
+        "metadata": {"namespace": KEY[0], "name": KEY[1], "uid": "u-1", "generation": 2},
+        "spec": SPEC,
+        "status": RUNNING,
+    }
+    objects.observe(body, deleted=False)
+    scaled = {**SCHEDULED, "observedGeneration": 2}
+    sync = syncer(objects, FakeReconciler(Outcome(status=scaled, events=())), kube)
+    assert await sync.sync(KEY) is None
+    assert kube.patches == [scaled]
+
+
+async def test_a_reconcile_with_nothing_pending_cancels_an_earlier_delayed_add() -> None:
+    queue: WorkQueue[tuple[str, str]] = WorkQueue()
+    controller = Controller(syncer=FakeSyncer(30.0, None), queue=queue)  # type: ignore[arg-type]
+    await controller.process(KEY)
+    assert queue.pending_timers() == 1
+    await controller.process(KEY)  # e.g. the agents' report came before the hold ended
+    assert queue.pending_timers() == 0

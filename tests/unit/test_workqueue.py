@@ -55,6 +55,17 @@ async def test_close_cancels_pending_delayed_adds() -> None:
     assert len(queue) == 0
 
 
+async def test_cancel_after_drops_the_pending_delayed_add() -> None:
+    queue: WorkQueue[str] = WorkQueue()
+    queue.add_after("a", 0.05)
+    queue.add_after("b", 0.05)
+    queue.cancel_after("a")
+    queue.cancel_after("c")  # none pending: nothing to do
+    assert await asyncio.wait_for(queue.get(), timeout=2) == "b"
+    await asyncio.sleep(0.1)
+    assert len(queue) == 0
+
+
 async def test_retries_back_off_per_key_and_success_starts_over() -> None:
     queue: WorkQueue[str] = WorkQueue()
     assert queue.next_backoff("a") == 1.0
