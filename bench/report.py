@@ -92,6 +92,9 @@ def _latency_rows(s: dict[str, Any]) -> list[str]:
             f"| | apply-to-Ready p50 (s) | {cell(b['apply_to_ready_p50_s'])} | |",
             f"| | apply-to-Ready p99 (s) | {cell(b['apply_to_ready_p99_s'])} | |",
         ]
+        if "api_writes_per_object" in b:
+            writes = cell(b["api_writes_per_object"])
+            lines.append(row("", "API writes per object (FogDeployments, Events)", writes, ""))
     if "kubernetes" in s:
         lines += _baseline_rows(s["kubernetes"], s.get("burst"))
     if "single" in s:

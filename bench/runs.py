@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +21,7 @@ import aiohttp
 import psycopg
 from kubernetes_asyncio import client, watch
 from kubernetes_asyncio.client.exceptions import ApiException
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.engine import URL
 
 from controller.agent.wire import assignment_in, report_out
@@ -31,7 +32,7 @@ from controller.kube.resource import GROUP, PLURAL, VERSION
 from controller.model.protocol import Assignment, Report
 from controller.model.resources import Resources
 from controller.model.states import ReplicaStatus
-from controller.sandbox.harness import Servers, Stack
+from controller.sandbox.harness import Kubectl, Servers, Stack
 
 # The operator and the agents import, connect and list before they act: about 2 s here. A run
 # starts its clock after this, so that start-up is not counted in what is measured.
@@ -209,6 +210,29 @@ async def register_nodes(
             return await credentials.issue_node_tokens(session, nodes=names)
     finally:
         await engine.dispose()
+
+
+# The API writes an object costs: the object (create, finalizer), its status, its events.
+WRITE_VERBS = {"PATCH", "PUT", "POST", "UPDATE", "CREATE", "DELETE"}
+WRITTEN = {"fogdeployments", "events"}
+
+
+def metric_samples(text: str, name: str) -> Iterator[tuple[dict[str, str], float]]:
+    """The samples of one metric in a Prometheus text page: labels and value."""
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name:
+                yield sample.labels, sample.value
+
+
+def api_writes(kubectl: Kubectl) -> float:
+    """Writes the API server has served on FogDeployments (any subresource) and Events."""
+    text = kubectl("get", "--raw", "/metrics").stdout
+    return sum(
+        value
+        for labels, value in metric_samples(text, "apiserver_request_total")
+        if labels.get("resource") in WRITTEN and labels.get("verb") in WRITE_VERBS
+    )
 
 
 def node_name(prefix: str, index: int) -> str:

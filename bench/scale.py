@@ -12,19 +12,17 @@ import asyncio
 import statistics
 import time
 import urllib.request
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from cpu import usage
 from kubernetes_asyncio import client
-from prometheus_client.parser import text_string_to_metric_families
 from report import summary
-from runs import create_all, fresh_run, manifest
+from runs import api_writes, create_all, fresh_run, manifest, metric_samples
 from scenarios import IDLE_LIMIT_SECONDS, ONE_AGENT, SETTLE_SECONDS, Sizes
 
 from controller.sandbox import ports
-from controller.sandbox.harness import FogctlProcess, Kubectl, Servers
+from controller.sandbox.harness import FogctlProcess, Servers
 
 # The fleet's agent heartbeats every 10 s, as in the agents scenario: a production-like load
 # on the database while the operator idles, not the tests' fast tick.
@@ -37,16 +35,6 @@ POLL_SECONDS = 0.5
 SCRAPE_TIMEOUT_SECONDS = 5.0
 # Bounds a restart that never finishes its first pass; the target is 120 s.
 RESTART_LIMIT_SECONDS = 900
-# The API writes a restart could make: the object (finalizer, spec), its status, its events.
-WRITE_VERBS = {"PATCH", "PUT", "POST", "UPDATE", "CREATE", "DELETE"}
-WRITTEN = {"fogdeployments", "events"}
-
-
-def _samples(text: str, name: str) -> Iterable[tuple[dict[str, str], float]]:
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name:
-                yield sample.labels, sample.value
 
 
 def _scrape(url: str) -> str:
@@ -54,20 +42,12 @@ def _scrape(url: str) -> str:
         return str(page.read().decode())
 
 
-def api_writes(kubectl: Kubectl) -> float:
-    """Writes the API server has served on FogDeployments (any subresource) and Events."""
-    text = kubectl("get", "--raw", "/metrics").stdout
-    return sum(
-        value
-        for labels, value in _samples(text, "apiserver_request_total")
-        if labels.get("resource") in WRITTEN and labels.get("verb") in WRITE_VERBS
-    )
-
-
 def _first_pass_done(text: str, objects: int) -> bool:
     """Every object reconciled since the start, and nothing left queued or running."""
-    reconciled = sum(value for _, value in _samples(text, "controller_runtime_reconcile_total"))
-    depth = sum(value for _, value in _samples(text, "workqueue_depth"))
+    reconciled = sum(
+        value for _, value in metric_samples(text, "controller_runtime_reconcile_total")
+    )
+    depth = sum(value for _, value in metric_samples(text, "workqueue_depth"))
     return reconciled >= objects and depth == 0
 
 

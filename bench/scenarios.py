@@ -26,6 +26,7 @@ from runs import (
     ProbeAgent,
     ReadyWatch,
     Run,
+    api_writes,
     create_all,
     fresh_run,
     manifest,
@@ -208,7 +209,7 @@ def _burst_summary(runs: list[BurstFigures]) -> dict[str, Any]:
 async def burst(servers: Servers, sizes: Sizes, api_client: client.ApiClient) -> dict[str, Any]:
     """Many nodes, many deployments applied at once: time to all Ready, placement rate."""
     api = client.CustomObjectsApi(api_client)
-    runs = []
+    runs, writes = [], []
     for run in range(sizes.runs):
         async with fresh_run(
             servers,
@@ -219,13 +220,17 @@ async def burst(servers: Servers, sizes: Sizes, api_client: client.ApiClient) ->
             memory=32768,
             agents=ONE_AGENT,
         ) as current:
+            before = api_writes(servers.kubectl)
             runs.append(await _burst_once(api, current, sizes, burst_meter(servers, current)))
+            await asyncio.sleep(SETTLE_SECONDS)  # the last events and patches after Ready
+            writes.append((api_writes(servers.kubectl) - before) / sizes.burst_deployments)
             print(f"  burst run {run + 1}: all Ready in {runs[-1].seconds:.1f} s", flush=True)
     return {
         "nodes": sizes.burst_nodes,
         "deployments": sizes.burst_deployments,
         "replicas_each": sizes.burst_replicas,
         **_burst_summary(runs),
+        "api_writes_per_object": summary(writes),
     }
 
 
