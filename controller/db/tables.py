@@ -308,6 +308,9 @@ class DeploymentReplica(Base):
     container_id: Mapped[str | None] = mapped_column(String(CONTAINER_ID_MAX))
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     stopped_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # When a replica created without a node was given one: that UPDATE changes no status, so
+    # no history row marks the moment it began to hold capacity (stamped by a trigger, 0009).
+    assigned_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     ordinal: Mapped[int] = mapped_column(Integer, nullable=False)
     revision: Mapped[str] = mapped_column(String(REVISION_MAX), nullable=False)
     cpu_millicores: Mapped[int] = mapped_column(Integer, nullable=False)
@@ -322,6 +325,21 @@ class DeploymentReplica(Base):
     deployment: Mapped[Deployment] = relationship(back_populates="replicas")
 
 
+def _history_changed_at() -> Mapped[datetime]:
+    """A history row's time, part of the primary key: the tables are partitioned on it.
+
+    PostgreSQL requires a partitioned table's unique keys to contain the partition key, so the
+    key is `(id, changed_at)`; monthly partitions (migration 0010, model/partitions.py) keep
+    each index one month deep and let a retention drop a month whole.
+    """
+    return mapped_column(
+        DateTime(timezone=True),
+        primary_key=True,
+        nullable=False,
+        server_default=func.clock_timestamp(),
+    )
+
+
 class DeploymentStatusHistory(Base):
     """Immutable audit trail of deployment status changes (written by a trigger)."""
 
@@ -331,6 +349,7 @@ class DeploymentStatusHistory(Base):
             "ix_deployment_status_history_deployment_id_changed_at", "deployment_id", "changed_at"
         ),
         Index("ix_deployment_status_history_changed_by", "changed_by"),
+        {"postgresql_partition_by": "RANGE (changed_at)"},
     )
 
     id: Mapped[uuid.UUID] = _uuid_pk()
@@ -344,9 +363,7 @@ class DeploymentStatusHistory(Base):
     )
     actor: Mapped[str | None] = mapped_column(String(ACTOR_MAX))
     reason: Mapped[str | None] = mapped_column(Text)
-    changed_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), nullable=False, server_default=func.clock_timestamp()
-    )
+    changed_at: Mapped[datetime] = _history_changed_at()
 
 
 class ReplicaStatusHistory(Base):
@@ -356,6 +373,7 @@ class ReplicaStatusHistory(Base):
     __table_args__ = (
         Index("ix_replica_status_history_deployment_id_changed_at", "deployment_id", "changed_at"),
         Index("ix_replica_status_history_replica_id", "replica_id"),
+        {"postgresql_partition_by": "RANGE (changed_at)"},
     )
 
     id: Mapped[uuid.UUID] = _uuid_pk()
@@ -370,9 +388,7 @@ class ReplicaStatusHistory(Base):
     node_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     actor: Mapped[str | None] = mapped_column(String(ACTOR_MAX))
     reason: Mapped[str | None] = mapped_column(Text)
-    changed_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), nullable=False, server_default=func.clock_timestamp()
-    )
+    changed_at: Mapped[datetime] = _history_changed_at()
 
 
 class NodeCredential(Base):

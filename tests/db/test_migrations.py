@@ -7,14 +7,16 @@ models do not describe, with the sets declared here, as procrastinate's schema c
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, pool, text
 from sqlalchemy.engine import URL
 
-from controller.db import migrate
+from controller.db import migrate, partitions
 from controller.db.tables import Base
+from controller.model.partitions import HISTORY_TABLES, MONTHS_AHEAD, Month, Partition
 
 # Our trigger functions (name, argument types) and triggers (name, table, timing and events,
 # function), as the migrations declare them: the schema is more than its tables.
@@ -31,6 +33,7 @@ OUR_FUNCTIONS = {
     ("fog_record_quota_change", ""),
     ("fog_wake_quota_waiters", "tenant uuid"),
     ("fog_quota_room_freed", ""),
+    ("fog_stamp_assignment", ""),
 }
 OUR_TRIGGERS = {
     (
@@ -96,6 +99,12 @@ OUR_TRIGGERS = {
     ),
     ("deployments_quota_room", "deployments", "AFTER UPDATE OF deleted_at", "fog_quota_room_freed"),
     ("quotas_room", "quotas", "AFTER INSERT OR DELETE OR UPDATE", "fog_quota_room_freed"),
+    (
+        "deployment_replicas_stamp_assignment",
+        "deployment_replicas",
+        "BEFORE UPDATE OF node_id",
+        "fog_stamp_assignment",
+    ),
 }
 # Reads what pg_get_triggerdef says between the table and FOR EACH ROW, e.g.
 # "CREATE TRIGGER t AFTER INSERT OR UPDATE OF status ON deployments FOR EACH ROW ...".
@@ -135,7 +144,12 @@ def _diff(url: URL) -> list[object]:
     try:
         with engine.connect() as connection:
             context = MigrationContext.configure(
-                connection, opts={"compare_type": True, "compare_server_default": True}
+                connection,
+                opts={
+                    "compare_type": True,
+                    "compare_server_default": True,
+                    "include_name": partitions.include_name,
+                },
             )
             return list(compare_metadata(context, Base.metadata))
     finally:
@@ -143,14 +157,38 @@ def _diff(url: URL) -> list[object]:
 
 
 def _tables_and_types(url: URL) -> tuple[set[str], set[str]]:
+    """The declared tables (partitions apart, see `_partitions`) and the enum types."""
     engine = create_engine(url, poolclass=pool.NullPool)
     try:
         with engine.connect() as connection:
             tables = set(inspect(connection).get_table_names()) - {"alembic_version"}
             types = set(connection.scalars(text("SELECT typname FROM pg_type WHERE typtype = 'e'")))
-            return tables, types
+            return tables - _partitions(url), types
     finally:
         engine.dispose()
+
+
+def _partitions(url: URL) -> set[str]:
+    """Every partition in the database, whatever its parent."""
+    engine = create_engine(url, poolclass=pool.NullPool)
+    try:
+        with engine.connect() as connection:
+            return set(
+                connection.scalars(
+                    text("SELECT relname FROM pg_class WHERE relispartition AND relkind = 'r'")
+                )
+            )
+    finally:
+        engine.dispose()
+
+
+def _assert_history_partitioned(url: URL) -> None:
+    """Partitions are tables too, but not declared ones: each history table has one per month,
+    named by it, from last month (the migration's floor) to MONTHS_AHEAD ahead, and no others."""
+    this = Month.of(datetime.now(UTC))
+    months = [this.plus(offset) for offset in range(-1, MONTHS_AHEAD + 1)]
+    expected = {Partition(table, month).name for table in HISTORY_TABLES for month in months}
+    assert _partitions(url) == expected
 
 
 def _functions_and_triggers(url: URL) -> tuple[set[tuple[str, str]], set[tuple[str, ...]]]:
@@ -169,6 +207,7 @@ def test_migrations_produce_exactly_the_models_schema(empty_database_url: URL) -
     assert _diff(empty_database_url) == []
     tables, types = _tables_and_types(empty_database_url)
     assert tables == OUR_TABLES
+    _assert_history_partitioned(empty_database_url)
     assert types == {"deploymentstatus", "replicastatus", "nodestatus"}
     assert _functions_and_triggers(empty_database_url) == (OUR_FUNCTIONS, OUR_TRIGGERS)
 
@@ -182,6 +221,7 @@ def test_downgrade_base_then_upgrade_head_round_trips(empty_database_url: URL) -
     migrate.upgrade(empty_database_url)
     assert migrate.current_revision(empty_database_url) == migrate.head_revision()
     assert _diff(empty_database_url) == []
+    _assert_history_partitioned(empty_database_url)
     assert _functions_and_triggers(empty_database_url) == (OUR_FUNCTIONS, OUR_TRIGGERS)
 
 
