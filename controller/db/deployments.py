@@ -35,10 +35,10 @@ from sqlalchemy import (
     values,
 )
 from sqlalchemy.dialects.postgresql import UUID
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
+from controller.db import queries, quotas
 from controller.db.nodes import allocated_of, capacity_of
 from controller.db.tables import (
     Deployment,
@@ -51,6 +51,7 @@ from controller.model.desired import DesiredDeployment
 from controller.model.nodes import NodeStatus
 from controller.model.placement import NodeCapacity, Strategy
 from controller.model.planner import Plan, ReplicaTransition
+from controller.model.quota import QUOTA_EXCEEDED, QuotaGate
 from controller.model.replicas import ReplicaState
 from controller.model.resources import MILLIS_PER_CORE, Resources
 from controller.model.states import (
@@ -116,6 +117,7 @@ class StoredDeployment:
     resources: Mapping[str, Any]
     consecutive_failures: int = 0
     last_failure_at: datetime | None = None
+    status_reason: str | None = None
 
     @property
     def revision(self) -> str:
@@ -142,6 +144,9 @@ class Snapshot:
     now: datetime
     # Nodes being drained that hold some of this deployment's replicas.
     evacuate: frozenset[uuid.UUID] = frozenset()
+    # Whether the namespace has a FogQuota: only then does a placement lock and read its
+    # usage (db/quotas.py gate).
+    quota_limited: bool = False
 
 
 def lock_key(namespace: str, name: str) -> str:
@@ -163,10 +168,12 @@ async def lock(session: AsyncSession, *, namespace: str, name: str) -> datetime:
 
 async def _read_deployment(
     session: AsyncSession, *, namespace: str, name: str
-) -> tuple[uuid.UUID | None, StoredDeployment | None]:
+) -> tuple[uuid.UUID | None, StoredDeployment | None, bool]:
     statement = (
         select(
             User.id.label("user_id"),
+            quotas.has_quota(User.id).label("quota_limited"),
+            Deployment.status_reason,
             Deployment.id,
             Deployment.status,
             Deployment.next_ordinal,
@@ -189,17 +196,22 @@ async def _read_deployment(
     )
     row = (await session.execute(statement)).mappings().one_or_none()
     if row is None:
-        return None, None
+        return None, None, False
     if row["id"] is None:
-        return row["user_id"], None
-    return row["user_id"], StoredDeployment(
-        id=row["id"],
-        status=row["status"],
-        next_ordinal=row["next_ordinal"],
-        values={column.key: row[column.key] for column in _TRACKED_COLUMNS},
-        resources={column.key: row[column.key] for column in _RESOURCE_COLUMNS},
-        consecutive_failures=row["consecutive_failures"],
-        last_failure_at=row["last_failure_at"],
+        return row["user_id"], None, row["quota_limited"]
+    return (
+        row["user_id"],
+        StoredDeployment(
+            id=row["id"],
+            status=row["status"],
+            next_ordinal=row["next_ordinal"],
+            values={column.key: row[column.key] for column in _TRACKED_COLUMNS},
+            resources={column.key: row[column.key] for column in _RESOURCE_COLUMNS},
+            consecutive_failures=row["consecutive_failures"],
+            last_failure_at=row["last_failure_at"],
+            status_reason=row["status_reason"],
+        ),
+        row["quota_limited"],
     )
 
 
@@ -345,30 +357,30 @@ async def observe(session: AsyncSession, *, namespace: str, name: str) -> Snapsh
     Nodes are read separately (`candidate_nodes`), only when something needs placing.
     """
     now = await lock(session, namespace=namespace, name=name)
-    user_id, deployment = await _read_deployment(session, namespace=namespace, name=name)
+    user_id, deployment, quota_limited = await _read_deployment(
+        session, namespace=namespace, name=name
+    )
     replicas, evacuate = (
         await _read_replicas(session, deployment.id) if deployment else ((), frozenset())
     )
     return Snapshot(
-        user_id=user_id, deployment=deployment, replicas=replicas, now=now, evacuate=evacuate
+        user_id=user_id,
+        deployment=deployment,
+        replicas=replicas,
+        now=now,
+        evacuate=evacuate,
+        quota_limited=quota_limited,
     )
 
 
-async def _ensure_user(session: AsyncSession, namespace: str) -> uuid.UUID:
-    """The tenant row of a namespace, created on first use.
-
-    ON CONFLICT DO NOTHING, then a read: an upsert that updates would lock the row and make
-    every first reconcile of a namespace's deployments queue (and deadlock) on it.
-    """
-    inserted: uuid.UUID | None = await session.scalar(
-        pg_insert(User).values(name=namespace).on_conflict_do_nothing().returning(User.id)
+async def quota_gate(session: AsyncSession, *, snapshot: Snapshot) -> QuotaGate | None:
+    """The namespace's quotas, locked, and its usage (db/quotas.py); None without a quota."""
+    if not snapshot.quota_limited or snapshot.user_id is None:
+        return None
+    stored = snapshot.deployment
+    return await quotas.gate(
+        session, user_id=snapshot.user_id, deployment_id=stored.id if stored else None
     )
-    if inserted is not None:
-        return inserted
-    existing: uuid.UUID = (
-        await session.execute(select(User.id).where(User.name == namespace))
-    ).scalar_one()
-    return existing
 
 
 async def _write_deployment(
@@ -379,7 +391,7 @@ async def _write_deployment(
     values = desired.row_values()
     resources = desired.resource_values()
     if stored is None:
-        user_id = snapshot.user_id or await _ensure_user(session, namespace)
+        user_id = snapshot.user_id or await queries.ensure_user(session, namespace)
         deployment_id = uuid.uuid4()
         await session.execute(
             insert(Deployment).values(
@@ -389,6 +401,10 @@ async def _write_deployment(
                 status=DeploymentStatus.PENDING,
                 status_actor=actor,
                 status_reason="Created",
+                # The time of this statement, not of the transaction's start: with a quota,
+                # inserts happen under its lock, and the oldest deployments are the ones the
+                # fogDeployments limit admits, so the order must be the order of the inserts.
+                created_at=func.clock_timestamp(),
                 **values,
             )
         )
@@ -543,7 +559,9 @@ async def apply(
     await transition(session, plan.transitions, actor)
     # Ready again: the crash-loop count starts over (model/restarts.py).
     reset = status is DeploymentStatus.RUNNING and stored.consecutive_failures > 0
-    if status != stored.status or next_ordinal != stored.next_ordinal or reset:
+    # Waiting on a quota, or no longer: migration 0007's wakeups look for this reason.
+    quota_wait = (reason == QUOTA_EXCEEDED) != (stored.status_reason == QUOTA_EXCEEDED)
+    if status != stored.status or next_ordinal != stored.next_ordinal or reset or quota_wait:
         extra: dict[str, Any] = {"next_ordinal": next_ordinal}
         if reset:
             extra["consecutive_failures"] = 0

@@ -5,8 +5,10 @@ from __future__ import annotations
 import uuid
 
 from sqlalchemy import Select, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from controller.db.tables import Deployment
+from controller.db.tables import Deployment, User
 
 
 def active_deployments(user_id: uuid.UUID) -> Select[Deployment]:
@@ -16,3 +18,20 @@ def active_deployments(user_id: uuid.UUID) -> Select[Deployment]:
         .where(Deployment.user_id == user_id, Deployment.deleted_at.is_(None))
         .order_by(Deployment.name)
     )
+
+
+async def ensure_user(session: AsyncSession, namespace: str) -> uuid.UUID:
+    """The tenant row of a namespace, created on first use.
+
+    ON CONFLICT DO NOTHING, then a read: an upsert that updates would lock the row and make
+    every first reconcile of a namespace's deployments queue (and deadlock) on it.
+    """
+    inserted: uuid.UUID | None = await session.scalar(
+        pg_insert(User).values(name=namespace).on_conflict_do_nothing().returning(User.id)
+    )
+    if inserted is not None:
+        return inserted
+    existing: uuid.UUID = (
+        await session.execute(select(User.id).where(User.name == namespace))
+    ).scalar_one()
+    return existing

@@ -33,11 +33,12 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from controller.db import deployments, leadership
+from controller.db import deployments, leadership, quotas
 from controller.db import engine as db_engine
 from controller.db import nodes as db_nodes
 from controller.db.errors import FencedError, WriteConflictError, unavailable
 from controller.db.tables import Deployment, User
+from controller.model.quota import QuotaAmounts
 
 T = TypeVar("T")
 
@@ -73,10 +74,11 @@ class Transaction:
     of the same name in deployments.py with the session filled in.
     """
 
-    __slots__ = ("apply", "candidate_nodes", "observe", "soft_delete")
+    __slots__ = ("apply", "candidate_nodes", "observe", "quota_gate", "soft_delete")
 
     def __init__(self, session: AsyncSession) -> None:
         self.observe = functools.partial(deployments.observe, session)
+        self.quota_gate = functools.partial(deployments.quota_gate, session)
         self.candidate_nodes = functools.partial(deployments.candidate_nodes, session)
         self.apply = functools.partial(deployments.apply, session)
         self.soft_delete = functools.partial(deployments.soft_delete, session)
@@ -115,6 +117,11 @@ class Store:
     def step_down(self) -> None:
         """The Lease is lost: refuse every write from now on, without asking the database."""
         self._fence = None
+
+    @property
+    def writable(self) -> bool:
+        """Whether writes may go through: no election, or this process leads."""
+        return not self._fencing or self._fence is not None
 
     async def _prove_leadership(self, session: AsyncSession) -> None:
         if not self._fencing:
@@ -155,6 +162,25 @@ class Store:
             # Writers that collided would collide again if they retried in step.
             await asyncio.sleep(random.uniform(0, CONFLICT_JITTER_SECONDS * tries))  # noqa: S311
         raise WriteConflictError(f"{MAX_CONFLICT_ATTEMPTS} conflicting writes in a row")
+
+    async def save_quota(self, record: quotas.QuotaRecord) -> QuotaAmounts:
+        """Store a FogQuota's limits; return its namespace's usage (quotas.save)."""
+        return await self._write(functools.partial(quotas.save, record=record))
+
+    async def remove_quota(self, *, namespace: str, name: str, actor: str) -> None:
+        """Forget a deleted FogQuota (quotas.remove)."""
+        await self._write(
+            functools.partial(quotas.remove, namespace=namespace, name=name, actor=actor)
+        )
+
+    async def _write(self, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+        """One short fenced write outside a reconcile, its outage classified."""
+        try:
+            async with self._slots, self._sessions() as session, session.begin():
+                await self._prove_leadership(session)
+                return await work(session)
+        except (OperationalError, InterfaceError) as exc:
+            raise unavailable(exc) from exc
 
     async def deployment_keys(self, ids: Sequence[uuid.UUID]) -> list[tuple[str, str]]:
         """(namespace, name) of each live deployment among `ids`: one query for the batch."""

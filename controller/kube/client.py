@@ -75,14 +75,24 @@ class KubeClient:
         """Release the HTTP session."""
         await self._api.close()
 
-    async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        """Merge `status` into the object's `.status` through the status subresource."""
+    async def patch_status(
+        self,
+        namespace: str,
+        name: str,
+        status: dict[str, Any],
+        *,
+        plural: str = resource.PLURAL,
+    ) -> None:
+        """Merge `status` into the object's `.status` through the status subresource.
+
+        A FogDeployment's unless `plural` names another of our kinds (FogQuota).
+        """
         try:
             await self._objects.patch_namespaced_custom_object_status(
                 resource.GROUP,
                 resource.VERSION,
                 namespace,
-                resource.PLURAL,
+                plural,
                 name,
                 {"status": status},
                 _content_type="application/merge-patch+json",

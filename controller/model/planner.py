@@ -55,6 +55,9 @@ class DesiredState:
     evacuate: frozenset[uuid.UUID] = frozenset()
     # Restart backoff in force: create no new replicas yet (see model/restarts.py).
     hold_new: bool = False
+    # The most replicas this plan may place, what the namespace's quotas still admit
+    # (model/quota.py); None when no quota limits it. Replicas beyond it wait without a node.
+    quota_room: int | None = None
 
     def __post_init__(self) -> None:
         if self.replicas < 0:
@@ -94,7 +97,8 @@ class Plan:
     """Changes that move one deployment toward its desired state.
 
     Apply assign before create: assignments were placed first. unplaced/shortfall report
-    replicas left without a node; they are not actions, so is_empty ignores them.
+    replicas left without a node, quota_held how many of those a quota held back (the rest
+    found no node with room); they are not actions, so is_empty ignores them.
     allocated is the resulting allocation of every node that received a replica (see
     Placement.allocated).
     """
@@ -105,6 +109,7 @@ class Plan:
     unplaced: int
     shortfall: str | None
     allocated: Mapping[uuid.UUID, Resources]
+    quota_held: int = 0
 
     @property
     def is_empty(self) -> bool:
@@ -166,7 +171,7 @@ def plan(
     nodes are the candidate nodes, their allocation already including every replica that
     holds capacity (stopping ones too: they still run). Surplus replicas stop first, then
     old-revision ones are replaced within the rollout budget, then unassigned pending
-    replicas and missing ones get nodes.
+    replicas and missing ones get nodes, as many as the quota room admits.
     """
     active = sorted(
         (replica for replica in replicas if replica.is_active),
@@ -181,9 +186,11 @@ def plan(
         (replica for replica in survivors if replica.is_unassigned), key=lambda r: r.created_seq
     )
     to_create = 0 if desired.hold_new else desired.replicas - len(survivors)
+    wanted = len(unassigned) + to_create
+    placeable = wanted if desired.quota_room is None else min(wanted, desired.quota_room)
     placement = place(
         request=desired.request,
-        count=len(unassigned) + to_create,
+        count=placeable,
         nodes=nodes,
         strategy=desired.strategy,
         node_selector=desired.node_selector,
@@ -200,9 +207,10 @@ def plan(
         ),
         transitions=tuple(_stop(r, reason=StopReason.SCALED_DOWN) for r in scaled_down)
         + tuple(_stop(r, reason=StopReason.ROLLING_UPDATE) for r in replaced),
-        unplaced=placement.unplaced,
+        unplaced=placement.unplaced + wanted - placeable,
         shortfall=placement.shortfall,
         allocated=placement.allocated,
+        quota_held=wanted - placeable,
     )
 
 

@@ -16,6 +16,7 @@ from types import MappingProxyType
 from typing import Any
 
 from controller.model.conditions import Condition, ConditionType, condition_set
+from controller.model.quota import QUOTA_EXCEEDED
 from controller.model.replicas import ReplicaState
 from controller.model.states import DeploymentStatus, ReplicaStatus
 
@@ -109,7 +110,13 @@ class _Summary:
 
 
 def _summarize(
-    *, counts: _Counts, revision: str, unplaced: int, shortfall: str | None, stalled: str | None
+    *,
+    counts: _Counts,
+    revision: str,
+    unplaced: int,
+    shortfall: str | None,
+    stalled: str | None,
+    quota: str | None,
 ) -> _Summary:
     """One reason and message for the whole status; every condition shares them."""
     waiting = counts.waiting(unplaced=unplaced)
@@ -118,6 +125,11 @@ def _summarize(
         return _Summary(
             ConditionType.STALLED, stalled, f"reconciliation stalled: {stalled}; {running}"
         )
+    if waiting and quota is not None:
+        # Held by the namespace's quota, not by the fleet: more nodes would not help. Our own
+        # stopping replicas will free quota, so that is progress (as for capacity below).
+        verdict = ConditionType.RECONCILING if counts.stopping else ConditionType.STALLED
+        return _Summary(verdict, QUOTA_EXCEEDED, f"{quota}; {running}")
     if waiting:
         message = shortfall or f"no node with room for {counted(waiting, 'replica')}"
         if counts.stopping:
@@ -201,11 +213,13 @@ def compute_status(
     previous_conditions: Sequence[Mapping[str, Any]],
     stalled_reason: str | None,
     now: datetime,
+    quota: str | None = None,
 ) -> FogDeploymentStatus:
     """Compute `.status` from the replicas as they are after the plan was applied.
 
     stalled_reason (a CamelCase token, e.g. from crash-loop detection) marks the deployment
-    Failed; it is ignored at zero desired replicas, where nothing is meant to run.
+    Failed; it is ignored at zero desired replicas, where nothing is meant to run. quota is
+    the quota's message when it held replicas back (model/quota.py): reason QuotaExceeded.
     """
     counts = _Counts.of(desired=desired_replicas, revision=revision, replicas=replicas)
     stalled = stalled_reason if desired_replicas > 0 else None
@@ -215,6 +229,7 @@ def compute_status(
         unplaced=unplaced,
         shortfall=shortfall,
         stalled=stalled,
+        quota=quota,
     )
     conditions = condition_set(
         verdict=summary.verdict,

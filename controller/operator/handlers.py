@@ -36,6 +36,7 @@ from controller.db.store import Store
 from controller.db.urls import DatabaseUrl
 from controller.errors import RetryableError
 from controller.kube import client as kube_client
+from controller.kube import quota as quota_resource
 from controller.kube import resource
 from controller.kube.election import ElectionSettings
 from controller.model.addresses import Address
@@ -45,6 +46,7 @@ from controller.operator.leadership import Leadership
 from controller.operator.metrics import METRICS
 from controller.operator.nodelifecycle import NodeLifecycle
 from controller.operator.objects import ObservedObjects
+from controller.operator.quotas import QuotaSync
 from controller.operator.reconciler import Reconciler
 from controller.operator.recorder import EventRecorder
 from controller.operator.serving import ListenError, Serving
@@ -58,6 +60,11 @@ logger = logging.getLogger(__name__)
 # Our own names for kopf's bookkeeping, so that nothing says zalando.org on our objects.
 DOMAIN = "fogcompute.io"
 FINALIZER = f"{DOMAIN}/finalizer"
+# How often each FogQuota's limits are stored again and its status.used refreshed: watch events
+# store a change at once, this repairs one an outage made us miss and keeps `kubectl describe
+# fogquota` no staler than Kubernetes' own quota status is between its events. Quotas are few,
+# so one timer each costs nothing (FogDeployments, thousands, have no timer: see above).
+QUOTA_REFRESH_SECONDS = 10.0
 # Reconciles take milliseconds; one waiting out a database connect timeout (10 s) still ends
 # well inside this, and this plus the lease release fits Kubernetes' default 30 s grace period.
 DEFAULT_SHUTDOWN_GRACE_SECONDS = 20.0
@@ -109,6 +116,7 @@ class Runtime:
     sources: Sources
     supervisor: Supervisor
     task: asyncio.Task[None]
+    quotas: QuotaSync
     leadership: Leadership | None = None
     serving: Serving | None = None
 
@@ -203,6 +211,7 @@ async def start_runtime(config: OperatorConfig) -> Runtime:
         sources=sources,
         supervisor=supervisor,
         task=task,
+        quotas=QuotaSync(store=store, kube=kube),
         leadership=leadership,
         serving=await _serve(config, supervisor),
     )
@@ -293,7 +302,47 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
         try:
             await memo.runtime.controller.syncer.finalize(resource.object_ref(meta))
         except RetryableError as exc:
-            delay = backoff(retry + 1) if exc.delay is None else exc.delay
-            raise kopf.TemporaryError(f"{exc}", delay=delay) from exc
+            raise _temporary(exc, retry) from exc
 
+    _quota_handlers(registry)
     return registry
+
+
+def _temporary(error: RetryableError, retry: int) -> kopf.TemporaryError:
+    """A retryable error as kopf's: its own delay, or our backoff for this attempt."""
+    delay = backoff(retry + 1) if error.delay is None else error.delay
+    return kopf.TemporaryError(f"{error}", delay=delay)
+
+
+def _quota_handlers(registry: kopf.OperatorRegistry) -> None:
+    """FogQuotas: stored on each change, refreshed on a timer, forgotten on delete (quotas.py)."""
+    quotas = (resource.GROUP, resource.VERSION, quota_resource.PLURAL)
+
+    @kopf.on.event(*quotas, id="quota", registry=registry)
+    async def quota_changed(
+        body: kopf.Body, event: kopf.RawEvent, memo: kopf.Memo, **_: Any
+    ) -> None:
+        if event.get("type") == "DELETED" or body.meta.get("deletionTimestamp"):
+            return
+        try:
+            await memo.runtime.quotas.sync(meta=body.meta, spec=body.spec, status=body.status)
+        except RetryableError as exc:
+            # kopf does not retry event handlers; the refresh below does, within its interval.
+            logger.warning(
+                "FogQuota %s/%s not stored yet: %s", body.meta.namespace, body.meta.name, exc
+            )
+
+    @kopf.timer(*quotas, id="quota-refresh", interval=QUOTA_REFRESH_SECONDS, registry=registry)
+    async def quota_refresh(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        try:
+            await memo.runtime.quotas.sync(meta=body.meta, spec=body.spec, status=body.status)
+        except RetryableError as exc:
+            # The next tick is the retry.
+            raise kopf.TemporaryError(f"{exc}", delay=QUOTA_REFRESH_SECONDS) from exc
+
+    @kopf.on.delete(*quotas, id="quota-finalize", registry=registry)
+    async def quota_finalize(meta: kopf.Meta, memo: kopf.Memo, retry: int, **_: Any) -> None:
+        try:
+            await memo.runtime.quotas.forget(meta)
+        except RetryableError as exc:
+            raise _temporary(exc, retry) from exc

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from controller.db.deployments import DesiredRecord, Snapshot
 from controller.db.store import Store, Transaction
 from controller.kube.resource import DeploymentSpec, ObjectRef
-from controller.model import actors, planner, restarts
+from controller.model import actors, planner, quota, restarts
 from controller.model.events import Event, events_for
 from controller.model.replicas import ReplicaState
 from controller.model.restarts import RestartPolicy
@@ -98,8 +98,13 @@ class Reconciler:
     @staticmethod
     async def _plan(
         tx: Transaction, desired: planner.DesiredState, snapshot: Snapshot
-    ) -> planner.Plan:
+    ) -> tuple[planner.Plan, str | None]:
         """Plan without nodes first; read candidate nodes only if something needs a place.
+
+        In a namespace with a FogQuota, a plan that places (and the first reconcile of a new
+        deployment, which the fogDeployments limit ranks by age) first locks the quota and
+        reads the namespace's usage (db/quotas.py): the plan places no more replicas than the
+        quota admits, and the second value says which limit held the rest (None if none did).
 
         Candidates are locked, and nodes other reconciles hold are skipped; only if that leaves
         replicas without a place is there a second read that also sees the held nodes, without
@@ -107,19 +112,29 @@ class Reconciler:
         also returns the full nodes closest to fitting, for the capacity message.
         """
         plan = planner.plan(desired=desired, replicas=snapshot.replicas, nodes=())
+        held_by: str | None = None
+        if plan.unplaced or snapshot.deployment is None:
+            gate = await tx.quota_gate(snapshot=snapshot)
+            if gate is not None:
+                allowed = quota.allowance(gate=gate, request=desired.request)
+                held_by = allowed.message(gate=gate, request=desired.request, wanted=plan.unplaced)
+                desired = replace(desired, quota_room=allowed.replicas)
+                plan = planner.plan(desired=desired, replicas=snapshot.replicas, nodes=())
         for lock in (True, False):
-            if not plan.unplaced:
+            if plan.unplaced == plan.quota_held:  # nothing left that a node could take
                 break
             nodes = await tx.candidate_nodes(
                 node_selector=desired.node_selector,
                 request=desired.request,
                 strategy=desired.strategy,
-                limit=max(MIN_CANDIDATES, CANDIDATES_PER_REPLICA * plan.unplaced),
+                limit=max(
+                    MIN_CANDIDATES, CANDIDATES_PER_REPLICA * (plan.unplaced - plan.quota_held)
+                ),
                 lock=lock,
                 closest=not lock,
             )
             plan = planner.plan(desired=desired, replicas=snapshot.replicas, nodes=nodes)
-        return plan
+        return plan, held_by if plan.quota_held else None
 
     async def _reconcile_once(
         self,
@@ -143,7 +158,7 @@ class Reconciler:
         desired = spec.desired.planner_input(
             evacuate=snapshot.evacuate, hold_new=restart.holds(now)
         )
-        plan = await self._plan(tx, desired, snapshot)
+        plan, held_by = await self._plan(tx, desired, snapshot)
         new_ids = [uuid.uuid4() for _ in plan.create]
         first_seq = stored.next_ordinal if stored else 0
         after = planner.outcome(
@@ -163,6 +178,7 @@ class Reconciler:
             previous_conditions=previous,
             stalled_reason=_stalled(restart.stalled_reason, after, spec),
             now=now,
+            quota=held_by,
         )
         reason = next(c.reason for c in status.conditions if c.status)
         await tx.apply(

@@ -41,6 +41,8 @@ from controller.sandbox.errors import SandboxError
 REPO = Path(__file__).resolve().parents[2]
 CRD = REPO / "crds" / "fogdeployment.yaml"
 CRD_NAME = "fogdeployments.fogcompute.io"
+# The product's other kinds, installed beside it: the operator watches them all.
+OTHER_CRDS = {REPO / "crds" / "fogquota.yaml": "fogquotas.fogcompute.io"}
 # kubectl calls against a local server return in well under a second; a minute means "hung".
 KUBECTL_TIMEOUT_SECONDS = 60
 # A new CRD is Established within a second or two; a minute covers a loaded CI machine.
@@ -159,16 +161,18 @@ class Kubectl:
 
 
 def install_crd(kubectl: Kubectl) -> str:
-    """Apply the product's CRD (server-side, as GitOps tools do) and wait until established.
+    """Apply the product's CRDs (server-side, as GitOps tools do) and wait until established.
 
     Objects of a kind that is not yet Established are refused, so nothing may start before.
     """
-    kubectl("apply", "--server-side", "-f", str(CRD))
+    files = [CRD, *OTHER_CRDS]
+    kubectl("apply", "--server-side", *(f"--filename={path}" for path in files))
     kubectl(
         "wait",
         "--for=condition=Established",
         f"--timeout={CRD_ESTABLISHED_TIMEOUT}",
         f"crd/{CRD_NAME}",
+        *(f"crd/{name}" for name in OTHER_CRDS.values()),
     )
     return CRD_NAME
 

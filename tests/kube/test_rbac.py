@@ -83,6 +83,9 @@ def test_the_operator_works_with_its_own_account_and_nothing_more(
 
     # What it needs, and no more.
     assert can_i(kubectl, "patch", "fogdeployments.fogcompute.io/status", "-n", namespace)
+    assert can_i(kubectl, "watch", "fogquotas.fogcompute.io", "-n", namespace)
+    assert can_i(kubectl, "patch", "fogquotas.fogcompute.io/status", "-n", namespace)
+    assert not can_i(kubectl, "update", "fogquotas.fogcompute.io", "-n", namespace)
     assert can_i(kubectl, "update", "leases.coordination.k8s.io", "-n", NAMESPACE)
     assert not can_i(kubectl, "get", "secrets", "-n", NAMESPACE)
     assert not can_i(kubectl, "list", "secrets", "--all-namespaces")

@@ -1,0 +1,161 @@
+"""FogQuotas in PostgreSQL: the stored limits, and a namespace's usage read under their lock.
+
+A placement in a namespace that has quotas calls `gate` inside its own transaction, before it
+reads candidate nodes: `gate` locks the namespace's quota rows (FOR UPDATE, in name order, so
+two placements take them in one order) and only then reads the usage. Under READ COMMITTED that
+read sees everything committed by the placement that held the lock before, so two placements
+of one namespace serialise and the second sees what the first took; the lock is held to commit.
+Namespaces without a quota never call it (the snapshot says whether there is one), so they pay
+nothing. Lock order across a reconcile: the deployment's advisory lock, then the quota rows,
+then node rows (SKIP LOCKED, and the triggers' updates of them); nobody takes them the other
+way round, so they cannot deadlock.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import ColumnElement, and_, delete, func, select, tuple_, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute, aliased
+
+from controller.db import queries
+from controller.db.tables import QUOTA_LIMIT_COLUMNS, Deployment, DeploymentReplica, Quota, User
+from controller.model.quota import Quota as QuotaLimits
+from controller.model.quota import QuotaAmounts, QuotaGate
+from controller.model.resources import Resources
+from controller.model.states import CAPACITY_HOLDING_STATUSES
+
+_LIMITS = tuple(getattr(Quota, name) for name in QUOTA_LIMIT_COLUMNS)
+
+
+def has_quota(user_id: InstrumentedAttribute[uuid.UUID]) -> ColumnElement[bool]:
+    """Whether the tenant has a quota: one index probe, for the deployment snapshot."""
+    return select(Quota.id).where(Quota.user_id == user_id).exists()
+
+
+def _amounts(row: object) -> QuotaAmounts:
+    return QuotaAmounts(*(getattr(row, name) for name in QUOTA_LIMIT_COLUMNS))
+
+
+def _live(user_id: uuid.UUID | ColumnElement[uuid.UUID]) -> ColumnElement[bool]:
+    return and_(Deployment.user_id == user_id, Deployment.deleted_at.is_(None))
+
+
+async def usage(session: AsyncSession, user_id: uuid.UUID) -> QuotaAmounts:
+    """What the tenant holds: requests of replicas holding capacity, their count, deployments.
+
+    Replicas of deleted deployments count while they still stop: they still hold the room.
+    """
+    live = aliased(Deployment)  # the deployments counted, apart from the replicas' join
+    sums = (
+        select(
+            *(
+                func.coalesce(func.sum(column), 0)
+                for column in (
+                    DeploymentReplica.cpu_millicores,
+                    DeploymentReplica.memory_mb,
+                    DeploymentReplica.gpu_units,
+                    DeploymentReplica.storage_gb,
+                )
+            ),
+            func.count(DeploymentReplica.id),
+            select(func.count())
+            .select_from(live)
+            .where(live.user_id == user_id, live.deleted_at.is_(None))
+            .scalar_subquery(),
+        )
+        .select_from(DeploymentReplica)
+        .join(Deployment, Deployment.id == DeploymentReplica.deployment_id)
+        .where(
+            Deployment.user_id == user_id,
+            DeploymentReplica.node_id.is_not(None),
+            DeploymentReplica.status.in_(CAPACITY_HOLDING_STATUSES),
+        )
+    )
+    row = tuple((await session.execute(sums)).one())
+    return QuotaAmounts.usage(
+        held=Resources(*(int(amount) for amount in row[:4])),
+        replicas=int(row[4]),
+        fog_deployments=int(row[5]),
+    )
+
+
+async def gate(
+    session: AsyncSession, *, user_id: uuid.UUID, deployment_id: uuid.UUID | None
+) -> QuotaGate | None:
+    """Lock the tenant's quotas and read its usage and this deployment's age rank.
+
+    None when the tenant has no quota (any more). The rank counts the live deployments older
+    than this one, by (created_at, id); a deployment not stored yet is the newest.
+    """
+    rows = list(
+        await session.execute(
+            select(Quota.name, *_LIMITS)
+            .where(Quota.user_id == user_id)
+            .order_by(Quota.name)
+            .with_for_update()
+        )
+    )
+    if not rows:
+        return None
+    older = select(func.count()).select_from(Deployment).where(_live(user_id))
+    if deployment_id is not None:
+        mine = aliased(Deployment)
+        older = older.join(mine, mine.id == deployment_id).where(
+            tuple_(Deployment.created_at, Deployment.id) < tuple_(mine.created_at, mine.id)
+        )
+    rank = (await session.execute(older)).scalar_one()
+    return QuotaGate(
+        quotas=tuple(QuotaLimits(name=row.name, hard=_amounts(row)) for row in rows),
+        used=await usage(session, user_id),
+        rank=rank,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaRecord:
+    """What the quotas row of one FogQuota says: which object, its limits, who set them."""
+
+    namespace: str
+    name: str
+    uid: str
+    generation: int
+    hard: QuotaAmounts
+    actor: str
+
+
+async def save(session: AsyncSession, record: QuotaRecord) -> QuotaAmounts:
+    """Store the FogQuota's limits (history by trigger); return the namespace's usage.
+
+    The update is skipped when nothing changed, so a status-only watch event locks nothing.
+    """
+    user_id = await queries.ensure_user(session, record.namespace)
+    limits = dict(zip(QUOTA_LIMIT_COLUMNS, record.hard.values(), strict=True))
+    values = {"k8s_uid": record.uid, "observed_generation": record.generation, **limits}
+    statement = pg_insert(Quota).values(
+        user_id=user_id, name=record.name, actor=record.actor, **values
+    )
+    excluded = statement.excluded
+    changed = tuple_(*(getattr(Quota, key) for key in values)).is_distinct_from(
+        tuple_(*(getattr(excluded, key) for key in values))
+    )
+    await session.execute(
+        statement.on_conflict_do_update(
+            index_elements=[Quota.user_id, Quota.name],
+            set_={**values, "actor": record.actor, "updated_at": func.now()},
+            where=changed,
+        )
+    )
+    return await usage(session, user_id)
+
+
+async def remove(session: AsyncSession, *, namespace: str, name: str, actor: str) -> None:
+    """Forget a deleted FogQuota (history by trigger, with `actor`); waiting replicas wake."""
+    tenant = select(User.id).where(User.name == namespace).scalar_subquery()
+    where = and_(Quota.user_id == tenant, Quota.name == name)
+    # The trigger records the row's actor: say who deleted it before it goes.
+    await session.execute(update(Quota).where(where).values(actor=actor))
+    await session.execute(delete(Quota).where(where))

@@ -1,0 +1,294 @@
+"""FogQuota decisions (model/quota.py) and the planner under a quota: never over it.
+
+The properties replay what the reconciler does under the quota lock: read the namespace's
+usage, let the planner place what the quota admits, apply, and let the next deployment (or
+the next reconcile) read the usage again. Whatever the order, no limit is ever passed and no
+node over-committed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from model_builders import Cluster, desired, node, requests, res
+
+from controller.kube.quota import read_hard, spec_manager
+from controller.kube.resource import InvalidSpecError
+from controller.model.quota import (
+    QUOTA_EXCEEDED,
+    Quota,
+    QuotaAmounts,
+    QuotaGate,
+    QuotaResource,
+    allowance,
+    quota_status,
+)
+from controller.model.resources import ZERO, Resources
+from controller.model.states import holds_capacity
+from controller.model.status import compute_status
+
+NOW = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
+
+
+def used(held: Resources = ZERO, *, replicas: int = 0, fog_deployments: int = 0) -> QuotaAmounts:
+    return QuotaAmounts.usage(held=held, replicas=replicas, fog_deployments=fog_deployments)
+
+
+def gate(*quotas: Quota, usage: QuotaAmounts | None = None, rank: int = 0) -> QuotaGate:
+    return QuotaGate(quotas=quotas, used=usage or used(), rank=rank)
+
+
+def test_no_quota_admits_any_number() -> None:
+    assert allowance(gate=None, request=res(500, 512)).replicas is None
+
+
+def test_the_scarcest_limit_decides_and_the_message_names_it() -> None:
+    team = Quota("team-a", QuotaAmounts(cpu_millis=8000, gpu_units=4))
+    state = gate(team, usage=used(res(1000, 512, 3, 1), replicas=3))
+    allowed = allowance(gate=state, request=res(1000, 512, 1, 1))
+    assert (allowed.replicas, allowed.resource) == (1, QuotaResource.GPU)
+    message = allowed.message(gate=state, request=res(1000, 512, 1, 1), wanted=2)
+    assert message == "quota team-a: gpuUnits 4/4 used, 1 more requested"
+    assert allowed.message(gate=state, request=res(1000, 512, 1, 1), wanted=1) is None
+
+
+def test_cpu_is_shown_in_cores() -> None:
+    state = gate(Quota("small", QuotaAmounts(cpu_millis=1500)), usage=used(res(1000)))
+    allowed = allowance(gate=state, request=res(500, 512))
+    assert allowed.replicas == 1
+    message = allowed.message(gate=state, request=res(500, 512), wanted=3)
+    assert message == "quota small: cpuCores 1.5/1.5 used, 1 more requested"
+
+
+def test_a_resource_the_request_does_not_ask_for_never_binds() -> None:
+    state = gate(Quota("q", QuotaAmounts(gpu_units=0)))
+    assert allowance(gate=state, request=res(500, 512)).replicas is None
+    assert allowance(gate=state, request=res(500, 512, 1)).replicas == 0
+
+
+def test_usage_over_a_lowered_limit_admits_nothing() -> None:
+    state = gate(Quota("q", QuotaAmounts(replicas=2)), usage=used(replicas=5))
+    assert allowance(gate=state, request=res(500, 512)).replicas == 0
+
+
+def test_fog_deployments_admits_the_oldest_only() -> None:
+    limit = Quota("q", QuotaAmounts(fog_deployments=2))
+    assert allowance(gate=gate(limit, rank=1), request=res(500)).replicas is None
+    newer = gate(limit, rank=2)
+    allowed = allowance(gate=newer, request=res(500))
+    assert allowed.replicas == 0
+    message = allowed.message(gate=newer, request=res(500), wanted=3)
+    assert message == "quota q: fogDeployments 2/2 used, 1 more requested"
+
+
+def test_fog_deployments_is_named_when_it_binds_with_another_limit() -> None:
+    state = gate(
+        Quota("a", QuotaAmounts(replicas=3)),
+        Quota("b", QuotaAmounts(fog_deployments=2)),
+        usage=used(replicas=3),
+        rank=2,
+    )
+    allowed = allowance(gate=state, request=res(500))
+    assert (allowed.replicas, allowed.resource) == (0, QuotaResource.FOG_DEPLOYMENTS)
+
+
+def test_several_quotas_all_apply_and_ties_go_to_the_first_by_name() -> None:
+    state = gate(
+        Quota("zeta", QuotaAmounts(replicas=1)),
+        Quota("alpha", QuotaAmounts(replicas=1)),
+        Quota("mid", QuotaAmounts(memory_mb=4096)),
+    )
+    allowed = allowance(gate=state, request=res(500, 512))
+    assert (allowed.replicas, allowed.blocker) == (1, state.quotas[1])
+
+
+def test_amounts_refuse_negative_and_non_integers() -> None:
+    with pytest.raises(ValueError, match=">= 0"):
+        QuotaAmounts(replicas=-1)
+    with pytest.raises(TypeError, match="int"):
+        QuotaAmounts(gpu_units=True)
+
+
+def test_status_shows_limited_resources_as_describe_quota_does() -> None:
+    body = quota_status(
+        hard=QuotaAmounts(cpu_millis=4000, gpu_units=4, fog_deployments=3),
+        used=used(res(2500, 2048, 4, 10), replicas=5, fog_deployments=2),
+        generation=3,
+        previous_conditions=[],
+        now=NOW,
+    )
+    assert body["hard"] == {"cpuCores": 4.0, "gpuUnits": 4, "fogDeployments": 3}
+    assert body["used"] == {"cpuCores": 2.5, "gpuUnits": 4, "fogDeployments": 2}
+    assert body["summary"] == {"cpuCores": "2.5/4", "gpuUnits": "4/4", "fogDeployments": "2/3"}
+    assert body["observedGeneration"] == 3
+    ready = next(c for c in body["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("True", "Enforced")
+
+
+def test_planner_places_no_more_than_the_quota_room() -> None:
+    cluster = Cluster.of(node("n1", res(8000, 8192)), node("n2", res(8000, 8192)))
+    spec = replace(desired(5), quota_room=2)
+    step = cluster.plan(spec)
+    assert sum(1 for new in step.create if new.node_id is not None) == 2
+    assert (len(step.create), step.unplaced, step.quota_held) == (5, 3, 3)
+    cluster.apply(step, spec)
+    # Raised: the waiting replicas are assigned, none created twice.
+    raised = cluster.plan(replace(spec, quota_room=10))
+    assert (len(raised.assign), len(raised.create), raised.unplaced) == (3, 0, 0)
+
+
+def test_status_says_quota_exceeded_with_the_message() -> None:
+    cluster = Cluster.of(node("n1", res(8000, 8192)))
+    spec = replace(desired(2), quota_room=1)
+    step = cluster.plan(spec)
+    cluster.apply(step, spec)
+    status = compute_status(
+        generation=1,
+        desired_replicas=2,
+        revision="r1",
+        replicas=list(cluster.replicas.values()),
+        unplaced=step.unplaced,
+        shortfall=step.shortfall,
+        previous_conditions=[],
+        stalled_reason=None,
+        now=NOW,
+        quota="quota q: replicas 1/1 used, 1 more requested",
+    )
+    stalled = next(c for c in status.conditions if c.status)
+    assert (stalled.type, stalled.reason) == ("Stalled", QUOTA_EXCEEDED)
+    assert stalled.message.startswith("quota q: replicas 1/1 used, 1 more requested")
+    assert status.unplaced_replicas == 1
+
+
+# --- properties ---------------------------------------------------------------------------
+
+limits = st.builds(
+    QuotaAmounts,
+    cpu_millis=st.none() | st.integers(0, 6000),
+    memory_mb=st.none() | st.integers(0, 8192),
+    gpu_units=st.none() | st.integers(0, 3),
+    storage_gb=st.none() | st.integers(0, 200),
+    replicas=st.none() | st.integers(0, 8),
+    fog_deployments=st.none() | st.integers(0, 3),
+)
+
+
+def _over(amounts: QuotaAmounts, hard: QuotaAmounts) -> set[QuotaResource]:
+    got, limit = amounts.by_resource(), hard.by_resource()
+    return {
+        resource
+        for resource in QuotaResource
+        if resource is not QuotaResource.FOG_DEPLOYMENTS
+        and limit[resource] is not None
+        and (got[resource] or 0) > (limit[resource] or 0)
+    }
+
+
+def _holding(cluster: Cluster) -> int:
+    return sum(
+        1
+        for r in cluster.replicas.values()
+        if holds_capacity(status=r.status, has_node=r.node_id is not None)
+    )
+
+
+def _usage(deployments: list[Cluster]) -> QuotaAmounts:
+    """The namespace's usage as db/quotas.py sums it: replicas that hold capacity."""
+    held = sum((sum(c.held().values(), ZERO) for c in deployments), ZERO)
+    return used(held, replicas=sum(_holding(c) for c in deployments))
+
+
+@given(
+    hard=limits,
+    capacity=st.builds(
+        res, st.integers(0, 8000), st.integers(0, 16384), st.integers(0, 4), st.integers(0, 200)
+    ),
+    specs=st.lists(st.tuples(requests, st.integers(0, 6)), min_size=1, max_size=4),
+    turns=st.lists(st.tuples(st.integers(0, 3), st.booleans()), min_size=1, max_size=12),
+)
+def test_property_reconciles_in_any_order_never_pass_a_quota_nor_a_node(
+    hard: QuotaAmounts,
+    capacity: Resources,
+    specs: list[tuple[Resources, int]],
+    turns: list[tuple[int, bool]],
+) -> None:
+    """Deployments of one namespace reconcile in any order on shared nodes, one at a time.
+
+    One at a time is what the quota lock makes of concurrent reconciles; each reads the usage
+    the ones before it left. Agents start and stop replicas between turns.
+    """
+    nodes = {n.node_id: n for n in (node("n1", capacity), node("n2", capacity))}
+    deployments = [Cluster(nodes=nodes) for _ in specs]  # one dict: the nodes are shared
+    for index, agents_run in turns:
+        rank = index % len(specs)
+        request, replicas = specs[rank]
+        state = gate(Quota("q", hard), usage=_usage(deployments), rank=rank)
+        spec = replace(
+            desired(replicas, request=request),
+            quota_room=allowance(gate=state, request=request).replicas,
+        )
+        cluster = deployments[rank]
+        step = cluster.plan(spec)
+        cluster.apply(step, spec)
+        if agents_run:
+            for each in deployments:
+                each.agents_act()
+        after = _usage(deployments)
+        assert not _over(after, hard) - _over(state.used, hard), "a quota was passed"
+        for n in nodes.values():
+            assert n.allocated.fits_in(n.capacity), "a node was over-committed"
+        if hard.fog_deployments is not None and rank >= hard.fog_deployments:
+            assert _holding(cluster) == 0, "a deployment beyond fogDeployments placed"
+
+
+# --- the kube layer's parse ---------------------------------------------------------------
+
+
+def test_hard_is_read_in_our_units() -> None:
+    hard = read_hard({"hard": {"cpuCores": 0.7, "memoryMB": 2048, "fogDeployments": 0}})
+    assert hard == QuotaAmounts(cpu_millis=700, memory_mb=2048, fog_deployments=0)
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"hard": {"gpuUnits": -1}}, "spec.hard.gpuUnits: must be between 0 and 1000000, got -1"),
+        ({"hard": {"memoryMB": "1Gi"}}, "spec.hard.memoryMB: must be an integer, got '1Gi'"),
+        ({"hard": {"cpuCores": True}}, "spec.hard.cpuCores: must be a number, got True"),
+        ({"hard": {"pods": 3}}, "spec.hard.pods: is not a known resource"),
+        ({}, "spec.hard: is required and must be an object"),
+    ],
+)
+def test_a_broken_hard_is_one_line_naming_the_field(spec: dict[str, object], message: str) -> None:
+    with pytest.raises(InvalidSpecError) as caught:
+        read_hard(spec)
+    assert str(caught.value) == message
+
+
+def test_the_actor_is_the_last_manager_of_the_spec() -> None:
+    meta = {
+        "managedFields": [
+            {
+                "manager": "kubectl-create",
+                "time": "2026-11-27T09:00:00Z",
+                "fieldsV1": {"f:spec": {}},
+            },
+            {
+                "manager": "fog-controller",
+                "time": "2026-11-27T09:30:00Z",
+                "subresource": "status",
+                "fieldsV1": {"f:status": {}},
+            },
+            {
+                "manager": "kubectl-patch",
+                "time": "2026-11-27T09:20:00Z",
+                "fieldsV1": {"f:spec": {}},
+            },
+        ]
+    }
+    assert spec_manager(meta, default="operator") == "kubectl-patch"
+    assert spec_manager({}, default="operator") == "operator"
