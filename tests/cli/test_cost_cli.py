@@ -1,7 +1,7 @@
 """`fogctl cost` as a person runs it: a bad prices file or DURATION is one line; output formats.
 
-The figures themselves are checked against hand computations in tests/unit/test_cost.py,
-tests/db/test_cost.py and, end to end, tests/kube/test_cost.py.
+The figures themselves are checked against hand computations in tests/unit/test_cost_model.py,
+tests/db/test_cost_history.py and, end to end, tests/kube/test_cost_e2e.py.
 """
 
 from __future__ import annotations
