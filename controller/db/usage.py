@@ -4,9 +4,9 @@ A batch of samples is checked whole (every sample is of a running replica on the
 sent it; nothing is written otherwise) and written with four statements whatever its size:
 the latest sample per replica (`replica_usage`, an upsert) and the hour's rollups per
 deployment and per node (upserts that add counts and sums and keep the maxima, as
-`controller.model.usage.Rollup.merge` does). A replica's first sample wakes its deployment's
-reconcile once, so `.status.usage` appears soon after it starts; later samples wake nothing
-(docs/design/capacity-and-history.md, "Usage", says why).
+`controller.model.usage.Rollup.merge` does). Samples wake no reconcile: `.status.usage` is
+refreshed by the reconciles that happen anyway (docs/design/capacity-and-history.md, "Usage",
+says why).
 """
 
 from __future__ import annotations
@@ -17,12 +17,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Integer, and_, bindparam, column, func, literal_column, select
+from sqlalchemy import BigInteger, Integer, and_, bindparam, column, func, select
 from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from controller.db.notify import notify
 from controller.db.tables import (
     K8S_NAME_MAX,
     Deployment,
@@ -110,7 +109,7 @@ async def record(session: AsyncSession, samples: Sequence[UsageSample]) -> Repor
             refused.append((sample.replica_id, why))
     if refused:
         return ReportResult(accepted=0, refused=refused)
-    first = await _write_latest(session, samples, replicas)
+    await _write_latest(session, samples, replicas)
     located = [(replicas[s.replica_id], s.usage) for s in samples]
     await _upsert_rollups(
         session,
@@ -121,8 +120,6 @@ async def record(session: AsyncSession, samples: Sequence[UsageSample]) -> Repor
     await _upsert_rollups(
         session, NodeUsageHourly, "node_id", fold((r.node_id, u) for r, u in located if r.node_id)
     )
-    # A replica's first sample: its deployment's status gains usage at the next reconcile.
-    await notify(session, sorted(first))
     return ReportResult(accepted=len(samples))
 
 
@@ -132,8 +129,8 @@ def _array(name: str, items: list[Any], item_type: Any) -> Any:
 
 async def _write_latest(
     session: AsyncSession, samples: Sequence[UsageSample], replicas: dict[uuid.UUID, _Replica]
-) -> set[uuid.UUID]:
-    """Upsert each replica's latest sample; return the deployments of first samples.
+) -> None:
+    """Upsert each replica's latest sample.
 
     Arrays and unnest(), as reports are written: one statement shape for any batch size.
     """
@@ -173,13 +170,8 @@ async def _write_latest(
             "memory_mb": statement.excluded.memory_mb,
             "sampled_at": func.now(),
         },
-    ).returning(
-        ReplicaUsage.deployment_id,
-        # xmax is 0 on a freshly inserted row version, the transaction's id on an update.
-        (literal_column("xmax") == literal_column("'0'::xid")).label("inserted"),
     )
-    result = await session.execute(upsert)
-    return {row.deployment_id for row in result if row.inserted}
+    await session.execute(upsert)
 
 
 async def _upsert_rollups(
