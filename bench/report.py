@@ -95,6 +95,8 @@ def _latency_rows(s: dict[str, Any]) -> list[str]:
         if "api_writes_per_object" in b:
             writes = cell(b["api_writes_per_object"])
             lines.append(row("", "API writes per object (FogDeployments, Events)", writes, ""))
+    if "burst_quota" in s:
+        lines += _quota_rows(s["burst_quota"], s.get("burst"))
     if "kubernetes" in s:
         lines += _baseline_rows(s["kubernetes"], s.get("burst"))
     if "single" in s:
@@ -131,6 +133,20 @@ def _latency_rows(s: dict[str, Any]) -> list[str]:
             ("seconds until a change made at the kill runs", t["seconds_to_change_running"], ""),
         )
     return lines
+
+
+def _quota_rows(q: dict[str, Any], burst: dict[str, Any] | None) -> list[str]:
+    """The burst again with a FogQuota in its namespace that it never reaches (issue 17)."""
+    rows = _pair(
+        f"Burst with a FogQuota ({q['quota']['replicas']:g} replicas, never reached)",
+        ("replicas placed per second", q["replicas_placed_per_second"], ""),
+        ("seconds until all Ready", q["seconds_to_all_ready"], ""),
+    )
+    if burst:
+        on = q["replicas_placed_per_second"]["median"]
+        off = burst["replicas_placed_per_second"]["median"]
+        rows.append(row("", "placed per second, quota on / off (medians)", f"{on / off:.2f}", ""))
+    return rows
 
 
 def _cpu_cell(cpu: dict[str, dict[str, float]]) -> str:

@@ -39,6 +39,7 @@ from sqlalchemy import event
 
 from controller.db import engine as db_engine
 from controller.db.store import Store
+from controller.kube.quota import PLURAL as QUOTA_PLURAL
 from controller.kube.resource import GROUP, PLURAL, VERSION, ObjectRef, parse_spec
 from controller.model.placement import NodeCapacity, Strategy, place
 from controller.model.protocol import Assignment
@@ -63,6 +64,9 @@ NODE_LOSS_GRACE_SECONDS = 3
 NODE_LOSS_LIMIT_SECONDS = 120
 # The operator's last status patches and events after all are Ready, before idling is timed.
 SETTLE_SECONDS = 5
+# The quota'd burst's limits, as a multiple of what the burst takes: never reached, so the
+# runs measure what enforcing a quota costs, not what waiting for one does.
+QUOTA_HEADROOM = 2
 
 
 @dataclass(frozen=True)
@@ -206,20 +210,31 @@ def _burst_summary(runs: list[BurstFigures]) -> dict[str, Any]:
     }
 
 
-async def burst(servers: Servers, sizes: Sizes, api_client: client.ApiClient) -> dict[str, Any]:
-    """Many nodes, many deployments applied at once: time to all Ready, placement rate."""
+async def burst(
+    servers: Servers,
+    sizes: Sizes,
+    api_client: client.ApiClient,
+    *,
+    quota: Mapping[str, float] | None = None,
+) -> dict[str, Any]:
+    """Many nodes, many deployments applied at once: time to all Ready, placement rate.
+
+    With `quota`, a FogQuota with these limits (spec.hard) is in the namespace first.
+    """
     api = client.CustomObjectsApi(api_client)
     runs, writes = [], []
     for run in range(sizes.runs):
         async with fresh_run(
             servers,
             api_client,
-            f"burst-{run}",
+            f"burst-{run}" if quota is None else f"quota-{run}",
             nodes=sizes.burst_nodes,
             cpu=16,
             memory=32768,
             agents=ONE_AGENT,
         ) as current:
+            if quota is not None:
+                await _apply_quota(api, current, quota)
             before = api_writes(servers.kubectl)
             runs.append(await _burst_once(api, current, sizes, burst_meter(servers, current)))
             await asyncio.sleep(SETTLE_SECONDS)  # the last events and patches after Ready
@@ -232,6 +247,50 @@ async def burst(servers: Servers, sizes: Sizes, api_client: client.ApiClient) ->
         **_burst_summary(runs),
         "api_writes_per_object": summary(writes),
     }
+
+
+async def _apply_quota(
+    api: client.CustomObjectsApi, current: Run, hard: Mapping[str, float]
+) -> None:
+    """Create a FogQuota in the run's namespace and wait until the operator enforces it."""
+    await api.create_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        current.namespace,
+        QUOTA_PLURAL,
+        {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "FogQuota",
+            "metadata": {"name": "bench"},
+            "spec": {"hard": dict(hard)},
+        },
+    )
+    await _poll(current.url, "SELECT count(*) FROM quotas", 1, STEP_LIMIT_SECONDS)
+
+
+def generous_quota(sizes: Sizes) -> dict[str, float]:
+    """Limits the burst never reaches: QUOTA_HEADROOM times what it takes of each resource.
+
+    Its cost is then the quota's own: every placement of the namespace locks the quota row
+    and sums the namespace's usage, in the same transaction as the placement.
+    """
+    replicas = sizes.burst_deployments * sizes.burst_replicas * QUOTA_HEADROOM
+    request = manifest("any", 1)["spec"]["resources"]
+    return {
+        "cpuCores": replicas * request["cpuCores"],
+        "memoryMB": replicas * request["memoryMB"],
+        "storageGB": replicas * request["storageGB"],
+        "replicas": replicas,
+        "fogDeployments": sizes.burst_deployments * QUOTA_HEADROOM,
+    }
+
+
+async def burst_quota(
+    servers: Servers, sizes: Sizes, api_client: client.ApiClient
+) -> dict[str, Any]:
+    """The burst with a generous FogQuota in its namespace (issue 17): quotas on, vs off."""
+    figures = await burst(servers, sizes, api_client, quota=generous_quota(sizes))
+    return {**figures, "quota": generous_quota(sizes)}
 
 
 async def _latency_runs(
