@@ -96,6 +96,28 @@ def duration(text: str) -> timedelta:
     return timedelta(seconds=total)
 
 
+def namespaced_name(text: str) -> tuple[str, str]:
+    """An argparse type for NAMESPACE/NAME, the way a person names one object."""
+    namespace, sep, name = text.partition("/")
+    if not sep or not namespace or not name or "/" in name:
+        raise argparse.ArgumentTypeError(f"expected NAMESPACE/NAME, got {text!r:.80}")
+    return namespace, name
+
+
+# Spellings of a boolean flag value, as Go's strconv.ParseBool takes them (kubectl --watch=false).
+TRUE_WORDS = {"1", "t", "T", "true", "TRUE", "True"}
+FALSE_WORDS = {"0", "f", "F", "false", "FALSE", "False"}
+
+
+def boolean(text: str) -> bool:
+    """An argparse type for true/false, spelled as kubectl's flags accept it."""
+    if text in TRUE_WORDS:
+        return True
+    if text in FALSE_WORDS:
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r:.40}")
+
+
 def from_env(variable: str, parse: Callable[[str], N], fallback: N) -> N:
     """A flag's default from the environment, parsed like the flag; one line if it is bad."""
     raw = os.environ.get(variable)

@@ -9,23 +9,16 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from controller.cli import database
+from controller.cli import arguments, database
 from controller.cli.db_commands import add_database_url
 from controller.cli.tables import render
 from controller.db.history import Entry, deployment_history
 
 
-def _target(text: str) -> tuple[str, str]:
-    namespace, sep, name = text.partition("/")
-    if not sep or not namespace or not name:
-        raise argparse.ArgumentTypeError(f"expected NAMESPACE/NAME, got {text!r}")
-    return namespace, name
-
-
 def register(commands: Any) -> None:
     """Add `history` to the `fogctl` parser."""
     history = commands.add_parser("history", help="a deployment's status transitions")
-    history.add_argument("target", type=_target, metavar="NAMESPACE/NAME")
+    history.add_argument("target", type=arguments.namespaced_name, metavar="NAMESPACE/NAME")
     history.add_argument("-o", "--output", choices=("table", "json"), default="table")
     add_database_url(history)
     history.set_defaults(handler=_history)

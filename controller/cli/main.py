@@ -21,6 +21,7 @@ from controller.cli import (
     db_commands,
     history_command,
     node_commands,
+    rollout_commands,
     run_command,
     sandbox_commands,
     serve_agents_command,
@@ -47,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     agent_commands.register(commands)
     serve_agents_command.register(commands)
     history_command.register(commands)
+    rollout_commands.register(commands)
     top_command.register(commands)
     cost_command.register(commands)
     check_command.register(commands)
