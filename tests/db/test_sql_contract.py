@@ -23,6 +23,7 @@ from controller.db.notify import CHANNEL
 from controller.db.reports import agent_actor
 from controller.model import actors
 from controller.model.nodes import NodeStatus
+from controller.model.quota import QUOTA_EXCEEDED
 from controller.model.restarts import CRASH_LOOP, NODE_LOST
 from controller.model.states import DeploymentStatus, ReplicaStatus, holds_capacity
 
@@ -156,3 +157,25 @@ def test_only_a_failure_of_the_current_revision_counts(
     change(db, replica, to=ReplicaStatus.FAILED, actor=agent_actor("edge-1"), reason=CRASH_LOOP)
     failures = _one(db, "SELECT consecutive_failures FROM deployments WHERE id = %s", (deployment,))
     assert failures == counted
+
+
+def test_a_quota_change_wakes_the_deployments_waiting_on_quota_and_only_them(
+    database_url: URL, db: psycopg.Connection
+) -> None:
+    """Migration 0007 looks for the planner's reason and notifies on the operator's channel."""
+    waiting, _ = make_replica(db)
+    user = _one(db, "SELECT user_id FROM deployments WHERE id = %s", (waiting,))
+    db.execute("UPDATE deployments SET status_reason = %s WHERE id = %s", (QUOTA_EXCEEDED, waiting))
+    db.execute(
+        "INSERT INTO deployments (user_id, name, container_image, target_replicas, revision,"
+        " status_reason) VALUES (%s, 'other', 'app:1', 1, 'r1', 'ScalingUp')",
+        (user,),
+    )
+    with psycopg.connect(_conninfo(database_url), autocommit=True) as listener:
+        listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(CHANNEL)))
+        db.execute("INSERT INTO quotas (user_id, name, replicas) VALUES (%s, 'q', 5)", (user,))
+        received = [
+            (notice.channel, notice.payload)
+            for notice in listener.notifies(timeout=NO_NOTIFY_WAIT_SECONDS, stop_after=2)
+        ]
+    assert received == [(CHANNEL, str(waiting))]

@@ -10,6 +10,7 @@ limits is in the quota history.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -17,6 +18,8 @@ from conftest import Kubectl, Stack, wait_for
 from test_operator import get, manifest, sql, start
 
 from controller.sandbox.harness import FogctlProcess
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "examples" / "fogquota.yaml"
 
 
 def quota(name: str, **hard: float) -> str:
@@ -182,3 +185,11 @@ def test_the_api_server_refuses_a_broken_quota_naming_the_field(
         result = kubectl("apply", "-n", namespace, "-f", "-", stdin=document, check=False)
         assert result.returncode != 0
         assert field in result.stderr, result.stderr
+
+
+def test_the_example_quota_is_accepted_as_written(
+    fogdeployment_crd: str, kubectl: Kubectl, namespace: str
+) -> None:
+    result = kubectl("apply", "--dry-run=server", "-n", namespace, "-f", str(EXAMPLE), "-o", "json")
+    accepted = json.loads(result.stdout)
+    assert accepted["spec"] == yaml.safe_load(EXAMPLE.read_text())["spec"]
