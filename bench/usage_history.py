@@ -45,7 +45,7 @@ from controller.sandbox.harness import Servers
 REPLICAS_PER_DEPLOYMENT = 10
 REPLICAS_PER_NODE = 2
 HOURS_PER_YEAR = 8760
-# A replica sampled every 30 s (the simulated agent's default) gives 120 samples an hour.
+# A replica sampled every 30 s (twice the simulated agent's default rate) gives 120 an hour.
 SAMPLES_PER_REPLICA_HOUR = 120
 # Deployments whose summary is timed: enough for a median and a worst case that mean something,
 # few enough that the cache is not warmed by reading every deployment first.

@@ -67,7 +67,7 @@ def register(commands: Any) -> None:
         "--usage-seconds",
         type=arguments.seconds(),
         default=DEFAULT_USAGE_SECONDS,
-        help="seconds between usage samples of each running replica (default 30)",
+        help="seconds between usage samples of each running replica (default 60)",
     )
     sim.set_defaults(handler=_simulate)
 

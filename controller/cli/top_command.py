@@ -1,6 +1,6 @@
 """`fogctl top deployments|nodes [-n NS] [-o json]`: usage now, against requests, as `kubectl top`.
 
-The figures are the latest sample of each running replica (its agent samples every 30 s by
+The figures are the latest sample of each running replica (its agent samples every 60 s by
 default, docs/agent-protocol.md), summed per deployment or per node. Percentages are of what
 those replicas requested (each the request it was placed with), and for nodes of capacity
 too, so an over-sized request or a node running hot shows at a glance. Replicas not sampled

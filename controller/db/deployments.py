@@ -16,7 +16,7 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from operator import attrgetter
 from typing import Any
@@ -45,6 +45,7 @@ from controller.db.tables import (
     DeploymentReplica,
     DeploymentResource,
     Node,
+    ReplicaUsage,
     User,
 )
 from controller.model.desired import DesiredDeployment
@@ -60,6 +61,7 @@ from controller.model.states import (
     ReplicaStatus,
     deployment_path,
 )
+from controller.model.usage import Sampled, Usage
 
 
 class ConflictError(RuntimeError):
@@ -147,6 +149,8 @@ class Snapshot:
     # Whether the namespace has a FogQuota: only then does a placement lock and read its
     # usage (db/quotas.py gate).
     quota_limited: bool = False
+    # The latest usage sample of each replica that has one (`.status.usage` sums them).
+    usage: Mapping[uuid.UUID, Sampled] = field(default_factory=dict)
 
 
 def lock_key(namespace: str, name: str) -> str:
@@ -217,8 +221,8 @@ async def _read_deployment(
 
 async def _read_replicas(
     session: AsyncSession, deployment_id: uuid.UUID
-) -> tuple[tuple[ReplicaState, ...], frozenset[uuid.UUID]]:
-    """The live replicas, and which of their nodes are being drained."""
+) -> tuple[tuple[ReplicaState, ...], frozenset[uuid.UUID], dict[uuid.UUID, Sampled]]:
+    """The live replicas, which of their nodes are being drained, and their latest usage."""
     statement = (
         select(
             DeploymentReplica.id,
@@ -227,8 +231,12 @@ async def _read_replicas(
             DeploymentReplica.revision,
             DeploymentReplica.ordinal,
             Node.draining,
+            ReplicaUsage.cpu_millicores.label("cpu_used"),
+            ReplicaUsage.memory_mb.label("memory_used"),
+            ReplicaUsage.sampled_at,
         )
         .outerjoin(Node, Node.id == DeploymentReplica.node_id)
+        .outerjoin(ReplicaUsage, ReplicaUsage.replica_id == DeploymentReplica.id)
         .where(
             DeploymentReplica.deployment_id == deployment_id,
             DeploymentReplica.status.in_(CAPACITY_HOLDING_STATUSES),
@@ -245,7 +253,12 @@ async def _read_replicas(
         )
         for row in rows
     )
-    return replicas, frozenset(row.node_id for row in rows if row.draining)
+    usage = {
+        row.id: Sampled(Usage(row.cpu_used, row.memory_used), row.sampled_at)
+        for row in rows
+        if row.sampled_at is not None
+    }
+    return replicas, frozenset(row.node_id for row in rows if row.draining), usage
 
 
 def _node_capacity(row: Any) -> NodeCapacity:
@@ -360,8 +373,8 @@ async def observe(session: AsyncSession, *, namespace: str, name: str) -> Snapsh
     user_id, deployment, quota_limited = await _read_deployment(
         session, namespace=namespace, name=name
     )
-    replicas, evacuate = (
-        await _read_replicas(session, deployment.id) if deployment else ((), frozenset())
+    replicas, evacuate, usage = (
+        await _read_replicas(session, deployment.id) if deployment else ((), frozenset(), {})
     )
     return Snapshot(
         user_id=user_id,
@@ -369,6 +382,7 @@ async def observe(session: AsyncSession, *, namespace: str, name: str) -> Snapsh
         replicas=replicas,
         now=now,
         evacuate=evacuate,
+        usage=usage,
         quota_limited=quota_limited,
     )
 

@@ -10,7 +10,7 @@ are both built in this module, so a new status field is added in one place.
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
@@ -19,6 +19,7 @@ from controller.model.conditions import Condition, ConditionType, condition_set
 from controller.model.quota import QUOTA_EXCEEDED
 from controller.model.replicas import ReplicaState
 from controller.model.states import DeploymentStatus, ReplicaStatus
+from controller.model.usage import CurrentUsage
 
 
 class Phase(StrEnum):
@@ -252,9 +253,20 @@ def compute_status(
     )
 
 
-def status_body(status: FogDeploymentStatus, *, name: str) -> dict[str, Any]:
-    """The whole `.status` we own after a reconcile (kopf's own `status.kopf` is left alone)."""
-    return {**status.as_patch(), "selector": selector(name)}
+def status_body(
+    status: FogDeploymentStatus, *, name: str, usage: CurrentUsage | None = None
+) -> dict[str, Any]:
+    """The whole `.status` we own after a reconcile (kopf's own `status.kopf` is left alone).
+
+    `usage` is what the running replicas use (None: none sampled yet), refreshed by the
+    reconciles that happen anyway, not by every sample (docs/design/capacity-and-history.md):
+    a null deletes a stale figure in the merge patch, and compares equal to an absent one.
+    """
+    return {
+        **status.as_patch(),
+        "selector": selector(name),
+        "usage": None if usage is None else usage.as_status(),
+    }
 
 
 def failure_status(
@@ -302,3 +314,48 @@ def failure_status(
 def status_changed(*, old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
     """Whether patching new over the live status old would change any field new sets."""
     return any(old.get(key) != value for key, value in new.items())
+
+
+# `.status.usage` alone is rewritten when it is this much older than the latest samples: with
+# the resync every 600 s, 5,000 objects cost 1.4 status writes a second for it (50,000: 14),
+# where writing every new figure would be one write per object per resync (8 and 83).
+USAGE_STATUS_MAX_AGE = timedelta(hours=1)
+# ...or when the figure moved by at least half (doubled, or halved): a change a person would
+# want to see; the simulated replicas' round-to-round variation (at most 15%) never does.
+USAGE_STATUS_MOVE = 0.5
+
+
+def _moved(fresh: Mapping[str, Any], old: Mapping[str, Any]) -> bool:
+    for field in ("cpuCores", "memoryMB"):
+        new, was = float(fresh[field]), float(old[field])
+        if abs(new - was) >= USAGE_STATUS_MOVE * max(new, was, 0.0) and new != was:
+            return True
+    return False
+
+
+def settled_usage(body: Mapping[str, Any], live: Mapping[str, Any]) -> Any:
+    """The `usage` to write with `body`: the fresh figure only when it is worth an API write.
+
+    Samples change the figure at every round, so a reconcile that found nothing else to change
+    would otherwise patch the status each time (every resync of every object). The fresh figure
+    is written when usage appears or goes, when the number of sampled replicas changes, when
+    the status is patched anyway, when it moved by half, or when the written one is an hour
+    older than the samples; otherwise the written one stays (and compares equal: no patch).
+    Ages compare the two figures' own sample times, on the database's clock.
+    """
+    fresh, old = body.get("usage"), live.get("usage")
+    if fresh is None or not isinstance(old, Mapping):
+        return fresh
+    others = {key: value for key, value in body.items() if key != "usage"}
+    if (
+        status_changed(old=live, new=others)
+        or fresh.get("sampledReplicas") != old.get("sampledReplicas")
+        or _moved(fresh, old)
+        or _sampled_at(fresh) - _sampled_at(old) >= USAGE_STATUS_MAX_AGE
+    ):
+        return fresh
+    return dict(old)
+
+
+def _sampled_at(usage: Mapping[str, Any]) -> datetime:
+    return datetime.strptime(str(usage["sampledAt"]), "%Y-%m-%dT%H:%M:%S%z")

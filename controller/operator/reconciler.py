@@ -20,7 +20,8 @@ from controller.model import actors, planner, quota, restarts
 from controller.model.events import Event, events_for
 from controller.model.replicas import ReplicaState
 from controller.model.restarts import RestartPolicy
-from controller.model.status import compute_status, status_body
+from controller.model.status import compute_status, settled_usage, status_body
+from controller.model.usage import current_usage
 from controller.operator.metrics import Metrics
 
 # Candidate nodes read (and locked) for a placement: two per replica to place, so Spread can
@@ -74,6 +75,8 @@ class Reconciler:
         outcome = await self._store.transaction(
             lambda tx: self._reconcile_once(tx, ref, spec, previous)
         )
+        # New samples alone are not worth a status write each (model/status.py settled_usage).
+        outcome.status["usage"] = settled_usage(outcome.status, live_status)
         # Counted once the transaction committed: a conflict re-runs the plan, and only the
         # plan that was applied failed to place anything.
         if outcome.unplaced:
@@ -191,7 +194,7 @@ class Reconciler:
             reason=reason,
             actor=actors.OPERATOR,
         )
-        body = status_body(status, name=ref.name)
+        body = status_body(status, name=ref.name, usage=current_usage(after, snapshot.usage))
         events = events_for(
             plan=plan,
             status=status,

@@ -14,6 +14,7 @@ from controller.model.replicas import ReplicaState
 from controller.model.resources import Resources
 from controller.model.simulation import Simulator
 from controller.model.states import ReplicaStatus
+from controller.model.status import settled_usage, status_changed
 from controller.model.usage import (
     CurrentUsage,
     Rollup,
@@ -165,3 +166,46 @@ def test_the_simulator_samples_a_running_replica_at_once_then_every_interval() -
     assert [s.usage for s in due] == [simulated_usage(uuid.UUID(int=1), REQUEST, 1)]
     simulator.usage([])  # the replica is gone: forgotten
     assert simulator.sampled == {}
+
+
+def usage_status(cpu: float, memory: int, replicas: int, at: str) -> dict[str, object]:
+    return {"cpuCores": cpu, "memoryMB": memory, "sampledReplicas": replicas, "sampledAt": at}
+
+
+LIVE = {
+    "phase": "Running",
+    "ready": "2/2",
+    "usage": usage_status(0.4, 400, 2, "2026-11-27T10:00:00Z"),
+}
+
+
+@pytest.mark.parametrize(
+    ("fresh", "others", "written"),
+    [
+        # New samples, a little different, nothing else to say: the written figure stays.
+        (usage_status(0.45, 420, 2, "2026-11-27T10:30:00Z"), {}, False),
+        # The written figure is an hour older than the samples: refreshed.
+        (usage_status(0.45, 420, 2, "2026-11-27T11:00:00Z"), {}, True),
+        # Another replica sampled, or usage doubled: worth a write.
+        (usage_status(0.6, 600, 3, "2026-11-27T10:01:00Z"), {}, True),
+        (usage_status(0.8, 420, 2, "2026-11-27T10:01:00Z"), {}, True),
+        # The status is patched anyway: the fresh figure goes with it at no extra write.
+        (usage_status(0.45, 420, 2, "2026-11-27T10:01:00Z"), {"ready": "1/2"}, True),
+        # Nothing running is sampled any more: the figure goes.
+        (None, {}, True),
+    ],
+)
+def test_status_usage_is_rewritten_only_when_worth_an_api_write(
+    fresh: dict[str, object] | None, others: dict[str, object], written: bool
+) -> None:
+    body = {"phase": "Running", "ready": "2/2", **others, "usage": fresh}
+
+    settled = settled_usage(body, LIVE)
+
+    assert settled == (fresh if written else LIVE["usage"])
+    assert status_changed(old=LIVE, new={**body, "usage": settled}) is written
+
+
+def test_usage_appearing_in_status_is_written() -> None:
+    fresh = usage_status(0.4, 400, 2, "2026-11-27T10:00:00Z")
+    assert settled_usage({"phase": "Running", "usage": fresh}, {"phase": "Running"}) == fresh
