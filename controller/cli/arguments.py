@@ -28,6 +28,9 @@ USAGE_ERROR = 2
 # The longest duration any flag may ask for: a year is far beyond any sensible interval or
 # delay, and far inside what timedelta and the event loop's timers can hold (1e300 s is not).
 MAX_SECONDS = 366 * 24 * 3600
+# The longest a record may be asked to be kept: ten years, the longest retention laws commonly
+# ask of business records; beyond it, keeping everything (no retention) is what is meant.
+MAX_RETENTION_SECONDS = 3660 * 24 * 3600
 
 N = TypeVar("N", int, float)
 
@@ -83,15 +86,24 @@ _DURATION = re.compile(rf"(\d+)([{''.join(DURATION_UNITS)}])")
 
 def duration(text: str) -> timedelta:
     """An argparse type for a duration such as 90s, 15m, 24h, 7d or 1h30m: > 0, at most a year."""
+    return _duration(text, most=MAX_SECONDS)
+
+
+def retention(text: str) -> timedelta:
+    """An argparse type for how long records are kept (90d, 104w): > 0, at most ten years."""
+    return _duration(text, most=MAX_RETENTION_SECONDS)
+
+
+def _duration(text: str, *, most: int) -> timedelta:
     parts = _DURATION.findall(text)
     if not parts or "".join(number + unit for number, unit in parts) != text:
         raise argparse.ArgumentTypeError(
             f"not a duration like 90s, 15m, 24h, 7d or 1h30m: {text!r:.40}"
         )
     total = sum(int(number) * DURATION_UNITS[unit] for number, unit in parts)
-    if not 0 < total <= MAX_SECONDS:
+    if not 0 < total <= most:
         raise argparse.ArgumentTypeError(
-            f"must be more than 0 and at most {MAX_SECONDS // DURATION_UNITS['d']}d, got {text}"
+            f"must be more than 0 and at most {most // DURATION_UNITS['d']}d, got {text}"
         )
     return timedelta(seconds=total)
 

@@ -91,6 +91,13 @@ def register(commands: Any) -> None:
         help="consecutive failures before the deployment is Stalled (phase Failed)",
     )
     run.add_argument(
+        "--history-retention",
+        type=arguments.retention,
+        metavar="DURATION",
+        help="drop whole months of status history once every row in them is older than this, "
+        "e.g. 400d (default: keep all history)",
+    )
+    run.add_argument(
         "--liveness",
         metavar="URL",
         help="serve kopf's health checks, e.g. http://0.0.0.0:8080/healthz",
@@ -244,6 +251,7 @@ async def _operate(args: argparse.Namespace, url: URL) -> Shutdown:
         metrics_address=args.metrics_bind_address,
         probe_address=args.health_probe_bind_address,
         shutdown_grace=args.shutdown_grace_seconds,
+        history_retention=args.history_retention,
     )
     await kopf.operator(
         registry=build_registry(config),

@@ -38,10 +38,10 @@ _PARTITIONS = text(
 
 @dataclass(frozen=True, slots=True)
 class Maintenance:
-    """What one pass did: the partitions it created and the ones it dropped (by name)."""
+    """What one pass did: the partitions it created and the ones it dropped."""
 
-    created: list[str]
-    dropped: list[str]
+    created: list[Partition]
+    dropped: list[Partition]
 
 
 async def existing(session: AsyncSession) -> list[str]:
@@ -62,27 +62,28 @@ def create_statement(partition: Partition) -> str:
 
 
 async def maintain(
-    session: AsyncSession, *, now: datetime, retention: timedelta | None
+    session: AsyncSession, *, retention: timedelta | None, now: datetime | None = None
 ) -> Maintenance:
     """Create this month's partitions and the ones ahead; drop those a retention let expire.
 
+    `now` is the database's clock unless given (tests move it): `changed_at` is written by
+    that clock, so months are counted by it, whatever the operator's own clock says.
     Idempotent: a second pass (or a second operator, after waiting for the lock) does nothing.
     Call inside a transaction; it commits with it.
     """
     await session.execute(text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
-    await session.execute(select(func.pg_advisory_xact_lock(PARTITION_LOCK_KEY)))
+    locked = await session.execute(
+        select(func.pg_advisory_xact_lock(PARTITION_LOCK_KEY), func.now())
+    )
+    at = now or locked.one()[1]
     present = set(await existing(session))
-    created = []
-    for partition in wanted(now):
-        if partition.name not in present:
-            await session.execute(text(create_statement(partition)))
-            created.append(partition.name)
-    dropped = []
-    if retention is not None:
-        for partition in expired(sorted(present), now, retention):
-            # A whole month at once: no row-by-row DELETE, no dead tuples, no vacuum debt.
-            await session.execute(text(f'DROP TABLE IF EXISTS "{partition.name}"'))
-            dropped.append(partition.name)
+    created = [p for p in wanted(at) if p.name not in present]
+    for partition in created:
+        await session.execute(text(create_statement(partition)))
+    dropped = [] if retention is None else expired(sorted(present), at, retention)
+    for partition in dropped:
+        # A whole month at once: no row-by-row DELETE, no dead tuples, no vacuum debt.
+        await session.execute(text(f'DROP TABLE IF EXISTS "{partition.name}"'))
     return Maintenance(created=created, dropped=dropped)
 
 

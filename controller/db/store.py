@@ -33,7 +33,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from controller.db import deployments, leadership, quotas
+from controller.db import deployments, leadership, partitions, quotas
 from controller.db import engine as db_engine
 from controller.db import nodes as db_nodes
 from controller.db.errors import FencedError, WriteConflictError, unavailable
@@ -201,6 +201,15 @@ class Store:
             async with self._sessions() as session, session.begin():
                 await self._prove_leadership(session)
                 return await db_nodes.mark_lost(session, grace=grace)
+        except (OperationalError, InterfaceError) as exc:
+            raise unavailable(exc) from exc
+
+    async def maintain_history(self, *, retention: timedelta | None) -> partitions.Maintenance:
+        """Create history partitions ahead; drop whole months past `retention` (partitions.py)."""
+        try:
+            async with self._sessions() as session, session.begin():
+                await self._prove_leadership(session)
+                return await partitions.maintain(session, retention=retention)
         except (OperationalError, InterfaceError) as exc:
             raise unavailable(exc) from exc
 

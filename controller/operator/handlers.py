@@ -42,6 +42,7 @@ from controller.kube.election import ElectionSettings
 from controller.model.addresses import Address
 from controller.model.restarts import RestartPolicy
 from controller.operator.controller import Controller
+from controller.operator.history import HistoryPartitions
 from controller.operator.leadership import Leadership
 from controller.operator.metrics import METRICS
 from controller.operator.nodelifecycle import NodeLifecycle
@@ -102,6 +103,8 @@ class OperatorConfig:
     probe_address: Address | None = None
     # On SIGTERM, how long the reconciles in flight may take to finish (controller.drain).
     shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE_SECONDS
+    # `--history-retention`: whole months of history older than this are dropped; None keeps all.
+    history_retention: timedelta | None = None
     shutdown: Shutdown = field(default_factory=lambda: Shutdown())
 
 
@@ -190,6 +193,8 @@ async def start_runtime(config: OperatorConfig) -> Runtime:
     supervisor.add("notified-keys", sources.resolve)
     supervisor.add("resync", sources.resync)
     supervisor.add("node-lifecycle", NodeLifecycle(store=store, grace=config.node_grace).run)
+    history = HistoryPartitions(store=store, retention=config.history_retention, metrics=METRICS)
+    supervisor.add("history-partitions", history.run)
     leadership = None
     if config.election is None:
         task = asyncio.create_task(supervisor.run(), name="fog-controller")

@@ -13,7 +13,8 @@ means the same thing it has the same name, labels and unit:
 
 Ours, prefixed `fog_`: replicas and nodes by status (`fog_replicas`, `fog_nodes`, refreshed by
 the health loop, see health.py), placement failures by reason, the database round trip, and the
-time from an agent's report reaching the operator to the object's status saying so.
+time from an agent's report reaching the operator to the object's status saying so, and the
+history partitions a retention dropped (`fog_history_partitions_dropped_total{table}`).
 
 One process-wide instance (`METRICS`), as prometheus-client's own default registry is, so that
 code without a handle on the runtime (leader election) can set its gauge; tests make their own
@@ -213,6 +214,13 @@ class Metrics:
             "From an agent's report reaching the operator (its notification) to the object's "
             "status reflecting it",
             buckets=REPORT_BUCKETS,
+            registry=r,
+        )
+        self.history_partitions_dropped = Counter(
+            "fog_history_partitions_dropped_total",
+            "Monthly history partitions dropped whole because every row was older than "
+            "--history-retention",
+            ["table"],
             registry=r,
         )
 
