@@ -130,7 +130,9 @@ class QuotaRecord:
 async def save(session: AsyncSession, record: QuotaRecord) -> QuotaAmounts:
     """Store the FogQuota's limits (history by trigger); return the namespace's usage.
 
-    The update is skipped when nothing changed, so a status-only watch event locks nothing.
+    Nothing is written when nothing changed (no history row, no wakeup of waiting
+    deployments), so the watch events of our own status patches and the periodic refresh cost
+    a row lock of a few milliseconds and the usage read.
     """
     user_id = await queries.ensure_user(session, record.namespace)
     limits = dict(zip(QUOTA_LIMIT_COLUMNS, record.hard.values(), strict=True))
