@@ -2,9 +2,10 @@
 
 Nothing is written: the replica history already records, in the statement that took or
 released each allocation, every status a replica entered with its node and the database's
-clock (docs/design/capacity-and-history.md), and `assigned_at` the one moment it does not
-(migration 0009); controller.model.cost turns that into time held and money. Two statements,
-whatever the number of replicas.
+clock (docs/design/capacity-and-history.md), and the replica row the rest (`assigned_at`, the
+moment it does not record, migration 0009; its status since creation, for rows a retention
+dropped); controller.model.cost turns that into time held and money. Two statements, whatever
+the number of replicas.
 """
 
 from __future__ import annotations
@@ -14,14 +15,25 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import exists, func, or_, select
+from sqlalchemy import and_, exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from controller.db.tables import Deployment, DeploymentReplica, Node, ReplicaStatusHistory, User
-from controller.model.cost import NodeRecord, ReplicaRecord, Transition, Window
+from controller.model.cost import (
+    NodeRecord,
+    ReplicaNow,
+    ReplicaRecord,
+    Transition,
+    Window,
+    complete_history,
+)
 from controller.model.resources import Resources
-from controller.model.states import TERMINAL_REPLICA_STATUSES, ReplicaStatus
+from controller.model.states import (
+    CAPACITY_HOLDING_STATUSES,
+    TERMINAL_REPLICA_STATUSES,
+    ReplicaStatus,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,20 +45,6 @@ class CostInput:
     nodes: dict[uuid.UUID, NodeRecord]
 
 
-def _with_assignment(
-    history: list[Transition], assigned_at: datetime | None, node: uuid.UUID | None
-) -> tuple[Transition, ...]:
-    """The history, plus the row it lacks: pending, given its node at `assigned_at` (0009).
-
-    `node` is the replica's node now; if that node was removed since (the column was then
-    cleared), the node its later history rows name: every status change records the node.
-    """
-    if assigned_at is None:
-        return tuple(history)
-    node = node or next((t.node_id for t in history if t.node_id is not None), None)
-    return (*history, Transition(status=ReplicaStatus.PENDING, node_id=node, at=assigned_at))
-
-
 async def read(
     session: AsyncSession, *, namespace: str | None, since: timedelta | None
 ) -> CostInput:
@@ -55,30 +53,44 @@ async def read(
     The window ends at the database's clock now and starts `since` before it (None: at the
     beginning). A replica whose history ended before the window starts cannot overlap it and
     is not read: only replicas still not stopped or failed, or with a row inside the window.
-    Deleted deployments are read too: they cost while they ran.
+    A replica still holding capacity is read even if a history retention dropped all its
+    rows. Deleted deployments are read too: they cost while they ran.
     """
     now: datetime = (await session.execute(select(func.clock_timestamp()))).scalar_one()
     start = None if since is None else now - since
     history = ReplicaStatusHistory
+    replica = DeploymentReplica
     statement = (
         select(
-            history.replica_id,
+            replica.id,
+            replica.status,
+            replica.node_id.label("current_node"),
+            replica.created_at,
+            replica.assigned_at,
+            replica.cpu_millicores,
+            replica.memory_mb,
+            replica.gpu_units,
+            replica.storage_gb,
+            Deployment.name.label("deployment"),
+            User.name.label("namespace"),
+            history.old_status,
             history.new_status,
             history.node_id,
             history.changed_at,
-            DeploymentReplica.cpu_millicores,
-            DeploymentReplica.memory_mb,
-            DeploymentReplica.gpu_units,
-            DeploymentReplica.storage_gb,
-            DeploymentReplica.assigned_at,
-            DeploymentReplica.node_id.label("current_node"),
-            Deployment.name.label("deployment"),
-            User.name.label("namespace"),
         )
-        .join(DeploymentReplica, DeploymentReplica.id == history.replica_id)
-        .join(Deployment, Deployment.id == history.deployment_id)
+        .join(Deployment, Deployment.id == replica.deployment_id)
         .join(User, User.id == Deployment.user_id)
-        .order_by(history.replica_id, history.changed_at, history.id)
+        .outerjoin(history, history.replica_id == replica.id)
+        .where(
+            or_(
+                history.replica_id.is_not(None),
+                and_(
+                    replica.node_id.is_not(None),
+                    replica.status.in_(CAPACITY_HOLDING_STATUSES),
+                ),
+            )
+        )
+        .order_by(replica.id, history.changed_at, history.id)
     )
     if namespace is not None:
         statement = statement.where(User.name == namespace)
@@ -86,18 +98,22 @@ async def read(
         later = aliased(ReplicaStatusHistory, name="later")
         statement = statement.where(
             or_(
-                DeploymentReplica.status.not_in(TERMINAL_REPLICA_STATUSES),
-                exists().where(later.replica_id == DeploymentReplica.id, later.changed_at >= start),
+                replica.status.not_in(TERMINAL_REPLICA_STATUSES),
+                exists().where(later.replica_id == replica.id, later.changed_at >= start),
             )
         )
     rows = (await session.execute(statement)).all()
-    transitions: dict[uuid.UUID, list[Transition]] = defaultdict(list)
+    retained: dict[uuid.UUID, list[Transition]] = defaultdict(list)
+    before_first: dict[uuid.UUID, ReplicaStatus | None] = {}
     for row in rows:
-        transitions[row.replica_id].append(
+        if row.changed_at is None:
+            continue  # no row left: what the replica row says stands in (complete_history)
+        before_first.setdefault(row.id, row.old_status)
+        retained[row.id].append(
             Transition(status=row.new_status, node_id=row.node_id, at=row.changed_at)
         )
     replicas = {
-        row.replica_id: ReplicaRecord(
+        row.id: ReplicaRecord(
             namespace=row.namespace,
             deployment=row.deployment,
             request=Resources(
@@ -106,13 +122,22 @@ async def read(
                 gpu_units=row.gpu_units,
                 storage_gb=row.storage_gb,
             ),
-            transitions=_with_assignment(
-                transitions[row.replica_id], row.assigned_at, row.current_node
+            transitions=complete_history(
+                ReplicaNow(
+                    status=row.status,
+                    node_id=row.current_node,
+                    created_at=row.created_at,
+                    assigned_at=row.assigned_at,
+                ),
+                retained[row.id],
+                before_first.get(row.id),
             ),
         )
         for row in rows
     }
-    node_ids = {row.node_id for row in rows if row.node_id is not None}
+    node_ids = {
+        t.node_id for r in replicas.values() for t in r.transitions if t.node_id is not None
+    }
     nodes = await session.execute(
         select(Node.id, Node.name, Node.labels).where(Node.id.in_(node_ids))
     )

@@ -11,9 +11,12 @@ history records each status change with its node and the database's clock, which
 * in a rollout the old and the new revision are different replica rows with their own
   requests, each counted for its own time;
 * a replica created without a node and assigned one later gets it in an UPDATE that changes
-  no status, so no history row is written then; the reader adds the row from the replica's
-  `assigned_at` (stamped by a trigger, migration 0009): pending, on that node, from then.
-  Replicas assigned before 0009 have no stamp and hold from their first row naming a node.
+  no status, so no history row is written then; `complete_history` adds the row from the
+  replica's `assigned_at` (stamped by a trigger, migration 0009). Replicas assigned before
+  0009 have no stamp and hold from their first row naming a node;
+* rows dropped by a history retention are replaced by what the replica row still says (its
+  state since its creation), so a replica running for longer than the retention still costs
+  in every window the history covers.
 
 Everything is exact: durations in integer microseconds (the database's resolution), prices
 and amounts as fractions; rounding happens once, when a figure is shown (`rounded`).
@@ -23,7 +26,7 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -175,6 +178,46 @@ class Hold:
     node_id: uuid.UUID
     start: datetime
     end: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaNow:
+    """What the replica's own row says: the facts its history may lack."""
+
+    status: ReplicaStatus
+    node_id: uuid.UUID | None
+    created_at: datetime
+    assigned_at: datetime | None
+
+
+def complete_history(
+    replica: ReplicaNow, retained: Sequence[Transition], before_first: ReplicaStatus | None
+) -> tuple[Transition, ...]:
+    """The replica's history rows, plus the rows that are not (or no longer) in the table.
+
+    `retained` are its rows as read; `before_first` is the old status of the first of them,
+    None when that first row is the one written at creation (or there is none). Added:
+
+    * the assignment, when the replica waited without a node: pending, on its node, at
+      `assigned_at` (that update changes no status, so no row is written, migration 0009);
+    * its state from its creation, when the rows before the first retained one were dropped
+      with their month by a history retention (`fogctl run --history-retention`), or all of
+      them were: `before_first` (or its status now, if no row is left) since `created_at`.
+
+    The node is the replica's own, or, if that node was removed since (the column was then
+    cleared), the one its rows name; a replica that waited had no node before `assigned_at`.
+    """
+    known = replica.node_id or next((t.node_id for t in retained if t.node_id is not None), None)
+    found = list(retained)
+    if replica.assigned_at is not None:
+        found.append(
+            Transition(status=ReplicaStatus.PENDING, node_id=known, at=replica.assigned_at)
+        )
+    opening = None if replica.assigned_at is not None else known
+    status = replica.status if not retained else before_first
+    if status is not None:
+        found.append(Transition(status=status, node_id=opening, at=replica.created_at))
+    return tuple(found)
 
 
 def holds(transitions: Iterable[Transition]) -> list[Hold]:

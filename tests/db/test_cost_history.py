@@ -27,6 +27,7 @@ from controller.model.cost import (
     Prices,
     Selector,
     cost_report,
+    holds,
 )
 from controller.model.resources import Resources
 from controller.model.states import ReplicaStatus
@@ -233,3 +234,45 @@ async def test_a_replica_that_waited_for_a_node_costs_from_its_assignment(
         assert await db_nodes.remove(session, name="edge-1", force=False) == 0
     again = await read(sessions, None, None)
     assert again.replicas == found.replicas
+
+
+async def test_replicas_whose_rows_a_retention_dropped_still_cost_from_their_creation(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    async with sessions() as session, session.begin():
+        edge = await register(session, "edge-1", "edge")
+        web = await rows.deployment(session, await rows.user(session, "team-a"), "web")
+        forever = await rows.replica(session, web, 0, node_id=edge, **OLD)
+        partial = await rows.replica(session, web, 1, node_id=edge, **OLD)
+    await move(sessions, forever.id, R.STARTING, R.RUNNING)
+    await move(sessions, partial.id, R.STARTING, R.RUNNING, R.STOPPING)
+    # Both were created two days ago; a retention dropped every row of `forever` and the rows
+    # of `partial` before it began stopping (as dropping a month of partitions would).
+    async with sessions() as session, session.begin():
+        await session.execute(
+            text("UPDATE deployment_replicas SET created_at = created_at - interval '2 days'")
+        )
+        await session.execute(
+            text(
+                "DELETE FROM replica_status_history WHERE replica_id = :forever"
+                " OR (replica_id = :partial AND new_status <> 'stopping')"
+            ),
+            {"forever": forever.id, "partial": partial.id},
+        )
+    async with sessions() as session:
+        created = dict(
+            (await session.execute(text("SELECT id, created_at FROM deployment_replicas"))).all()
+        )
+
+    everything = await read(sessions, None, None)
+    found = sorted(
+        (h.start, h.node_id, h.end) for r in everything.replicas for h in holds(r.transitions)
+    )
+    assert found == sorted((when, edge, None) for when in created.values())
+
+    last_hour = await read(sessions, None, timedelta(hours=1))
+    report = cost_report(
+        replicas=last_hour.replicas, nodes=last_hour.nodes, prices=PRICES, window=last_hour.window
+    )
+    assert report.total.held == 2 * 3600 * 10**6  # both held the whole hour
+    assert report.total.charge.total == 2 * hourly(EDGE, OLD)

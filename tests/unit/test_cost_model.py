@@ -26,11 +26,13 @@ from controller.model.cost import (
     PriceClass,
     PriceList,
     Prices,
+    ReplicaNow,
     ReplicaRecord,
     Requirement,
     Selector,
     Transition,
     Window,
+    complete_history,
     cost_report,
     holds,
     removed_node_name,
@@ -136,6 +138,50 @@ def test_rows_are_taken_in_time_order_whatever_order_they_come_in() -> None:
 def test_a_history_naming_another_node_is_charged_to_each_node_for_its_time() -> None:
     history = (row(R.PENDING, A, 0), row(R.RUNNING, B, 10), row(R.FAILED, B, 25))
     assert holds(history) == [Hold(A, at(0), at(10)), Hold(B, at(10), at(25))]
+
+
+# --- what the replica row adds to its history ----------------------------------------------
+
+
+def now_row(
+    status: ReplicaStatus, node: uuid.UUID | None, *, assigned: float | None = None
+) -> ReplicaNow:
+    return ReplicaNow(
+        status=status,
+        node_id=node,
+        created_at=at(-1),
+        assigned_at=None if assigned is None else at(assigned),
+    )
+
+
+def test_a_full_history_of_a_replica_placed_at_creation_is_complete_as_it_is() -> None:
+    rows = (row(R.PENDING, A, 0), row(R.RUNNING, A, 2))
+    assert complete_history(now_row(R.RUNNING, A), rows, None) == rows
+
+
+def test_the_assignment_of_a_replica_that_waited_is_added_and_opens_its_hold() -> None:
+    rows = (row(R.PENDING, None, 0), row(R.STARTING, A, 30), row(R.STOPPED, A, 90))
+    completed = complete_history(now_row(R.STOPPED, A, assigned=20), rows, None)
+    assert holds(completed) == [Hold(A, at(20), at(90))]
+
+
+def test_a_replica_whose_rows_a_retention_dropped_holds_since_its_creation() -> None:
+    assert holds(complete_history(now_row(R.RUNNING, B), (), None)) == [Hold(B, at(-1), None)]
+    # Rows before the first retained one are gone: it was running (the row's old status).
+    retained = (row(R.STOPPING, B, 50), row(R.STOPPED, B, 60))
+    completed = complete_history(now_row(R.STOPPED, B), retained, R.RUNNING)
+    assert holds(completed) == [Hold(B, at(-1), at(60))]
+
+
+def test_a_replica_that_waited_and_lost_its_early_rows_holds_from_its_assignment() -> None:
+    retained = (row(R.RUNNING, C, 50),)
+    completed = complete_history(now_row(R.RUNNING, C, assigned=10), retained, R.STARTING)
+    assert holds(completed) == [Hold(C, at(10), None)]
+    # A node removed since: the replica row no longer names it, the history does.
+    gone = complete_history(
+        now_row(R.STOPPED, None, assigned=10), (row(R.STOPPED, C, 70),), R.RUNNING
+    )
+    assert holds(gone) == [Hold(C, at(10), at(70))]
 
 
 # --- hand-computed cases -----------------------------------------------------------------
