@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from controller.db import cost as db_cost
 from controller.db import engine as db_engine
 from controller.db import nodes as db_nodes
-from controller.db.tables import DeploymentReplica, NodeLease
+from controller.db.tables import Deployment, DeploymentReplica, NodeLease
 from controller.model.cost import (
     PriceClass,
     PriceList,
@@ -202,12 +202,17 @@ async def test_since_reads_only_replicas_that_can_overlap_and_clips_them(
     )
 
 
+async def web_and_edge(session: AsyncSession) -> tuple[uuid.UUID, Deployment]:
+    """Node edge-1 (class edge) and deployment team-a/web, without replicas."""
+    edge = await register(session, "edge-1", "edge")
+    return edge, await rows.deployment(session, await rows.user(session, "team-a"), "web")
+
+
 async def test_a_replica_that_waited_for_a_node_costs_from_its_assignment(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
     async with sessions() as session, session.begin():
-        edge = await register(session, "edge-1", "edge")
-        web = await rows.deployment(session, await rows.user(session, "team-a"), "web")
+        edge, web = await web_and_edge(session)
         waiting = await rows.replica(session, web, 0, **OLD)  # no room: no node yet
     async with sessions() as session, session.begin():  # as the reconciler's assignment
         await session.execute(
@@ -240,8 +245,7 @@ async def test_replicas_whose_rows_a_retention_dropped_still_cost_from_their_cre
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
     async with sessions() as session, session.begin():
-        edge = await register(session, "edge-1", "edge")
-        web = await rows.deployment(session, await rows.user(session, "team-a"), "web")
+        edge, web = await web_and_edge(session)
         forever = await rows.replica(session, web, 0, node_id=edge, **OLD)
         partial = await rows.replica(session, web, 1, node_id=edge, **OLD)
     await move(sessions, forever.id, R.STARTING, R.RUNNING)
