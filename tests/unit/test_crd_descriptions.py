@@ -18,11 +18,12 @@ import pytest
 import yaml
 
 CRD = Path(__file__).resolve().parents[2] / "crds" / "fogdeployment.yaml"
+QUOTA_CRD = CRD.with_name("fogquota.yaml")
 BOUNDS = ("minLength", "maxLength", "minimum", "maximum", "maxItems", "maxProperties")
 
 
-def schema() -> dict[str, Any]:
-    crd = yaml.safe_load(CRD.read_text())
+def schema(path: Path = CRD) -> dict[str, Any]:
+    crd = yaml.safe_load(path.read_text())
     (version,) = crd["spec"]["versions"]
     return version["schema"]["openAPIV3Schema"]  # type: ignore[no-any-return]
 
@@ -56,7 +57,9 @@ def mentions(description: str, token: str) -> bool:
 
 # The API server refuses a description on `metadata` itself (only name and generateName may be
 # declared there) and publishes ObjectMeta's own documentation for it instead.
-ALL_FIELDS = {path: field for path, field in fields(schema()) if path != "metadata"}
+ALL_FIELDS = {path: field for path, field in fields(schema()) if path != "metadata"} | {
+    f"FogQuota {path}": field for path, field in fields(schema(QUOTA_CRD)) if path != "metadata"
+}
 
 
 def test_the_walk_sees_the_fields_people_asked_about() -> None:
