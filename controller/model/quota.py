@@ -154,7 +154,11 @@ def _value(amounts: QuotaAmounts, resource: QuotaResource) -> int:
 
 
 def _shown(resource: QuotaResource, value: int) -> str:
-    return f"{_in_units(resource, value):g}"
+    """An amount as people write it: 2.5 cores, 1000000 MB (never 1e+06)."""
+    if resource is not QuotaResource.CPU:
+        return str(value)
+    cores, millis = divmod(value, MILLIS_PER_CORE)
+    return f"{cores}.{millis:03d}".rstrip("0").rstrip(".") if millis else str(cores)
 
 
 def _per_replica(request: Resources) -> Mapping[QuotaResource, int]:

@@ -64,6 +64,19 @@ def test_cpu_is_shown_in_cores() -> None:
     assert message == "quota small: cpuCores 1.5/1.5 used, 1 more requested"
 
 
+def test_large_and_fractional_amounts_are_written_out() -> None:
+    state = gate(
+        Quota("big", QuotaAmounts(cpu_millis=1_000_000_000, memory_mb=1_000_000)),
+        usage=used(res(999_999_950, 1_000_000)),
+    )
+    allowed = allowance(gate=state, request=res(50, 512))
+    message = allowed.message(gate=state, request=res(50, 512), wanted=2)
+    assert message == "quota big: memoryMB 1000000/1000000 used, 1024 more requested"
+    cpu = gate(Quota("c", QuotaAmounts(cpu_millis=1_000_000_000)), usage=used(res(999_999_950)))
+    message = allowance(gate=cpu, request=res(75)).message(gate=cpu, request=res(75), wanted=1)
+    assert message == "quota c: cpuCores 999999.95/1000000 used, 0.075 more requested"
+
+
 def test_a_resource_the_request_does_not_ask_for_never_binds() -> None:
     state = gate(Quota("q", QuotaAmounts(gpu_units=0)))
     assert allowance(gate=state, request=res(500, 512)).replicas is None
