@@ -91,8 +91,8 @@ def _json(row: TopRow) -> dict[str, Any]:
 
 
 def percent(part: int, whole: int) -> str:
-    """`part` as a whole percentage of `whole`, as kubectl top prints it ("-" of nothing)."""
-    return f"{round(100 * part / whole)}%" if whole else "-"
+    """`part` as a whole percentage of `whole`, cut as kubectl top cuts it ("-" of nothing)."""
+    return f"{100 * part // whole}%" if whole else "-"
 
 
 def _table(kind: str, rows: list[TopRow]) -> str:
