@@ -33,6 +33,7 @@ import report
 import scale
 import scenarios
 import usage_history
+from history import history_scale
 from kubernetes_asyncio import client, config
 
 from controller.sandbox import harness
@@ -52,12 +53,14 @@ SCENARIOS = [
     "kubernetes",
     "agents",
     "idle",
+    "history",
 ]
 
 Runner = Callable[[harness.Servers, scenarios.Sizes, client.ApiClient], Awaitable[dict[str, Any]]]
 # The scenarios that need the servers, by their key in the results.
 RUNNERS: dict[str, Runner] = {
     "usage": usage_history.history,
+    "history": history_scale,
     "statements": lambda servers, _sizes, _api: scenarios.statements(servers),
     "single": scenarios.single,
     "report": scenarios.agent_report,
@@ -73,6 +76,8 @@ RUNNERS: dict[str, Runner] = {
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     sizes = dataclasses.replace(scenarios.QUICK if args.quick else scenarios.FULL, runs=args.runs)
+    if args.history_rows is not None:
+        sizes = dataclasses.replace(sizes, history_rows=args.history_rows)
     chosen = args.only or SCENARIOS
     results: dict[str, Any] = {}
     if "placement" in chosen:
@@ -108,6 +113,9 @@ def main() -> int:
     parser.add_argument("--only", action="append", choices=SCENARIOS)
     parser.add_argument(
         "--runs", type=int, default=scenarios.Sizes.runs, help="runs per scenario (>= 3 to report)"
+    )
+    parser.add_argument(
+        "--history-rows", type=int, help="history rows of the history scenario (a size between)"
     )
     args = parser.parse_args()
     began = time.monotonic()

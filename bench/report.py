@@ -269,6 +269,8 @@ def _cost_rows(s: dict[str, Any]) -> list[str]:
             )
     if "usage" in s:
         lines += _usage_rows(s["usage"])
+    if "history" in s:
+        lines += _history_rows(s["history"])
     if "placement" in s:
         p = s["placement"]
         for strategy, figure in p["microseconds_per_placement"].items():
@@ -307,6 +309,24 @@ def _usage_rows(u: dict[str, Any]) -> list[str]:
             "",
             "fogctl top deployments / nodes, every replica (ms)",
             f"{u['top_deployments']['median_ms']} / {u['top_nodes']['median_ms']}",
+            "",
+        ),
+    ]
+
+
+def _history_rows(h: dict[str, Any]) -> list[str]:
+    """Issue 15 item 6: `fogctl history NS/NAME` over many rows in monthly partitions."""
+    label = (
+        f"History: {h['rows']:,} rows over {h['months']} months ({h['partitions_per_table']}"
+        f" partitions per table, {h['megabytes']:,} MB), {h['entries_per_query']} per deployment"
+    )
+    return [
+        row(label, "fogctl history NS/NAME, p99 (ms)", cell(h["p99_ms"]), "< 10"),
+        row("", "fogctl history NS/NAME, p50 (ms)", cell(h["p50_ms"]), ""),
+        row(
+            "",
+            "first query on a new connection (ms)",
+            cell(h["first_query_on_a_new_connection_ms"]),
             "",
         ),
     ]

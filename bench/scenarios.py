@@ -86,6 +86,7 @@ class Sizes:
     placement_replicas: int
     fleet_nodes: int  # played by one agent process (issue 14)
     fleet_rest_seconds: float  # the fleet only heartbeating, before its burst
+    history_rows: int  # status history rows in monthly partitions (issue 15 item 6)
     runs: int = 3  # the issue asks for the median of at least three runs
 
 
@@ -103,6 +104,7 @@ FULL = Sizes(
     placement_replicas=100_000,
     fleet_nodes=5000,
     fleet_rest_seconds=30.0,
+    history_rows=100_000_000,
 )
 QUICK = Sizes(
     burst_nodes=50,
@@ -118,6 +120,7 @@ QUICK = Sizes(
     placement_replicas=10_000,
     fleet_nodes=200,
     fleet_rest_seconds=10.0,
+    history_rows=300_000,
 )
 # Every node played by one simulated agent.
 ONE_AGENT: Mapping[str, Sequence[str]] = {"all": []}
