@@ -91,6 +91,9 @@ def test_a_quota_stops_a_deployment_at_the_limit_and_raising_it_releases_the_res
     )
     assert status["hard"] == {"cpuCores": 2, "replicas": 10}
     assert status["summary"]["cpuCores"] == "2/2"
+    header, line = kubectl("get", "-n", namespace, "fogquota/team-a").stdout.splitlines()
+    assert header.split()[:6] == ["NAME", "CPU", "MEMORY", "GPU", "REPLICAS", "AGE"]
+    assert line.split()[:3] == ["team-a", "2/2", "4/10"]  # memory and GPU unlimited: blank
     events = kubectl("get", "events", "-n", namespace, "-o", "json").stdout
     assert any(e["reason"] == "QuotaExceeded" for e in json.loads(events)["items"])
 
