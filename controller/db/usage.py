@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Integer, and_, bindparam, column, func, select
+from sqlalchemy import BigInteger, Integer, and_, any_, bindparam, column, func, select
 from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -84,7 +84,17 @@ async def record(session: AsyncSession, samples: Sequence[UsageSample]) -> Repor
             Node.memory_mb,
         )
         .outerjoin(Node, Node.id == DeploymentReplica.node_id)
-        .where(DeploymentReplica.id.in_({sample.replica_id for sample in samples}))
+        # One array, not an IN list of thousands of parameters: one statement shape.
+        .where(
+            DeploymentReplica.id
+            == any_(
+                _array(
+                    "sampled_ids",
+                    sorted({sample.replica_id for sample in samples}),
+                    UUID(as_uuid=True),
+                )
+            )
+        )
     )
     replicas = {
         row.id: _Replica(
