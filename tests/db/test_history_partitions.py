@@ -13,7 +13,12 @@ import pytest
 import rows
 from sqlalchemy import create_engine, delete, pool, text, update
 from sqlalchemy.engine import URL
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
 from controller.db import migrate, partitions
 from controller.db.store import Store
@@ -22,6 +27,7 @@ from controller.model.partitions import HISTORY_TABLES, Month, Partition
 from controller.model.states import DeploymentStatus, ReplicaStatus
 from controller.operator.history import HistoryPartitions
 from controller.operator.metrics import Metrics
+from controller.sandbox import ports
 
 # Which partition holds each history row of a deployment, and the row's status.
 _WHERE = text(
@@ -265,6 +271,29 @@ async def test_the_operators_loop_drops_and_counts_each_expired_month_once(
             "fog_history_partitions_dropped_total", {"table": table}
         )
         assert dropped == 1
+
+
+async def test_the_loop_skips_a_pass_while_the_database_is_unreachable(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An outage is a skipped pass (retried in a minute), logged, never a crashed loop."""
+    nobody = URL.create("postgresql+psycopg", host="127.0.0.1", port=ports.free_port())
+    engine = create_async_engine(nobody, connect_args={"connect_timeout": 2})
+    metrics = Metrics()
+    loop = HistoryPartitions(
+        store=Store(async_sessionmaker(engine)), retention=timedelta(days=1), metrics=metrics
+    )
+    try:
+        assert await loop.maintain() is None
+    finally:
+        await engine.dispose()
+    assert "history partitions not maintained this time" in caplog.text
+    assert (
+        metrics.registry.get_sample_value(
+            "fog_history_partitions_dropped_total", {"table": "replica_status_history"}
+        )
+        is None
+    )
 
 
 def _execute(url: URL, statement: str) -> list[tuple[object, ...]]:
