@@ -19,7 +19,15 @@ from sqlalchemy import and_, exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
-from controller.db.tables import Deployment, DeploymentReplica, Node, ReplicaStatusHistory, User
+from controller.db.tables import (
+    REPLICA_REQUEST,
+    Deployment,
+    DeploymentReplica,
+    Node,
+    ReplicaStatusHistory,
+    User,
+    request_of,
+)
 from controller.model.cost import (
     NodeRecord,
     ReplicaNow,
@@ -28,7 +36,6 @@ from controller.model.cost import (
     Window,
     complete_history,
 )
-from controller.model.resources import Resources
 from controller.model.states import (
     CAPACITY_HOLDING_STATUSES,
     TERMINAL_REPLICA_STATUSES,
@@ -67,10 +74,7 @@ async def read(
             replica.node_id.label("current_node"),
             replica.created_at,
             replica.assigned_at,
-            replica.cpu_millicores,
-            replica.memory_mb,
-            replica.gpu_units,
-            replica.storage_gb,
+            *REPLICA_REQUEST,
             Deployment.name.label("deployment"),
             User.name.label("namespace"),
             history.old_status,
@@ -116,12 +120,7 @@ async def read(
         row.id: ReplicaRecord(
             namespace=row.namespace,
             deployment=row.deployment,
-            request=Resources(
-                cpu_millis=row.cpu_millicores,
-                memory_mb=row.memory_mb,
-                gpu_units=row.gpu_units,
-                storage_gb=row.storage_gb,
-            ),
+            request=request_of(row),
             transitions=complete_history(
                 ReplicaNow(
                     status=row.status,

@@ -20,15 +20,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from controller.db.tables import (
     CONTAINER_ID_MAX,
     K8S_NAME_MAX,
+    REPLICA_REQUEST,
     Deployment,
     DeploymentReplica,
     Node,
     User,
     replica_status_enum,
+    request_of,
 )
 from controller.model import actors
 from controller.model.protocol import REASON_MAX, Assignment, Report, ReportResult
-from controller.model.resources import Resources
 from controller.model.states import (
     AGENT_REPLICA_TRANSITIONS,
     CAPACITY_HOLDING_STATUSES,
@@ -70,10 +71,7 @@ async def assignments(
             Deployment.container_image,
             Deployment.container_spec,
             DeploymentReplica.container_id,
-            DeploymentReplica.cpu_millicores,
-            DeploymentReplica.memory_mb,
-            DeploymentReplica.gpu_units,
-            DeploymentReplica.storage_gb,
+            *REPLICA_REQUEST,
         )
         .join(Node, Node.id == DeploymentReplica.node_id)
         .join(Deployment, Deployment.id == DeploymentReplica.deployment_id)
@@ -92,12 +90,7 @@ async def assignments(
             image=row.container_image,
             container_spec=row.container_spec,
             container_id=row.container_id,
-            request=Resources(
-                cpu_millis=row.cpu_millicores,
-                memory_mb=row.memory_mb,
-                gpu_units=row.gpu_units,
-                storage_gb=row.storage_gb,
-            ),
+            request=request_of(row),
         )
         for row in await session.execute(statement)
     ]

@@ -44,6 +44,7 @@ from sqlalchemy.dialects.postgresql import BYTEA, JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from controller.model.nodes import NodeStatus
+from controller.model.resources import Resources
 from controller.model.states import DeploymentStatus, ReplicaStatus
 
 # Kubernetes object names are DNS subdomains (253 characters at most); namespaces and labels
@@ -337,6 +338,26 @@ def _history_changed_at() -> Mapped[datetime]:
         primary_key=True,
         nullable=False,
         server_default=func.clock_timestamp(),
+    )
+
+
+# A replica's request: the four columns, in Resources' order. Read together wherever a
+# replica's request is rebuilt from its row (the agents' assignments, cost).
+REPLICA_REQUEST = (
+    DeploymentReplica.cpu_millicores,
+    DeploymentReplica.memory_mb,
+    DeploymentReplica.gpu_units,
+    DeploymentReplica.storage_gb,
+)
+
+
+def request_of(row: Any) -> Resources:
+    """The request of a replica from a row that selected REPLICA_REQUEST."""
+    return Resources(
+        cpu_millis=row.cpu_millicores,
+        memory_mb=row.memory_mb,
+        gpu_units=row.gpu_units,
+        storage_gb=row.storage_gb,
     )
 
 
