@@ -15,8 +15,8 @@ help:
 	@echo "make test-fast   only the tests that need neither (pure logic)"
 	@echo "make demo-node-loss  a node goes silent, its replicas move, it comes back"
 	@echo "make demo-down   stop what 'make demo' started"
-	@echo "make bench       benchmarks (about 25 min): bench/results/latest.json, BENCHMARKS.md"
-	@echo "make bench-quick a small version (under 2 min)"
+	@echo "make bench       benchmarks (an hour or more): bench/results/latest.json, BENCHMARKS.md"
+	@echo "make bench-quick a small version of every scenario"
 	@echo "make reliability the full fault suite (about 15 min): figures in RELIABILITY.md"
 
 $(STAMP): pyproject.toml
