@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import BindParameter, Select, bindparam, select
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -35,3 +37,12 @@ async def ensure_user(session: AsyncSession, namespace: str) -> uuid.UUID:
         await session.execute(select(User.id).where(User.name == namespace))
     ).scalar_one()
     return existing
+
+
+def array_param(name: str, items: list[Any], item_type: Any) -> BindParameter[Any]:
+    """One array parameter for a whole batch (`= ANY(...)`, `unnest(...)`).
+
+    A statement then has one shape for any batch size, so it is compiled and prepared once,
+    where an IN list or VALUES rows would make a new statement per size.
+    """
+    return bindparam(name, value=items, type_=ARRAY(item_type))

@@ -22,7 +22,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute, aliased
 
 from controller.db import queries
-from controller.db.tables import QUOTA_LIMIT_COLUMNS, Deployment, DeploymentReplica, Quota, User
+from controller.db.tables import (
+    QUOTA_LIMIT_COLUMNS,
+    REPLICA_REQUEST,
+    Deployment,
+    DeploymentReplica,
+    Quota,
+    User,
+)
 from controller.model.quota import Quota as QuotaLimits
 from controller.model.quota import QuotaAmounts, QuotaGate
 from controller.model.resources import Resources
@@ -52,15 +59,7 @@ async def usage(session: AsyncSession, user_id: uuid.UUID) -> QuotaAmounts:
     live = aliased(Deployment)  # the deployments counted, apart from the replicas' join
     sums = (
         select(
-            *(
-                func.coalesce(func.sum(column), 0)
-                for column in (
-                    DeploymentReplica.cpu_millicores,
-                    DeploymentReplica.memory_mb,
-                    DeploymentReplica.gpu_units,
-                    DeploymentReplica.storage_gb,
-                )
-            ),
+            *(func.coalesce(func.sum(column), 0) for column in REPLICA_REQUEST),
             func.count(DeploymentReplica.id),
             select(func.count())
             .select_from(live)

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
-from typing import Any
 
-from sqlalchemy import String, bindparam, case, cast, column, func, select, update
-from sqlalchemy.dialects.postgresql import ARRAY, UUID
+from sqlalchemy import String, case, cast, column, func, select, update
+from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from controller.db.queries import array_param
 from controller.db.tables import (
     CONTAINER_ID_MAX,
     K8S_NAME_MAX,
@@ -174,21 +174,19 @@ async def report(
     current = {row.id: (row.name, row.status) for row in rows}
     refused: list[tuple[uuid.UUID, str]] = []
     accepted: list[Report] = []
+    accepted_ids: set[uuid.UUID] = set()
     for item in reports:
         why = _check(item, current, transitions)
-        if why is None and any(a.replica_id == item.replica_id for a in accepted):
+        if why is None and item.replica_id in accepted_ids:
             why = "a second report for the replica in one batch"
         if why is None:
             accepted.append(item)
+            accepted_ids.add(item.replica_id)
         else:
             refused.append((item.replica_id, why))
     if accepted:
         await _write(session, accepted)
     return ReportResult(accepted=len(accepted), refused=refused)
-
-
-def _array(name: str, items: list[Any], item_type: Any) -> Any:
-    return bindparam(name, value=items, type_=ARRAY(item_type))
 
 
 async def _write(session: AsyncSession, accepted: Sequence[Report]) -> None:
@@ -197,11 +195,11 @@ async def _write(session: AsyncSession, accepted: Sequence[Report]) -> None:
     # Compiling a VALUES list of hundreds of rows was a quarter of the agent's CPU.
     changes = (
         func.unnest(
-            _array("replica_ids", [item.replica_id for item in accepted], UUID(as_uuid=True)),
-            _array("statuses", [str(item.status) for item in accepted], String()),
-            _array("actors", [agent_actor(item.node) for item in accepted], String()),
-            _array("reasons", [item.reason for item in accepted], String()),
-            _array("container_ids", [item.container_id for item in accepted], String()),
+            array_param("replica_ids", [item.replica_id for item in accepted], UUID(as_uuid=True)),
+            array_param("statuses", [str(item.status) for item in accepted], String()),
+            array_param("actors", [agent_actor(item.node) for item in accepted], String()),
+            array_param("reasons", [item.reason for item in accepted], String()),
+            array_param("container_ids", [item.container_id for item in accepted], String()),
         )
         .table_valued(
             column("replica_id", UUID(as_uuid=True)),

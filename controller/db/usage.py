@@ -17,11 +17,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Integer, and_, any_, bindparam, column, func, select
-from sqlalchemy.dialects.postgresql import ARRAY, UUID
+from sqlalchemy import BigInteger, Integer, and_, any_, column, func, select
+from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from controller.db.queries import array_param
 from controller.db.tables import (
     K8S_NAME_MAX,
     Deployment,
@@ -88,7 +89,7 @@ async def record(session: AsyncSession, samples: Sequence[UsageSample]) -> Repor
         .where(
             DeploymentReplica.id
             == any_(
-                _array(
+                array_param(
                     "sampled_ids",
                     sorted({sample.replica_id for sample in samples}),
                     UUID(as_uuid=True),
@@ -133,10 +134,6 @@ async def record(session: AsyncSession, samples: Sequence[UsageSample]) -> Repor
     return ReportResult(accepted=len(samples))
 
 
-def _array(name: str, items: list[Any], item_type: Any) -> Any:
-    return bindparam(name, value=items, type_=ARRAY(item_type))
-
-
 async def _write_latest(
     session: AsyncSession, samples: Sequence[UsageSample], replicas: dict[uuid.UUID, _Replica]
 ) -> None:
@@ -147,17 +144,17 @@ async def _write_latest(
     ordered = sorted(samples, key=lambda sample: sample.replica_id)  # lock rows in one order
     batch = (
         func.unnest(
-            _array("replica_ids", [s.replica_id for s in ordered], UUID(as_uuid=True)),
-            _array(
+            array_param("replica_ids", [s.replica_id for s in ordered], UUID(as_uuid=True)),
+            array_param(
                 "deployment_ids",
                 [replicas[s.replica_id].deployment_id for s in ordered],
                 UUID(as_uuid=True),
             ),
-            _array(
+            array_param(
                 "node_ids", [replicas[s.replica_id].node_id for s in ordered], UUID(as_uuid=True)
             ),
-            _array("cpu", [s.usage.cpu_millis for s in ordered], Integer()),
-            _array("memory", [s.usage.memory_mb for s in ordered], Integer()),
+            array_param("cpu", [s.usage.cpu_millis for s in ordered], Integer()),
+            array_param("memory", [s.usage.memory_mb for s in ordered], Integer()),
         )
         .table_valued(
             column("replica_id", UUID(as_uuid=True)),
@@ -195,12 +192,12 @@ async def _upsert_rollups(
         return
     batch = (
         func.unnest(
-            _array("keys", [r.key for r in rollups], UUID(as_uuid=True)),
-            _array("samples", [r.samples for r in rollups], Integer()),
-            _array("cpu_sum", [r.cpu_millis_sum for r in rollups], BigInteger()),
-            _array("cpu_max", [r.cpu_millis_max for r in rollups], Integer()),
-            _array("memory_sum", [r.memory_mb_sum for r in rollups], BigInteger()),
-            _array("memory_max", [r.memory_mb_max for r in rollups], Integer()),
+            array_param("keys", [r.key for r in rollups], UUID(as_uuid=True)),
+            array_param("samples", [r.samples for r in rollups], Integer()),
+            array_param("cpu_sum", [r.cpu_millis_sum for r in rollups], BigInteger()),
+            array_param("cpu_max", [r.cpu_millis_max for r in rollups], Integer()),
+            array_param("memory_sum", [r.memory_mb_sum for r in rollups], BigInteger()),
+            array_param("memory_max", [r.memory_mb_max for r in rollups], Integer()),
         )
         .table_valued(
             column("key", UUID(as_uuid=True)),
