@@ -5,21 +5,30 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import BindParameter, Select, bindparam, select
+from sqlalchemy import BindParameter, ColumnElement, Select, and_, bindparam, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.util import AliasedClass
 
 from controller.db.tables import Deployment, User
 
 
+def live(
+    user_id: uuid.UUID | ColumnElement[uuid.UUID],
+    deployment: type[Deployment] | AliasedClass[Deployment] = Deployment,
+) -> ColumnElement[bool]:
+    """Whether `deployment` is one of the tenant's that are not soft-deleted.
+
+    Served by the `(user_id, deleted_at)` index; one definition, so that what the CLI lists and
+    what a quota counts as a live deployment cannot drift apart.
+    """
+    return and_(deployment.user_id == user_id, deployment.deleted_at.is_(None))
+
+
 def active_deployments(user_id: uuid.UUID) -> Select[Deployment]:
-    """A tenant's deployments that are not soft-deleted (served by `(user_id, deleted_at)`)."""
-    return (
-        select(Deployment)
-        .where(Deployment.user_id == user_id, Deployment.deleted_at.is_(None))
-        .order_by(Deployment.name)
-    )
+    """A tenant's deployments that are not soft-deleted, by name."""
+    return select(Deployment).where(live(user_id)).order_by(Deployment.name)
 
 
 async def ensure_user(session: AsyncSession, namespace: str) -> uuid.UUID:

@@ -47,10 +47,6 @@ def _amounts(row: object) -> QuotaAmounts:
     return QuotaAmounts(*(getattr(row, name) for name in QUOTA_LIMIT_COLUMNS))
 
 
-def _live(user_id: uuid.UUID | ColumnElement[uuid.UUID]) -> ColumnElement[bool]:
-    return and_(Deployment.user_id == user_id, Deployment.deleted_at.is_(None))
-
-
 async def usage(session: AsyncSession, user_id: uuid.UUID) -> QuotaAmounts:
     """What the tenant holds: requests of replicas holding capacity, their count, deployments.
 
@@ -63,7 +59,7 @@ async def usage(session: AsyncSession, user_id: uuid.UUID) -> QuotaAmounts:
             func.count(DeploymentReplica.id),
             select(func.count())
             .select_from(live)
-            .where(live.user_id == user_id, live.deleted_at.is_(None))
+            .where(queries.live(user_id, live))
             .scalar_subquery(),
         )
         .select_from(DeploymentReplica)
@@ -100,7 +96,7 @@ async def gate(
     )
     if not rows:
         return None
-    older = select(func.count()).select_from(Deployment).where(_live(user_id))
+    older = select(func.count()).select_from(Deployment).where(queries.live(user_id))
     if deployment_id is not None:
         mine = aliased(Deployment)
         older = older.join(mine, mine.id == deployment_id).where(
