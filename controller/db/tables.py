@@ -326,6 +326,37 @@ class DeploymentReplica(Base):
     deployment: Mapped[Deployment] = relationship(back_populates="replicas")
 
 
+class DeploymentRevision(Base):
+    """One distinct template a deployment has run, numbered per deployment (migration 0011).
+
+    `hash` is what replicas carry (`deployment_replicas.revision`); `template` is the spec
+    fragment `fogctl rollout undo` writes back (NULL for older revisions found only on replicas
+    when the table was created). A template that returns is the same row, renumbered to the
+    newest number, as Kubernetes renumbers a reused ReplicaSet (controller/model/revisions.py).
+    `completed_at`: when every desired replica of it was last available, so "the last fully
+    healthy revision" is the completed one with the highest number.
+    """
+
+    __tablename__ = "deployment_revisions"
+    __table_args__ = (
+        UniqueConstraint("deployment_id", "hash"),
+        UniqueConstraint("deployment_id", "number"),
+        CheckConstraint("number >= 1", name="number_positive"),
+    )
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    deployment_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("deployments.id", ondelete="CASCADE"), nullable=False
+    )
+    number: Mapped[int] = mapped_column(Integer, nullable=False)
+    hash: Mapped[str] = mapped_column(String(REVISION_MAX), nullable=False)
+    template: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = _created_at()
+    # The Kubernetes field manager that last wrote the spec (as quotas' `actor`).
+    created_by: Mapped[str | None] = mapped_column(String(ACTOR_MAX))
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
 def _history_changed_at() -> Mapped[datetime]:
     """A history row's time, part of the primary key: the tables are partitioned on it.
 

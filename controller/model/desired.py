@@ -17,15 +17,16 @@ from typing import Any
 from controller.model.placement import Strategy
 from controller.model.planner import DesiredState
 from controller.model.resources import Resources
-from controller.model.revision import template_revision
+from controller.model.revision import Template
 
 
 @dataclass(frozen=True, slots=True)
 class DesiredDeployment:
     """The tracked fields of one FogDeployment's spec, validated, in our own types.
 
-    `revision` is derived from what a replica runs (image, request, container spec): a change
-    there rolls the replicas, a change of count, selector or strategy does not.
+    `revision` is derived from what a replica runs (`template`: image, request, container spec,
+    node selector, health check; model/revision.py): a change there rolls the replicas, a
+    change of count or strategy does not.
     """
 
     name: str
@@ -38,10 +39,17 @@ class DesiredDeployment:
     revision: str = field(init=False)
 
     def __post_init__(self) -> None:
-        revision = template_revision(
-            image=self.image, request=self.request, container_spec=self.container_spec
+        object.__setattr__(self, "revision", self.template.revision)  # frozen: set once, derived
+
+    @property
+    def template(self) -> Template:
+        """What a replica of this spec runs: the revision's fields."""
+        return Template(
+            image=self.image,
+            request=self.request,
+            container_spec=self.container_spec,
+            node_selector=self.node_selector,
         )
-        object.__setattr__(self, "revision", revision)  # frozen: set once, derived
 
     def planner_input(self, *, evacuate: frozenset[uuid.UUID], hold_new: bool) -> DesiredState:
         """The planner's view of this spec, given what the snapshot and restart policy say."""

@@ -129,6 +129,7 @@ OUR_TABLES = {
     "deployments",
     "deployment_resources",
     "deployment_replicas",
+    "deployment_revisions",
     "deployment_status_history",
     "replica_status_history",
     "quotas",

@@ -43,10 +43,16 @@ def test_container_spec_goes_to_the_jsonb_column_and_changes_the_revision() -> N
     assert with_env.revision != parse_spec("web", MINIMAL).revision
 
 
-def test_scaling_and_selector_do_not_change_the_revision() -> None:
+def test_scaling_does_not_change_the_revision_and_a_selector_does_only_when_set() -> None:
     base = parse_spec("web", MINIMAL).revision
     assert parse_spec("web", {**MINIMAL, "replicas": 7}).revision == base
-    assert parse_spec("web", {**MINIMAL, "nodeSelector": {"zone": "b"}}).revision == base
+    assert parse_spec("web", {**MINIMAL, "placement": {"strategy": "BinPack"}}).revision == base
+    # An empty selector hashes as no selector: deployments without one keep their revision
+    # across the upgrade that added the selector to the hash (model/revision.py).
+    assert parse_spec("web", {**MINIMAL, "nodeSelector": {}}).revision == base
+    zone_b = parse_spec("web", {**MINIMAL, "nodeSelector": {"zone": "b"}}).revision
+    assert zone_b != base
+    assert parse_spec("web", {**MINIMAL, "nodeSelector": {"zone": "c"}}).revision != zone_b
     assert parse_spec("web", {**MINIMAL, "image": "app:2"}).revision != base
 
 
