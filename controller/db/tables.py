@@ -45,7 +45,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from controller.model.nodes import NodeStatus
 from controller.model.resources import Resources
-from controller.model.states import DeploymentStatus, ReplicaStatus
+from controller.model.states import DeploymentStatus, ReplicaHealth, ReplicaStatus
 
 # Kubernetes object names are DNS subdomains (253 characters at most); namespaces and labels
 # are shorter, but one width for every name keeps the columns interchangeable.
@@ -80,6 +80,9 @@ deployment_status_enum = Enum(
 )
 replica_status_enum = Enum(
     ReplicaStatus, name="replicastatus", values_callable=_values, validate_strings=True
+)
+replica_health_enum = Enum(
+    ReplicaHealth, name="replicahealth", values_callable=_values, validate_strings=True
 )
 node_status_enum = Enum(
     NodeStatus, name="nodestatus", values_callable=_values, validate_strings=True
@@ -229,6 +232,9 @@ class Deployment(Base):
     placement_strategy: Mapped[str] = mapped_column(
         String(16), nullable=False, server_default="Spread"
     )
+    # spec.healthCheck with its defaults written out (NULL: none); the agents' assignments
+    # carry it (migration 0012).
+    health_check: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     # Hash of image + resources + container spec; replicas of another revision are rolled.
     revision: Mapped[str] = mapped_column(String(REVISION_MAX), nullable=False)
     # The Kubernetes object this row belongs to; a re-created object has a new uid.
@@ -320,6 +326,12 @@ class DeploymentReplica(Base):
     storage_gb: Mapped[int] = mapped_column(Integer, nullable=False)
     status_reason: Mapped[str | None] = mapped_column(Text)
     status_actor: Mapped[str | None] = mapped_column(String(ACTOR_MAX))
+    # What the agent's health check last said (NULL: no report yet), its words, and since when
+    # (stamped when the health changes, with the clock of started_at): Ready counts replicas
+    # healthy for minReadySeconds (model/health.py). The history trigger records each change.
+    health: Mapped[ReplicaHealth | None] = mapped_column(replica_health_enum)
+    health_reason: Mapped[str | None] = mapped_column(Text)
+    health_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = _created_at()
     updated_at: Mapped[datetime] = _updated_at()
 
@@ -437,6 +449,9 @@ class ReplicaStatusHistory(Base):
     )
     old_status: Mapped[ReplicaStatus | None] = mapped_column(replica_status_enum)
     new_status: Mapped[ReplicaStatus] = mapped_column(replica_status_enum, nullable=False)
+    # A health transition (migration 0012) keeps the status (old = new) and changes these.
+    old_health: Mapped[ReplicaHealth | None] = mapped_column(replica_health_enum)
+    new_health: Mapped[ReplicaHealth | None] = mapped_column(replica_health_enum)
     node_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     actor: Mapped[str | None] = mapped_column(String(ACTOR_MAX))
     reason: Mapped[str | None] = mapped_column(Text)

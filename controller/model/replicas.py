@@ -6,8 +6,9 @@ serve), so those facts are defined once here rather than re-derived in each plac
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 
-from controller.model.states import ACTIVE_REPLICA_STATUSES, ReplicaStatus
+from controller.model.states import ACTIVE_REPLICA_STATUSES, ReplicaHealth, ReplicaStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,6 +20,11 @@ class ReplicaState:
     status: ReplicaStatus
     revision: str
     created_seq: int
+    # What its agent's health check last said (None: no check, or none ran yet) and since
+    # when, and since when it runs: the facts model/health.py judges availability by.
+    health: ReplicaHealth | None = None
+    health_since: datetime | None = None
+    running_since: datetime | None = None
 
     def __post_init__(self) -> None:
         # Only a pending replica may lack a node while it matters; anything that has started
@@ -38,8 +44,16 @@ class ReplicaState:
 
     @property
     def is_available(self) -> bool:
-        """Whether it serves now: running (a stopping replica is on its way out)."""
-        return self.status is ReplicaStatus.RUNNING
+        """Whether it serves now: running and not reported unhealthy.
+
+        A stopping replica is on its way out. How long it has served is model/health.py's.
+        """
+        return self.status is ReplicaStatus.RUNNING and self.health is not ReplicaHealth.UNHEALTHY
+
+    @property
+    def is_unhealthy(self) -> bool:
+        """Whether its agent reports it running but failing its health check: to replace."""
+        return self.status is ReplicaStatus.RUNNING and self.health is ReplicaHealth.UNHEALTHY
 
 
 _NEEDS_NODE = frozenset({ReplicaStatus.STARTING, ReplicaStatus.RUNNING, ReplicaStatus.STOPPING})

@@ -34,6 +34,16 @@ class ReplicaStatus(StrEnum):
     FAILED = "failed"
 
 
+class ReplicaHealth(StrEnum):
+    """What the agent's health check last said of a running replica (enum `replicahealth`).
+
+    No value (NULL) until the first report: the replica has no check, or none ran yet.
+    """
+
+    HEALTHY = "healthy"
+    UNHEALTHY = "unhealthy"
+
+
 _D = DeploymentStatus
 _R = ReplicaStatus
 

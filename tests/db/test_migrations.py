@@ -46,8 +46,14 @@ OUR_TRIGGERS = {
     (
         "deployment_replicas_record_transition",
         "deployment_replicas",
-        "AFTER INSERT OR UPDATE OF status",
+        "AFTER INSERT OR UPDATE OF status, health",
         "fog_record_replica_transition",
+    ),
+    (
+        "deployment_replicas_notify_health",
+        "deployment_replicas",
+        "AFTER UPDATE OF health",
+        "fog_notify_replica_change",
     ),
     (
         "deployments_record_transition",
@@ -209,7 +215,7 @@ def test_migrations_produce_exactly_the_models_schema(empty_database_url: URL) -
     tables, types = _tables_and_types(empty_database_url)
     assert tables == OUR_TABLES
     _assert_history_partitioned(empty_database_url)
-    assert types == {"deploymentstatus", "replicastatus", "nodestatus"}
+    assert types == {"deploymentstatus", "replicastatus", "replicahealth", "nodestatus"}
     assert _functions_and_triggers(empty_database_url) == (OUR_FUNCTIONS, OUR_TRIGGERS)
 
 
