@@ -5,7 +5,8 @@ replacement waits `base * 2^(failures-1)` after the last failure, capped at `max
 Nomad's exponential reschedule policy (30 s up to 1 h there; shorter here so a demo shows
 it). After `failure_limit` consecutive failures the deployment is Stalled (phase Failed) until a
 replica runs again. A replica lost with its node is not counted: the node failed, not the
-replica.
+replica. A replica replaced because its health check failed (model/health.py) counts, as a
+failed start does: a broken image that starts but never answers loops the same way.
 
 The count belongs to one revision. A new revision (a fixed image, say) starts with a clean
 slate: no inherited backoff and no inherited Stalled verdict, so its replicas are placed at once
@@ -20,6 +21,9 @@ from datetime import datetime, timedelta
 # Reasons written with failures, and read by the failure count (see migration 0002).
 NODE_LOST = "NodeLost"
 CRASH_LOOP = "CrashLoopBackOff"
+# The operator stops a replica its agent reports unhealthy with this reason; the failure count
+# counts that stop as a failure (migration 0012), as a failed start is one.
+UNHEALTHY = "Unhealthy"
 
 
 @dataclass(frozen=True, slots=True)
