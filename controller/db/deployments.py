@@ -94,6 +94,7 @@ _TRACKED: _Tracked = (
     (Deployment.container_spec, attrgetter("spec.container_spec")),
     (Deployment.node_selector, attrgetter("spec.node_selector")),
     (Deployment.placement_strategy, attrgetter("spec.strategy")),
+    (Deployment.health_check, attrgetter("spec.template.health_check")),
     (Deployment.revision, attrgetter("spec.revision")),
     (Deployment.k8s_uid, attrgetter("k8s_uid")),
     (Deployment.observed_generation, attrgetter("generation")),
@@ -230,6 +231,9 @@ async def _read_replicas(
             DeploymentReplica.status,
             DeploymentReplica.revision,
             DeploymentReplica.ordinal,
+            DeploymentReplica.health,
+            DeploymentReplica.health_since,
+            DeploymentReplica.started_at,
             Node.draining,
             ReplicaUsage.cpu_millicores.label("cpu_used"),
             ReplicaUsage.memory_mb.label("memory_used"),
@@ -250,6 +254,9 @@ async def _read_replicas(
             status=row.status,
             revision=row.revision,
             created_seq=row.ordinal,
+            health=row.health,
+            health_since=row.health_since,
+            running_since=row.started_at,
         )
         for row in rows
     )
