@@ -17,6 +17,7 @@ from controller.db.tables import (
     ReplicaStatusHistory,
     User,
 )
+from controller.model.states import DeploymentStatus, ReplicaStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,14 +34,27 @@ class Entry:
     reason: str | None
 
 
-def statements(
-    *, namespace: str, name: str
-) -> tuple[Select[DeploymentStatusHistory], Select[ReplicaStatusHistory, int, str]]:
+# A row of each statement: time, deployment, old and new status, actor, reason (and for a
+# replica its ordinal and its node's name).
+OwnRows = Select[
+    datetime, uuid.UUID, DeploymentStatus | None, DeploymentStatus, str | None, str | None
+]
+ReplicaRows = Select[
+    datetime, uuid.UUID, ReplicaStatus | None, ReplicaStatus, str | None, str | None, int, str
+]
+
+
+def statements(*, namespace: str, name: str) -> tuple[OwnRows, ReplicaRows]:
     """The two reads of `fogctl history NAMESPACE/NAME`: the deployments' rows, the replicas'.
 
-    Each is one scan of the `(deployment_id, changed_at)` index of every monthly partition of
-    its table (migration 0010); there is no time bound to prune on, since the whole story is
-    asked for. The benchmark EXPLAINs these very statements (bench/history.py).
+    The deployments of that name, deleted ones too, are found through `(user_id, name)`; then
+    each statement reads the `(deployment_id, changed_at)` index of every monthly partition of
+    its table, and nothing else of it: the index carries the columns selected here (migration
+    0014), so each partition is an index-only scan of the one or two leaf pages that hold the
+    deployment's rows of that month. A column selected here must be in that index's INCLUDE
+    list, or every row becomes a random read of the table again (tests/db/
+    test_history_queries.py checks the plan). There is no time bound to prune on, since the
+    whole story is asked for. The benchmark EXPLAINs these very statements (bench/history.py).
     """
     ids = (
         select(Deployment.id)
@@ -48,9 +62,25 @@ def statements(
         .where(User.name == namespace, Deployment.name == name)
         .scalar_subquery()
     )
-    own = select(DeploymentStatusHistory).where(DeploymentStatusHistory.deployment_id.in_(ids))
+    own = select(
+        DeploymentStatusHistory.changed_at,
+        DeploymentStatusHistory.deployment_id,
+        DeploymentStatusHistory.old_status,
+        DeploymentStatusHistory.new_status,
+        DeploymentStatusHistory.actor,
+        DeploymentStatusHistory.reason,
+    ).where(DeploymentStatusHistory.deployment_id.in_(ids))
     replicas = (
-        select(ReplicaStatusHistory, DeploymentReplica.ordinal, Node.name)
+        select(
+            ReplicaStatusHistory.changed_at,
+            ReplicaStatusHistory.deployment_id,
+            ReplicaStatusHistory.old_status,
+            ReplicaStatusHistory.new_status,
+            ReplicaStatusHistory.actor,
+            ReplicaStatusHistory.reason,
+            DeploymentReplica.ordinal,
+            Node.name.label("node"),
+        )
         .join(DeploymentReplica, DeploymentReplica.id == ReplicaStatusHistory.replica_id)
         .outerjoin(Node, Node.id == ReplicaStatusHistory.node_id)
         .where(ReplicaStatusHistory.deployment_id.in_(ids))
@@ -61,7 +91,7 @@ def statements(
 async def deployment_history(session: AsyncSession, *, namespace: str, name: str) -> list[Entry]:
     """Every transition of every deployment of this name in this namespace (deleted ones too).
 
-    Two statements (`statements`), each an index scan per monthly partition.
+    Two statements (`statements`), each an index-only scan per monthly partition.
     """
     own_query, replicas_query = statements(namespace=namespace, name=name)
     own = await session.execute(own_query)
@@ -76,20 +106,20 @@ async def deployment_history(session: AsyncSession, *, namespace: str, name: str
             actor=row.actor,
             reason=row.reason,
         )
-        for row in own.scalars()
+        for row in own
     ]
     replicas = await session.execute(replicas_query)
     entries.extend(
         Entry(
             changed_at=row.changed_at,
             deployment_id=row.deployment_id,
-            replica=f"{name}-{ordinal}",
-            node=node,
+            replica=f"{name}-{row.ordinal}",
+            node=row.node,
             old_status=row.old_status,
             new_status=row.new_status,
             actor=row.actor,
             reason=row.reason,
         )
-        for row, ordinal, node in replicas
+        for row in replicas
     )
     return sorted(entries, key=lambda entry: entry.changed_at)

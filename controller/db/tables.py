@@ -200,6 +200,8 @@ class Deployment(Base):
     __tablename__ = "deployments"
     __table_args__ = (
         Index("ix_deployments_user_id_deleted_at", "user_id", "deleted_at"),
+        # Deleted ones too: `fogctl history NS/NAME` finds every deployment of a name (0014).
+        Index("ix_deployments_user_id_name", "user_id", "name"),
         Index(
             "uq_deployments_user_id_name_active",
             "user_id",
@@ -409,8 +411,12 @@ class DeploymentStatusHistory(Base):
 
     __tablename__ = "deployment_status_history"
     __table_args__ = (
+        # Carries what `fogctl history` reads, which is then an index-only scan (migration 0014).
         Index(
-            "ix_deployment_status_history_deployment_id_changed_at", "deployment_id", "changed_at"
+            "ix_deployment_status_history_deployment_id_changed_at",
+            "deployment_id",
+            "changed_at",
+            postgresql_include=["old_status", "new_status", "actor", "reason"],
         ),
         Index("ix_deployment_status_history_changed_by", "changed_by"),
         {"postgresql_partition_by": "RANGE (changed_at)"},
@@ -435,7 +441,22 @@ class ReplicaStatusHistory(Base):
 
     __tablename__ = "replica_status_history"
     __table_args__ = (
-        Index("ix_replica_status_history_deployment_id_changed_at", "deployment_id", "changed_at"),
+        # Carries what `fogctl history` reads, which is then an index-only scan (migration 0014).
+        Index(
+            "ix_replica_status_history_deployment_id_changed_at",
+            "deployment_id",
+            "changed_at",
+            postgresql_include=[
+                "replica_id",
+                "node_id",
+                "old_status",
+                "new_status",
+                "old_health",
+                "new_health",
+                "actor",
+                "reason",
+            ],
+        ),
         Index("ix_replica_status_history_replica_id", "replica_id"),
         {"postgresql_partition_by": "RANGE (changed_at)"},
     )
