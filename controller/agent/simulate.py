@@ -23,7 +23,7 @@ from typing import Any
 import aiohttp
 
 from controller.agent.tokens import TokensFile
-from controller.agent.wire import MAX_REPORTS, assignment_in, report_out, usage_out
+from controller.agent.wire import MAX_REPORTS, assignment_in, health_out, report_out, usage_out
 from controller.errors import TerminalError
 from controller.model.credentials import TokenKind, kind_of
 from controller.model.protocol import Assignment, Report
@@ -252,17 +252,35 @@ class Session:
         logger.warning("reports %s: %s", answer["op"], answer.get("message"))
         await self._send({"op": "refresh"})
 
+    async def _record(self, op: str, key: str, bodies: list[dict[str, Any]]) -> bool:
+        """Send one batch of an op the server answers `recorded`; whether it was.
+
+        Anything else means a replica stopped or failed since our list: the batch is lost (the
+        next round sends again what still holds), and fresh lists avoid a repeat.
+        """
+        answer = await self._ask({"op": op, key: bodies})
+        if answer["op"] == "recorded":
+            return True
+        logger.warning("%s %s: %s", op, answer["op"], answer.get("message"))
+        await self._send({"op": "refresh"})
+        return False
+
     async def _sample(self, items: list[Assignment]) -> None:
         """Send the usage samples due, in batches the server takes."""
         samples = self._simulator.usage(items)
         for start in range(0, len(samples), MAX_REPORTS):
             batch = samples[start : start + MAX_REPORTS]
-            answer = await self._ask({"op": "usage", "samples": [usage_out(s) for s in batch]})
-            if answer["op"] != "recorded":
-                # A replica stopped or failed since our list: the samples of this round are
-                # lost (the next round samples again); fresh lists avoid a repeat.
-                logger.warning("usage %s: %s", answer["op"], answer.get("message"))
-                await self._send({"op": "refresh"})
+            await self._record("usage", "samples", [usage_out(s) for s in batch])
+
+    async def _check_health(self, items: list[Assignment]) -> None:
+        """Send the health verdicts that changed, in batches the server takes."""
+        reports = self._simulator.health(items)
+        for start in range(0, len(reports), MAX_REPORTS):
+            batch = reports[start : start + MAX_REPORTS]
+            if await self._record("health", "reports", [health_out(r) for r in batch]):
+                # The server pushes no list for a health change: apply ours.
+                for view in self._views.values():
+                    view.health_accepted(batch)
 
     async def _work(self) -> None:
         while True:
@@ -276,6 +294,9 @@ class Session:
             for batch in self._simulator.decide(items):
                 await self._report(batch)
             await self._sample(
+                [item for view in self._views.values() for item in view.items.values()]
+            )
+            await self._check_health(
                 [item for view in self._views.values() for item in view.items.values()]
             )
 
@@ -336,6 +357,7 @@ async def run(
     start_delay: float,
     tick_seconds: float = DEFAULT_TICK_SECONDS,
     fail_image: str | None = None,
+    fail_health: str | None = None,
     usage_seconds: float = DEFAULT_USAGE_SECONDS,
     stop: asyncio.Event | None = None,
     silent: asyncio.Event | None = None,
@@ -349,7 +371,10 @@ async def run(
     silent = silent or asyncio.Event()
     session_args: dict[str, Any] = {
         "simulator": Simulator(
-            start_delay=start_delay, fail_image=fail_image, usage_seconds=usage_seconds
+            start_delay=start_delay,
+            fail_image=fail_image,
+            fail_health=fail_health,
+            usage_seconds=usage_seconds,
         ),
         "views": {},
         "tick": tick_seconds,

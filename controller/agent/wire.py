@@ -14,9 +14,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from controller.db.tables import CONTAINER_ID_MAX, K8S_NAME_MAX
 from controller.model.credentials import TOKEN_MAX
-from controller.model.protocol import REASON_MAX, Assignment, Report, UsageSample
+from controller.model.health import HealthCheck
+from controller.model.protocol import REASON_MAX, Assignment, HealthReport, Report, UsageSample
 from controller.model.resources import MILLIS_PER_CORE, Resources
-from controller.model.states import ReplicaStatus
+from controller.model.states import ReplicaHealth, ReplicaStatus
 from controller.model.usage import Usage
 
 # One batch of reports per request. A node runs tens of replicas; a multiplexing agent playing
@@ -84,6 +85,27 @@ class UsageBatchIn(_Body):
     samples: list[UsageIn] = Field(max_length=MAX_REPORTS)
 
 
+class HealthIn(_Body):
+    """What one running replica's health check says now, as an agent sends it."""
+
+    node: str = Field(min_length=1, max_length=K8S_NAME_MAX)
+    replica_id: uuid.UUID = Field(alias="replicaId")
+    health: ReplicaHealth
+    reason: str = Field(max_length=REASON_MAX)
+
+    def to_health(self) -> HealthReport:
+        """The protocol value the database side checks and writes."""
+        return HealthReport(
+            node=self.node, replica_id=self.replica_id, health=self.health, reason=self.reason
+        )
+
+
+class HealthBatchIn(_Body):
+    """`POST /v1/health`: health changes of many running replicas."""
+
+    reports: list[HealthIn] = Field(max_length=MAX_REPORTS)
+
+
 class Hello(_Body):
     """Stream op `hello`: the node tokens this stream speaks for (adds to earlier ones)."""
 
@@ -123,10 +145,20 @@ class StreamUsage(_Body):
     samples: list[UsageIn] = Field(max_length=MAX_REPORTS)
 
 
+class StreamHealth(_Body):
+    """Stream op `health`: health changes, answered by `recorded` or `refused` with the same id."""
+
+    op: Literal["health"]
+    id: int
+    reports: list[HealthIn] = Field(max_length=MAX_REPORTS)
+
+
 class StreamOp(BaseModel):
     """Any op a client sends on the stream."""
 
-    body: Hello | Heartbeat | Refresh | StreamReports | StreamUsage = Field(discriminator="op")
+    body: Hello | Heartbeat | Refresh | StreamReports | StreamUsage | StreamHealth = Field(
+        discriminator="op"
+    )
 
 
 def problem(error: ValidationError) -> str:
@@ -149,6 +181,8 @@ def assignment_out(item: Assignment) -> dict[str, Any]:
         "containerSpec": item.container_spec,
         "containerId": item.container_id,
         "resources": None if item.request is None else item.request.as_spec(),
+        "healthCheck": None if item.health_check is None else item.health_check.as_spec(),
+        "health": None if item.health is None else str(item.health),
     }
 
 
@@ -177,6 +211,10 @@ def assignment_in(node: str, body: dict[str, Any]) -> Assignment:
         container_spec=dict(body["containerSpec"]),
         container_id=body.get("containerId"),
         request=resources_in(body.get("resources")),
+        health_check=None
+        if body.get("healthCheck") is None
+        else HealthCheck.from_spec(body["healthCheck"]),
+        health=None if body.get("health") is None else ReplicaHealth(body["health"]),
     )
 
 
@@ -188,6 +226,16 @@ def report_out(report: Report) -> dict[str, Any]:
         "status": str(report.status),
         "reason": report.reason,
         "containerId": report.container_id,
+    }
+
+
+def health_out(report: HealthReport) -> dict[str, Any]:
+    """A health report as an agent sends it."""
+    return {
+        "node": report.node,
+        "replicaId": str(report.replica_id),
+        "health": str(report.health),
+        "reason": report.reason,
     }
 
 

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from controller.agent.wire import ReportsIn, UsageBatchIn, assignment_out, problem
+from controller.agent.wire import HealthBatchIn, ReportsIn, UsageBatchIn, assignment_out, problem
 from controller.agentapi import metrics as m
 from controller.agentapi.events import Events, Watcher
 from controller.agentapi.limits import RateLimiter
@@ -238,6 +238,13 @@ async def usage(request: web.Request) -> web.Response:
     body = await _body(request, UsageBatchIn)
     items = [item.to_sample() for item in body.samples]
     return await _write(request, items, "samples", request.app[SERVICE].usage)
+
+
+async def health(request: web.Request) -> web.Response:
+    """`POST /v1/health`: a batch of health changes of running replicas, recorded all or none."""
+    body = await _body(request, HealthBatchIn)
+    items = [item.to_health() for item in body.reports]
+    return await _write(request, items, "health reports", request.app[SERVICE].health)
 
 
 async def _body(request: web.Request, model: type[Body]) -> Body:

@@ -8,8 +8,8 @@ who may do what is made here, against the credential rows of the same transactio
 * a report is written only if every item concerns a replica on a node the caller holds a valid
   token for and moves it along the state machine; otherwise nothing of it is written (the
   transaction rolls back) and the caller is told why;
-* usage samples likewise: every one of a running replica on a node the caller holds a token
-  for, or none is recorded.
+* usage samples and health reports likewise: every one of a running replica on a node the
+  caller holds a token for, or none is recorded.
 """
 
 from __future__ import annotations
@@ -22,18 +22,18 @@ from typing import TypeVar
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from controller.db import credentials, reports, usage
+from controller.db import credentials, health, reports, usage
 from controller.db import nodes as db_nodes
 from controller.db.credentials import Issued, NodeIdentity
 from controller.db.errors import unavailable
 from controller.db.store import is_conflict
 from controller.db.tables import K8S_NAME_MAX
-from controller.model.protocol import Assignment, Report, ReportResult, UsageSample
+from controller.model.protocol import Assignment, HealthReport, Report, ReportResult, UsageSample
 from controller.model.states import ReplicaStatus
 
 T = TypeVar("T")
-# What an agent sends in batches, each item naming its node: reports and usage samples.
-Item = TypeVar("Item", Report, UsageSample)
+# What an agent sends in batches, each item naming its node: status and health reports, usage.
+Item = TypeVar("Item", Report, UsageSample, HealthReport)
 
 # A transaction that deadlocked with a placement is tried again at once, up to this many times
 # in all; three in a row means something keeps conflicting, and the agent retries later (503).
@@ -141,6 +141,13 @@ class AgentService:
         """
         return await self._write_batch(digests, batch, usage.record)
 
+    async def health(self, digests: Sequence[bytes], batch: Sequence[HealthReport]) -> int:
+        """Record `batch` if every report is allowed for these tokens; else ReportRefusedError.
+
+        Returns how many health reports were recorded (all of them).
+        """
+        return await self._write_batch(digests, batch, health.record)
+
     async def _write_batch(
         self,
         digests: Sequence[bytes],
@@ -166,7 +173,7 @@ class AgentService:
 
 
 def foreign_reports(
-    batch: Sequence[Report | UsageSample], *, allowed: set[str]
+    batch: Sequence[Report | UsageSample | HealthReport], *, allowed: set[str]
 ) -> list[tuple[uuid.UUID | str, str]]:
     """The items of `batch` naming a node outside `allowed`, each with why it is refused."""
     return [

@@ -26,6 +26,7 @@ from controller.agent.wire import (
     Heartbeat,
     Hello,
     Refresh,
+    StreamHealth,
     StreamOp,
     StreamReports,
     StreamUsage,
@@ -141,6 +142,13 @@ class Stream:
         batch = [item.to_sample() for item in op.samples]
         await self._write(op.id, batch, "samples", self._app[SERVICE].usage, answer="recorded")
 
+    async def health(self, op: StreamHealth) -> None:
+        """Record health changes of the stream's nodes' running replicas, all or none."""
+        batch = [item.to_health() for item in op.reports]
+        await self._write(
+            op.id, batch, "health reports", self._app[SERVICE].health, answer="recorded"
+        )
+
     async def _write(
         self,
         op_id: int,
@@ -253,6 +261,8 @@ class Stream:
                         await self.report(op)
                     elif isinstance(op, StreamUsage):
                         await self.usage(op)
+                    elif isinstance(op, StreamHealth):
+                        await self.health(op)
                     else:
                         await self.refresh(op)
                 except DatabaseUnavailableError as exc:

@@ -64,6 +64,11 @@ def register(commands: Any) -> None:
         "--fail-image", metavar="GLOB", help="replicas of matching images fail after starting"
     )
     sim.add_argument(
+        "--fail-health",
+        metavar="GLOB",
+        help="replicas of matching images run but fail every health check (spec.healthCheck)",
+    )
+    sim.add_argument(
         "--usage-seconds",
         type=arguments.seconds(),
         default=DEFAULT_USAGE_SECONDS,
@@ -122,6 +127,7 @@ def _simulate(args: argparse.Namespace) -> int:
             start_delay=args.start_delay,
             tick_seconds=args.tick,
             fail_image=args.fail_image,
+            fail_health=args.fail_health,
             usage_seconds=args.usage_seconds,
             stop=stop,
             silent=silent,

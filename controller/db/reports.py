@@ -10,7 +10,8 @@ with the agent (`agent:<node>`) as actor. A batch of reports from many nodes is 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol, TypeVar
 
 from sqlalchemy import String, case, cast, column, func, select, update
 from sqlalchemy.dialects.postgresql import UUID
@@ -29,6 +30,7 @@ from controller.db.tables import (
     request_of,
 )
 from controller.model import actors
+from controller.model.health import HealthCheck
 from controller.model.protocol import REASON_MAX, Assignment, Report, ReportResult
 from controller.model.states import (
     AGENT_REPLICA_TRANSITIONS,
@@ -72,6 +74,8 @@ async def assignments(
             Deployment.container_spec,
             DeploymentReplica.container_id,
             *REPLICA_REQUEST,
+            Deployment.health_check,
+            DeploymentReplica.health,
         )
         .join(Node, Node.id == DeploymentReplica.node_id)
         .join(Deployment, Deployment.id == DeploymentReplica.deployment_id)
@@ -91,12 +95,16 @@ async def assignments(
             container_spec=row.container_spec,
             container_id=row.container_id,
             request=request_of(row),
+            health_check=None
+            if row.health_check is None
+            else HealthCheck.from_spec(row.health_check),
+            health=row.health,
         )
         for row in await session.execute(statement)
     ]
 
 
-def _bad_text(value: object, *, limit: int) -> str | None:
+def bad_text(value: object, *, limit: int) -> str | None:
     """Why a reported text cannot be stored (PostgreSQL text holds no NUL and only UTF-8)."""
     if not isinstance(value, str):
         return f"not text: {type(value).__name__}"
@@ -111,16 +119,44 @@ def _bad_text(value: object, *, limit: int) -> str | None:
     return None
 
 
+class _PerReplica(Protocol):
+    @property
+    def replica_id(self) -> uuid.UUID: ...
+
+
+Item = TypeVar("Item", bound=_PerReplica)
+
+
+def refusals(
+    items: Sequence[Item], why: Callable[[Item], str | None], *, noun: str
+) -> list[tuple[uuid.UUID, str]]:
+    """Each item of a batch that is refused, with why: `why` says so, or a second for its replica.
+
+    For the batches written all or none (usage samples, health reports): a replica gets one
+    item per batch, so that which of two contradicting items counts is never a question.
+    """
+    refused: list[tuple[uuid.UUID, str]] = []
+    seen: set[uuid.UUID] = set()
+    for item in items:
+        reason = why(item)
+        if reason is None and item.replica_id in seen:
+            reason = f"a second {noun} for the replica in one batch"
+        seen.add(item.replica_id)
+        if reason is not None:
+            refused.append((item.replica_id, reason))
+    return refused
+
+
 def _garbage(report: Report) -> str | None:
     """Why a report's values are malformed whatever the replica's state, or None."""
     if not isinstance(report.replica_id, uuid.UUID):
         return f"replica id is not a UUID: {report.replica_id!r:.40}"
     if not isinstance(report.status, str) or report.status not in _STATUSES:
         return f"unknown replica status {report.status!r:.40}"
-    if why := _bad_text(report.reason, limit=REASON_MAX):
+    if why := bad_text(report.reason, limit=REASON_MAX):
         return f"reason {why}"
     if report.container_id is not None and (
-        why := _bad_text(report.container_id, limit=CONTAINER_ID_MAX)
+        why := bad_text(report.container_id, limit=CONTAINER_ID_MAX)
     ):
         return f"container id {why}"
     return None

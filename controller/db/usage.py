@@ -23,6 +23,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from controller.db.queries import array_param
+from controller.db.reports import refusals
 from controller.db.tables import (
     K8S_NAME_MAX,
     Deployment,
@@ -109,15 +110,9 @@ async def record(session: AsyncSession, samples: Sequence[UsageSample]) -> Repor
         )
         for row in rows
     }
-    refused: list[tuple[uuid.UUID, str]] = []
-    seen: set[uuid.UUID] = set()
-    for sample in samples:
-        why = _why_refused(sample, replicas.get(sample.replica_id))
-        if why is None and sample.replica_id in seen:
-            why = "a second sample for the replica in one batch"
-        seen.add(sample.replica_id)
-        if why is not None:
-            refused.append((sample.replica_id, why))
+    refused = refusals(
+        samples, lambda sample: _why_refused(sample, replicas.get(sample.replica_id)), noun="sample"
+    )
     if refused:
         return ReportResult(accepted=0, refused=refused)
     await _write_latest(session, samples, replicas)

@@ -11,8 +11,9 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from controller.model.health import HealthCheck
 from controller.model.resources import Resources
-from controller.model.states import ReplicaStatus
+from controller.model.states import ReplicaHealth, ReplicaStatus
 from controller.model.usage import Usage
 
 # A reason is a short word or sentence ("Started", "ImagePullFailed: ..."); 1,024 characters, as
@@ -36,6 +37,10 @@ class Assignment:
     # What the replica was placed with: what a real agent limits it to, and what the
     # simulated one reports a share of as its usage.
     request: Resources | None = None
+    # The health check the agent runs on it once it runs (None: none), and what the agent's
+    # last accepted health report said (None: none yet): it reports a change only.
+    health_check: HealthCheck | None = None
+    health: ReplicaHealth | None = None
 
     @property
     def replica_name(self) -> str:
@@ -52,6 +57,19 @@ class Report:
     status: ReplicaStatus
     reason: str
     container_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HealthReport:
+    """What an agent's health check says of a running replica on its node: a change of it.
+
+    The agent decides: unhealthy after the check's failureThreshold failures in a row.
+    """
+
+    node: str
+    replica_id: uuid.UUID
+    health: ReplicaHealth
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,8 +17,8 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
-from controller.model.protocol import Assignment, Report, UsageSample
-from controller.model.states import ReplicaStatus
+from controller.model.protocol import Assignment, HealthReport, Report, UsageSample
+from controller.model.states import ReplicaHealth, ReplicaStatus
 from controller.model.usage import simulated_usage
 
 logger = logging.getLogger(__name__)
@@ -49,18 +49,61 @@ class Simulator:
     """The agent's memory between rounds: the replicas it runs and when each began starting.
 
     `fail_image` (a glob) makes replicas of matching images fail instead of running, for
-    demos and tests of the restart backoff. Running replicas are sampled every
+    demos and tests of the restart backoff; `fail_health` (a glob) makes those of matching
+    images run but fail every health check. Running replicas are sampled every
     `usage_seconds` (simulated_usage says what they use).
     """
 
     start_delay: float
     fail_image: str | None = None
+    fail_health: str | None = None
     usage_seconds: float = DEFAULT_USAGE_SECONDS
     clock: Callable[[], float] = time.monotonic
     started: dict[uuid.UUID, float] = field(default_factory=dict)
     orphans_stopped: list[uuid.UUID] = field(default_factory=list)
     # When each running replica was last sampled, and how many times (the sample round).
     sampled: dict[uuid.UUID, tuple[float, int]] = field(default_factory=dict)
+    # When each running replica's health was last checked, and its failures in a row since
+    # its last success.
+    checked: dict[uuid.UUID, tuple[float, int]] = field(default_factory=dict)
+
+    def health(self, work: Sequence[Assignment]) -> list[HealthReport]:
+        """Run the health checks due now, virtually, and report the verdicts that changed.
+
+        A check is due every `periodSeconds` of the replica's healthCheck, the first at once
+        when it runs. It passes unless the image matches `fail_health`; `failureThreshold`
+        failures in a row make the replica unhealthy, one pass makes it healthy, as a
+        Kubernetes probe decides. A verdict is reported when it differs from the health the
+        server's list shows (an agent restarted mid-way reports again what still holds).
+        """
+        now = self.clock()
+        due: list[HealthReport] = []
+        running = set()
+        for item in work:
+            check = item.health_check
+            if item.status is not ReplicaStatus.RUNNING or check is None:
+                continue
+            running.add(item.replica_id)
+            last, failures = self.checked.get(item.replica_id, (None, 0))
+            if last is not None and now - last < check.period_seconds:
+                continue
+            failing = bool(self.fail_health) and fnmatch.fnmatchcase(
+                item.image, str(self.fail_health)
+            )
+            failures = failures + 1 if failing else 0
+            self.checked[item.replica_id] = (now, failures)
+            if not failing:
+                verdict, reason = ReplicaHealth.HEALTHY, f"{check.kind} check passed"
+            elif failures >= check.failure_threshold:
+                verdict = ReplicaHealth.UNHEALTHY
+                reason = f"{check.kind} check failed {failures} times in a row"
+            else:
+                continue  # failing, but not yet failureThreshold times: no verdict yet
+            if verdict != item.health:
+                due.append(HealthReport(item.node, item.replica_id, verdict, reason))
+        for gone in self.checked.keys() - running:
+            del self.checked[gone]
+        return due
 
     def usage(self, work: Sequence[Assignment]) -> list[UsageSample]:
         """The usage samples due now: running replicas never sampled or sampled long enough ago.
@@ -177,6 +220,17 @@ class NodeView:
                     item = replace(item, status=ours[0])
             fresh[item.replica_id] = item
         self.items = fresh
+
+    def health_accepted(self, reports: Iterable[HealthReport]) -> None:
+        """Apply our health reports the server accepted to the replicas of this node.
+
+        The server pushes no list for a health change, so without this the agent would report
+        the same verdict again at every check until the next refresh.
+        """
+        for report in reports:
+            item = self.items.get(report.replica_id)
+            if item is not None:
+                self.items[report.replica_id] = replace(item, health=report.health)
 
     def accepted(self, reports: Iterable[Report]) -> None:
         """Apply our reports the server accepted."""

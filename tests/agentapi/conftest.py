@@ -6,7 +6,7 @@ import json
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,8 @@ from controller.sandbox.harness import FogctlProcess
 
 # The agent API starts in about a second; 30 s covers a loaded CI machine.
 START_SECONDS = 30.0
+# A notification is delivered at commit, within milliseconds; this only bounds a failing test.
+NOTIFY_SECONDS = 10.0
 
 
 @dataclass
@@ -115,6 +117,23 @@ class AgentApi:
             (replica,),
         )
         return str(rows[0][0]), int(rows[0][1])
+
+    def notified_during(self, action: Callable[[], None]) -> list[str]:
+        """The operator's wake-ups (`fog_deployment_changed` payloads) sent while `action` ran."""
+        url = self.database_url
+        with psycopg.connect(
+            host=url.host, port=url.port, user=url.username, dbname=url.database, autocommit=True
+        ) as listener:
+            listener.execute("LISTEN fog_deployment_changed")
+            action()
+            # Notifications arrive in commit order: this one comes after any `action` sent.
+            listener.execute("NOTIFY fog_deployment_changed, 'end'")
+            heard = []
+            for notice in listener.notifies(timeout=NOTIFY_SECONDS):
+                if notice.payload == "end":
+                    break
+                heard.append(notice.payload)
+        return heard
 
     def metric(self, name: str, **labels: str) -> float:
         """A sample of the server's /metrics (0 if absent)."""

@@ -1,0 +1,102 @@
+"""Health reports in PostgreSQL: what an agent's health check says of its running replicas.
+
+A batch is checked whole, as status reports and usage samples are: every report names a running
+replica on the node that sent it, with a known health and a storable reason; otherwise nothing
+is written and each bad report is refused with why. The accepted batch is one UPDATE whatever
+its size. A report that changes a replica's health stamps `health_since` (the clock of
+`started_at`, which availability is measured against) and the agent as the row's actor, and
+the 0012 triggers record the change in the replica's history and wake its deployment's
+reconcile; one that repeats the recorded health only refreshes the reason.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+
+from sqlalchemy import String, any_, case, cast, column, func, select, update
+from sqlalchemy.dialects.postgresql import UUID
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from controller.db.queries import array_param
+from controller.db.reports import agent_actor, bad_text, refusals
+from controller.db.tables import K8S_NAME_MAX, DeploymentReplica, Node, replica_health_enum
+from controller.model.protocol import REASON_MAX, HealthReport, ReportResult
+from controller.model.states import ReplicaHealth, ReplicaStatus
+
+_HEALTHS = frozenset(str(health) for health in ReplicaHealth)
+
+
+def _why_refused(
+    report: HealthReport, found: tuple[str | None, ReplicaStatus] | None
+) -> str | None:
+    """Why a health report cannot be recorded, or None."""
+    if not isinstance(report.health, str) or report.health not in _HEALTHS:
+        return f"unknown health {report.health!r:.40}"
+    if why := bad_text(report.reason, limit=REASON_MAX):
+        return f"reason {why}"
+    if found is None:
+        return "unknown replica"
+    node, status = found
+    if node != report.node:
+        return f"replica is not on node {str(report.node)[:K8S_NAME_MAX]}"
+    if status is not ReplicaStatus.RUNNING:
+        return f"replica is {status}, not running: only running replicas have a health"
+    return None
+
+
+async def record(session: AsyncSession, reports: Sequence[HealthReport]) -> ReportResult:
+    """Write the batch if every report may be recorded; else refuse the bad ones, write nothing.
+
+    The rows are locked as status reports lock them: a health change and a status change of
+    one replica are then applied one after the other, each against what the other wrote.
+    """
+    if not reports:
+        return ReportResult(accepted=0)
+    ids = sorted({item.replica_id for item in reports if isinstance(item.replica_id, uuid.UUID)})
+    rows = await session.execute(
+        select(DeploymentReplica.id, Node.name, DeploymentReplica.status)
+        .outerjoin(Node, Node.id == DeploymentReplica.node_id)
+        .where(DeploymentReplica.id == any_(array_param("health_ids", ids, UUID(as_uuid=True))))
+        .with_for_update(of=DeploymentReplica)
+    )
+    current = {row.id: (row.name, row.status) for row in rows}
+    refused = refusals(
+        reports, lambda item: _why_refused(item, current.get(item.replica_id)), noun="health report"
+    )
+    if refused:
+        return ReportResult(accepted=0, refused=refused)
+    await _write(session, reports)
+    return ReportResult(accepted=len(reports))
+
+
+async def _write(session: AsyncSession, reports: Sequence[HealthReport]) -> None:
+    # One array per column, unnested: one statement shape for any batch (see db/reports.py).
+    changes = (
+        func.unnest(
+            array_param("replica_ids", [item.replica_id for item in reports], UUID(as_uuid=True)),
+            array_param("healths", [str(item.health) for item in reports], String()),
+            array_param("reasons", [item.reason for item in reports], String()),
+            array_param("actors", [agent_actor(item.node) for item in reports], String()),
+        )
+        .table_valued(
+            column("replica_id", UUID(as_uuid=True)),
+            column("health", String()),
+            column("reason", DeploymentReplica.health_reason.type),
+            column("actor", DeploymentReplica.status_actor.type),
+        )
+        .render_derived(name="report")
+    )
+    health = cast(changes.c.health, replica_health_enum)
+    # SET reads the row as it was: `changed` compares the recorded health with the new one.
+    changed = DeploymentReplica.health.is_distinct_from(health)
+    await session.execute(
+        update(DeploymentReplica)
+        .where(DeploymentReplica.id == changes.c.replica_id)
+        .values(
+            health=health,
+            health_reason=changes.c.reason,
+            health_since=case((changed, func.now()), else_=DeploymentReplica.health_since),
+            status_actor=case((changed, changes.c.actor), else_=DeploymentReplica.status_actor),
+        )
+    )
