@@ -23,9 +23,10 @@ from controller.db.notify import CHANNEL
 from controller.db.reports import agent_actor
 from controller.model import actors
 from controller.model.nodes import NodeStatus
+from controller.model.planner import StopReason
 from controller.model.quota import QUOTA_EXCEEDED
-from controller.model.restarts import CRASH_LOOP, NODE_LOST
-from controller.model.states import DeploymentStatus, ReplicaStatus, holds_capacity
+from controller.model.restarts import CRASH_LOOP, NODE_LOST, UNHEALTHY
+from controller.model.states import DeploymentStatus, ReplicaHealth, ReplicaStatus, holds_capacity
 
 # How long to wait for a notification that must not come. Delivery happens at the commit that
 # precedes the wait, on loopback, so a missing one would arrive in milliseconds; a second keeps
@@ -56,6 +57,7 @@ def db(database_url: URL) -> Iterator[psycopg.Connection]:
         ("replicastatus", ReplicaStatus),
         ("deploymentstatus", DeploymentStatus),
         ("nodestatus", NodeStatus),
+        ("replicahealth", ReplicaHealth),
     ],
 )
 def test_enum_labels_are_the_python_values_in_order(
@@ -143,6 +145,20 @@ def test_a_replica_lost_with_its_node_does_not_count_as_a_failure(
 ) -> None:
     deployment, replica = make_replica(db)
     change(db, replica, to=ReplicaStatus.FAILED, actor=actors.NODE_LIFECYCLE, reason=reason)
+    failures = _one(db, "SELECT consecutive_failures FROM deployments WHERE id = %s", (deployment,))
+    assert failures == counted
+
+
+@pytest.mark.parametrize(
+    ("reason", "counted"),
+    [(UNHEALTHY, 1), (StopReason.ROLLING_UPDATE, 0), (StopReason.SCALED_DOWN, 0)],
+)
+def test_a_replica_stopped_as_unhealthy_counts_as_a_failure(
+    db: psycopg.Connection, reason: str, counted: int
+) -> None:
+    """Migration 0012 counts the planner's Unhealthy stop toward the crash backoff, no other."""
+    deployment, replica = make_replica(db)
+    change(db, replica, to=ReplicaStatus.STOPPING, actor=actors.OPERATOR, reason=reason)
     failures = _one(db, "SELECT consecutive_failures FROM deployments WHERE id = %s", (deployment,))
     assert failures == counted
 
