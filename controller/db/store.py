@@ -33,7 +33,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from controller.db import deployments, leadership, partitions, quotas
+from controller.db import deployments, leadership, partitions, quotas, revisions
 from controller.db import engine as db_engine
 from controller.db import nodes as db_nodes
 from controller.db.errors import FencedError, WriteConflictError, unavailable
@@ -71,10 +71,19 @@ class Transaction:
     """One open transaction of a reconcile: the deployment functions bound to its session.
 
     The operator calls these without ever holding the session itself; each is the function
-    of the same name in deployments.py with the session filled in.
+    of the same name in deployments.py (revisions.py's `known` and `record` for the revision
+    rows) with the session filled in.
     """
 
-    __slots__ = ("apply", "candidate_nodes", "observe", "quota_gate", "soft_delete")
+    __slots__ = (
+        "apply",
+        "candidate_nodes",
+        "observe",
+        "quota_gate",
+        "record_revisions",
+        "revisions",
+        "soft_delete",
+    )
 
     def __init__(self, session: AsyncSession) -> None:
         self.observe = functools.partial(deployments.observe, session)
@@ -82,6 +91,8 @@ class Transaction:
         self.candidate_nodes = functools.partial(deployments.candidate_nodes, session)
         self.apply = functools.partial(deployments.apply, session)
         self.soft_delete = functools.partial(deployments.soft_delete, session)
+        self.revisions = functools.partial(revisions.known, session)
+        self.record_revisions = functools.partial(revisions.record, session)
 
 
 class Store:

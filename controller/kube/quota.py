@@ -58,21 +58,3 @@ def read_hard(spec: Mapping[str, Any]) -> QuotaAmounts:
     if unknown:
         raise InvalidSpecError(f"spec.hard.{unknown[0]}: is not a known resource")
     return QuotaAmounts(*(_limit(resource, hard.get(str(resource))) for resource in QuotaResource))
-
-
-def spec_manager(meta: Mapping[str, Any], *, default: str) -> str:
-    """The field manager that last wrote the spec (managedFields), the quota change's actor.
-
-    Kubernetes records no user on the object; the manager (`kubectl-client-side-apply`,
-    `argocd-controller`, ...) says which tool changed the limits, and the API server's audit
-    log has the rest.
-    """
-    writes = [
-        entry
-        for entry in meta.get("managedFields") or ()
-        if "f:spec" in (entry.get("fieldsV1") or {}) and entry.get("subresource") is None
-    ]
-    if not writes:
-        return default
-    latest = max(writes, key=lambda entry: str(entry.get("time") or ""))
-    return str(latest.get("manager") or default)

@@ -17,6 +17,7 @@ from controller.errors import TerminalError
 from controller.model.desired import DesiredDeployment
 from controller.model.placement import Strategy
 from controller.model.resources import Resources
+from controller.model.revisions import DEFAULT_HISTORY_LIMIT
 from controller.schemas import DeploymentCreate, DeploymentScale
 
 GROUP = "fogcompute.io"
@@ -38,6 +39,8 @@ class ObjectRef:
     name: str
     uid: str
     generation: int
+    # The field manager that last wrote the spec (None: unknown): who made a new revision.
+    manager: str | None = None
 
 
 class InvalidSpecError(TerminalError):
@@ -77,6 +80,24 @@ class DeploymentSpec:
         return self.desired.strategy
 
 
+def spec_manager(meta: Mapping[str, Any], *, default: str) -> str:
+    """The field manager that last wrote the spec (managedFields): who changed it.
+
+    Kubernetes records no user on the object; the manager (`kubectl-client-side-apply`,
+    `argocd-controller`, `fogctl`, ...) says which tool changed it, and the API server's
+    audit log has the rest. A quota change's actor, a revision's `created_by`.
+    """
+    writes = [
+        entry
+        for entry in meta.get("managedFields") or ()
+        if "f:spec" in (entry.get("fieldsV1") or {}) and entry.get("subresource") is None
+    ]
+    if not writes:
+        return default
+    latest = max(writes, key=lambda entry: str(entry.get("time") or ""))
+    return str(latest.get("manager") or default)
+
+
 def object_ref(meta: Mapping[str, Any]) -> ObjectRef:
     """The identity of the object from its metadata."""
     return ObjectRef(
@@ -84,6 +105,7 @@ def object_ref(meta: Mapping[str, Any]) -> ObjectRef:
         name=str(meta["name"]),
         uid=str(meta["uid"]),
         generation=int(meta.get("generation") or 0),
+        manager=spec_manager(meta, default="") or None,
     )
 
 
@@ -120,8 +142,24 @@ def parse_spec(name: str, spec: Mapping[str, Any]) -> DeploymentSpec:
         container_spec=create.container_spec,
         node_selector=create.node_selector,
         strategy=Strategy(create.placement_strategy),
+        revision_history_limit=_non_negative(
+            spec, "revisionHistoryLimit", default=DEFAULT_HISTORY_LIMIT
+        ),
     )
     return DeploymentSpec(create=create, desired=desired)
+
+
+def _non_negative(spec: Mapping[str, Any], field: str, *, default: int) -> int:
+    """An optional whole number of the spec: `default` when absent, at least 0.
+
+    minReadySeconds and revisionHistoryLimit; InvalidSpecError naming the field otherwise.
+    """
+    value = spec.get(field)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidSpecError(f"spec.{field}: must be an integer of at least 0: {value!r:.40}")
+    return value
 
 
 # Where each seed field comes from in the manifest (parse_spec's mapping, reversed): errors

@@ -18,6 +18,7 @@ from controller.model.placement import Strategy
 from controller.model.planner import DesiredState
 from controller.model.resources import Resources
 from controller.model.revision import Template
+from controller.model.revisions import DEFAULT_HISTORY_LIMIT
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +37,8 @@ class DesiredDeployment:
     container_spec: Mapping[str, Any]
     node_selector: Mapping[str, str]
     strategy: Strategy
+    # spec.revisionHistoryLimit: old revisions kept beside those still running (model/revisions.py).
+    revision_history_limit: int = DEFAULT_HISTORY_LIMIT
     revision: str = field(init=False)
 
     def __post_init__(self) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 from controller.model.conditions import Condition, ConditionType, condition_set
 from controller.model.quota import QUOTA_EXCEEDED
 from controller.model.replicas import ReplicaState
+from controller.model.revisions import RevisionPlan
 from controller.model.states import DeploymentStatus, ReplicaStatus
 from controller.model.usage import CurrentUsage
 
@@ -184,6 +185,19 @@ class FogDeploymentStatus:
     conditions: tuple[Condition, ...]
 
     @property
+    def rolled_out(self) -> bool:
+        """Whether the revision's rollout completed (model/revisions.py).
+
+        Every desired replica runs this revision and is available, and nothing else is active.
+        Never at 0 desired, where nothing proved the template healthy.
+        """
+        return (
+            self.desired_replicas > 0
+            and self.updated_replicas == self.replicas == self.desired_replicas
+            and self.ready_replicas >= self.desired_replicas
+        )
+
+    @property
     def deployment_status(self) -> DeploymentStatus:
         """The status to record in the database for this phase."""
         return PHASE_STATUS[self.phase]
@@ -196,6 +210,10 @@ class FogDeploymentStatus:
             "revision": short_revision(self.revision),
             "replicas": self.replicas,
             "readyReplicas": self.ready_replicas,
+            # A Deployment's AVAILABLE: ready here already means available (healthy for
+            # minReadySeconds), so the two counts agree; the field is there for kubectl get's
+            # column and for the scripts and tools that read Deployments' field.
+            "availableReplicas": self.ready_replicas,
             "updatedReplicas": self.updated_replicas,
             "unplacedReplicas": self.unplaced_replicas,
             "ready": f"{self.ready_replicas}/{self.desired_replicas}",  # the printer column
@@ -254,16 +272,30 @@ def compute_status(
 
 
 def status_body(
-    status: FogDeploymentStatus, *, name: str, usage: CurrentUsage | None = None
+    status: FogDeploymentStatus,
+    *,
+    name: str,
+    usage: CurrentUsage | None = None,
+    revisions: RevisionPlan | None = None,
 ) -> dict[str, Any]:
     """The whole `.status` we own after a reconcile (kopf's own `status.kopf` is left alone).
 
     `usage` is what the running replicas use (None: none sampled yet), refreshed by the
     reconciles that happen anyway, not by every sample (docs/design/capacity-and-history.md):
     a null deletes a stale figure in the merge patch, and compares equal to an absent one.
+
+    `revisions` gives the revision numbers, StatefulSet's field names with
+    `fogctl rollout history`'s numbers: `updateRevision` is the spec's, `currentRevision` the
+    newest whose rollout completed (null until one has): equal once a rollout is done.
     """
+    numbers = (
+        {}
+        if revisions is None
+        else {"updateRevision": revisions.number, "currentRevision": revisions.current}
+    )
     return {
         **status.as_patch(),
+        **numbers,
         "selector": selector(name),
         "usage": None if usage is None else usage.as_status(),
     }

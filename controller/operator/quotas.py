@@ -18,7 +18,7 @@ from controller.db.quotas import QuotaRecord
 from controller.db.store import Store
 from controller.kube import quota as quota_resource
 from controller.kube.client import KubeClient
-from controller.kube.resource import InvalidSpecError, object_ref
+from controller.kube.resource import InvalidSpecError, object_ref, spec_manager
 from controller.model import actors
 from controller.model.conditions import ConditionType, condition_set
 from controller.model.quota import quota_status
@@ -65,7 +65,7 @@ class QuotaSync:
                     uid=ref.uid,
                     generation=ref.generation,
                     hard=hard,
-                    actor=quota_resource.spec_manager(meta, default=actors.OPERATOR),
+                    actor=spec_manager(meta, default=actors.OPERATOR),
                 )
             )
             body = quota_status(

@@ -20,6 +20,7 @@ from controller.model import actors, planner, quota, restarts
 from controller.model.events import Event, events_for
 from controller.model.replicas import ReplicaState
 from controller.model.restarts import RestartPolicy
+from controller.model.revisions import plan_revisions
 from controller.model.status import compute_status, settled_usage, status_body
 from controller.model.usage import current_usage
 from controller.operator.metrics import Metrics
@@ -184,7 +185,14 @@ class Reconciler:
             quota=held_by,
         )
         reason = next(c.reason for c in status.conditions if c.status)
-        await tx.apply(
+        revisions = plan_revisions(
+            known=await tx.revisions(stored.id) if stored else (),
+            revision=spec.revision,
+            live={replica.revision for replica in after if replica.is_active},
+            limit=spec.desired.revision_history_limit,
+            rolled_out=status.rolled_out,
+        )
+        deployment_id = await tx.apply(
             snapshot=snapshot,
             namespace=ref.namespace,
             desired=DesiredRecord(spec=spec.desired, k8s_uid=ref.uid, generation=ref.generation),
@@ -194,7 +202,20 @@ class Reconciler:
             reason=reason,
             actor=actors.OPERATOR,
         )
-        body = status_body(status, name=ref.name, usage=current_usage(after, snapshot.usage))
+        if revisions.changes_rows:
+            await tx.record_revisions(
+                deployment_id=deployment_id,
+                plan=revisions,
+                revision=spec.revision,
+                template=spec.desired.template.as_spec(),
+                actor=ref.manager,
+            )
+        body = status_body(
+            status,
+            name=ref.name,
+            usage=current_usage(after, snapshot.usage),
+            revisions=revisions,
+        )
         events = events_for(
             plan=plan,
             status=status,

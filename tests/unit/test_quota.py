@@ -16,8 +16,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from model_builders import Cluster, desired, node, requests, res
 
-from controller.kube.quota import read_hard, spec_manager
-from controller.kube.resource import InvalidSpecError
+from controller.kube.quota import read_hard
+from controller.kube.resource import InvalidSpecError, spec_manager
 from controller.model.quota import (
     QUOTA_EXCEEDED,
     Quota,

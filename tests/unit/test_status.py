@@ -55,6 +55,7 @@ def test_all_running_on_the_current_revision_is_ready() -> None:
         "revision": "r1",
         "replicas": 2,
         "readyReplicas": 2,
+        "availableReplicas": 2,
         "updatedReplicas": 2,
         "unplacedReplicas": 0,
         "ready": "2/2",
