@@ -43,7 +43,7 @@ def _history(args: argparse.Namespace) -> int:
             entry.changed_at.strftime("%H:%M:%S.%f")[:-3],
             entry.replica or f"deployment/{name}",
             entry.node or "",
-            f"{entry.old_status or '-'} -> {entry.new_status}",
+            entry.transition,
             entry.actor or "",
             entry.reason or "",
         ]

@@ -17,7 +17,7 @@ from controller.db.tables import (
     ReplicaStatusHistory,
     User,
 )
-from controller.model.states import DeploymentStatus, ReplicaStatus
+from controller.model.states import DeploymentStatus, ReplicaHealth, ReplicaStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +32,17 @@ class Entry:
     new_status: str
     actor: str | None
     reason: str | None
+    # A replica's health before and after (migration 0012); a health transition keeps the
+    # status (old = new). Always None for the deployment's own rows.
+    old_health: str | None = None
+    new_health: str | None = None
+
+    @property
+    def transition(self) -> str:
+        """What changed, as `fogctl history` shows it: `old -> new`, of the health if only it."""
+        if self.old_status == self.new_status and self.old_health != self.new_health:
+            return f"{self.old_health or '-'} -> {self.new_health}"
+        return f"{self.old_status or '-'} -> {self.new_status}"
 
 
 # A row of each statement: time, deployment, old and new status, actor, reason (and for a
@@ -40,7 +51,16 @@ OwnRows = Select[
     datetime, uuid.UUID, DeploymentStatus | None, DeploymentStatus, str | None, str | None
 ]
 ReplicaRows = Select[
-    datetime, uuid.UUID, ReplicaStatus | None, ReplicaStatus, str | None, str | None, int, str
+    datetime,
+    uuid.UUID,
+    ReplicaStatus | None,
+    ReplicaStatus,
+    str | None,
+    str | None,
+    ReplicaHealth | None,
+    ReplicaHealth | None,
+    int,
+    str,
 ]
 
 
@@ -78,6 +98,8 @@ def statements(*, namespace: str, name: str) -> tuple[OwnRows, ReplicaRows]:
             ReplicaStatusHistory.new_status,
             ReplicaStatusHistory.actor,
             ReplicaStatusHistory.reason,
+            ReplicaStatusHistory.old_health,
+            ReplicaStatusHistory.new_health,
             DeploymentReplica.ordinal,
             Node.name.label("node"),
         )
@@ -119,6 +141,8 @@ async def deployment_history(session: AsyncSession, *, namespace: str, name: str
             new_status=row.new_status,
             actor=row.actor,
             reason=row.reason,
+            old_health=row.old_health,
+            new_health=row.new_health,
         )
         for row in replicas
     )
