@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from controller.errors import TerminalError
 from controller.model.desired import DesiredDeployment
+from controller.model.health import HealthCheck
 from controller.model.placement import Strategy
 from controller.model.resources import Resources
 from controller.model.revisions import DEFAULT_HISTORY_LIMIT
@@ -142,11 +143,29 @@ def parse_spec(name: str, spec: Mapping[str, Any]) -> DeploymentSpec:
         container_spec=create.container_spec,
         node_selector=create.node_selector,
         strategy=Strategy(create.placement_strategy),
+        health_check=_health_check(spec.get("healthCheck")),
+        min_ready_seconds=_non_negative(spec, "minReadySeconds", default=0),
         revision_history_limit=_non_negative(
             spec, "revisionHistoryLimit", default=DEFAULT_HISTORY_LIMIT
         ),
     )
     return DeploymentSpec(create=create, desired=desired)
+
+
+def _health_check(spec: Any) -> HealthCheck | None:
+    """spec.healthCheck with its defaults (None when absent); InvalidSpecError when malformed.
+
+    The CRD refuses a malformed check; an object stored before it was installed still ends in
+    a condition that names the field.
+    """
+    if spec is None:
+        return None
+    try:
+        if not isinstance(spec, Mapping):
+            raise ValueError("must be an object")
+        return HealthCheck.from_spec(spec)
+    except (ValueError, TypeError) as exc:
+        raise InvalidSpecError(f"spec.healthCheck: {exc}") from exc
 
 
 def _non_negative(spec: Mapping[str, Any], field: str, *, default: int) -> int:

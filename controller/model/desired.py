@@ -12,8 +12,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
+from controller.model.health import HealthCheck, Readiness
 from controller.model.placement import Strategy
 from controller.model.planner import DesiredState
 from controller.model.resources import Resources
@@ -37,6 +39,10 @@ class DesiredDeployment:
     container_spec: Mapping[str, Any]
     node_selector: Mapping[str, str]
     strategy: Strategy
+    # spec.healthCheck (None: none; the agents report no health, replicas serve once running)
+    # and spec.minReadySeconds: when a replica counts as available (model/health.py).
+    health_check: HealthCheck | None = None
+    min_ready_seconds: int = 0
     # spec.revisionHistoryLimit: old revisions kept beside those still running (model/revisions.py).
     revision_history_limit: int = DEFAULT_HISTORY_LIMIT
     revision: str = field(init=False)
@@ -52,6 +58,16 @@ class DesiredDeployment:
             request=self.request,
             container_spec=self.container_spec,
             node_selector=self.node_selector,
+            health_check=None if self.health_check is None else self.health_check.as_spec(),
+        )
+
+    @property
+    def readiness(self) -> Readiness:
+        """When this spec's replicas count as available (Ready, AVAILABLE)."""
+        return Readiness(
+            revision=self.revision,
+            checked=self.health_check is not None,
+            min_ready=timedelta(seconds=self.min_ready_seconds),
         )
 
     def planner_input(self, *, evacuate: frozenset[uuid.UUID], hold_new: bool) -> DesiredState:

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
+from controller.model import restarts
 from controller.model.placement import NodeCapacity, Strategy, place
 from controller.model.replicas import ReplicaState
 from controller.model.resources import Resources
@@ -36,6 +37,8 @@ class StopReason(StrEnum):
     SCALED_DOWN = "ScaledDown"
     ROLLING_UPDATE = "RollingUpdate"
     DELETED = "DeploymentDeleted"
+    # Its agent reports it failing its health check: replaced, counted as a failure.
+    UNHEALTHY = restarts.UNHEALTHY
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,8 +176,11 @@ def plan(
     old-revision ones are replaced within the rollout budget, then unassigned pending
     replicas and missing ones get nodes, as many as the quota room admits.
     """
+    # An unhealthy replica is stopped whatever else happens (even while the backoff holds its
+    # replacement back): it serves nobody, and its slot is refilled like any missing one.
+    unhealthy = [replica for replica in replicas if replica.is_unhealthy]
     active = sorted(
-        (replica for replica in replicas if replica.is_active),
+        (replica for replica in replicas if replica.is_active and not replica.is_unhealthy),
         key=lambda r: _scale_down_order(r, revision=desired.revision),
     )
     surplus = max(0, len(active) - desired.replicas)
@@ -205,7 +211,8 @@ def plan(
             Assignment(replica_id=replica.replica_id, node_id=node_id)
             for replica, node_id in zip(unassigned, assigned_nodes, strict=False)
         ),
-        transitions=tuple(_stop(r, reason=StopReason.SCALED_DOWN) for r in scaled_down)
+        transitions=tuple(_stop(r, reason=StopReason.UNHEALTHY) for r in unhealthy)
+        + tuple(_stop(r, reason=StopReason.SCALED_DOWN) for r in scaled_down)
         + tuple(_stop(r, reason=StopReason.ROLLING_UPDATE) for r in replaced),
         unplaced=placement.unplaced + wanted - placeable,
         shortfall=placement.shortfall,

@@ -16,6 +16,7 @@ from types import MappingProxyType
 from typing import Any
 
 from controller.model.conditions import Condition, ConditionType, condition_set
+from controller.model.health import UNCHECKED, Readiness
 from controller.model.quota import QUOTA_EXCEEDED
 from controller.model.replicas import ReplicaState
 from controller.model.revisions import RevisionPlan
@@ -82,18 +83,26 @@ PHASE_STATUS: Mapping[Phase, DeploymentStatus] = MappingProxyType(
 class _Counts:
     desired: int
     active: int  # any revision
-    ready: int  # running, any revision
+    ready: int  # available (model/health.py: healthy for minReadySeconds), any revision
     updated: int  # active on the desired revision
     unassigned: int  # pending without a node
     stopping: int
 
     @classmethod
-    def of(cls, *, desired: int, revision: str, replicas: Sequence[ReplicaState]) -> "_Counts":
+    def of(
+        cls,
+        *,
+        desired: int,
+        revision: str,
+        replicas: Sequence[ReplicaState],
+        readiness: Readiness,
+        now: datetime,
+    ) -> "_Counts":
         active = [replica for replica in replicas if replica.is_active]
         return cls(
             desired=desired,
             active=len(active),
-            ready=sum(1 for replica in active if replica.is_available),
+            ready=sum(1 for replica in active if readiness.available(replica, now=now)),
             updated=sum(1 for replica in active if replica.revision == revision),
             unassigned=sum(1 for replica in active if replica.is_unassigned),
             stopping=sum(1 for replica in replicas if replica.status is ReplicaStatus.STOPPING),
@@ -179,7 +188,7 @@ class FogDeploymentStatus:
     revision: str
     desired_replicas: int
     replicas: int  # active, any revision
-    ready_replicas: int  # running, any revision
+    ready_replicas: int  # available (healthy for minReadySeconds), any revision
     updated_replicas: int  # active on the current revision
     unplaced_replicas: int  # waiting for a node with room
     conditions: tuple[Condition, ...]
@@ -233,14 +242,23 @@ def compute_status(
     stalled_reason: str | None,
     now: datetime,
     quota: str | None = None,
+    readiness: Readiness = UNCHECKED,
 ) -> FogDeploymentStatus:
     """Compute `.status` from the replicas as they are after the plan was applied.
 
     stalled_reason (a CamelCase token, e.g. from crash-loop detection) marks the deployment
     Failed; it is ignored at zero desired replicas, where nothing is meant to run. quota is
     the quota's message when it held replicas back (model/quota.py): reason QuotaExceeded.
+    readiness says when a replica counts as ready (healthy for minReadySeconds; by default
+    every running replica at once).
     """
-    counts = _Counts.of(desired=desired_replicas, revision=revision, replicas=replicas)
+    counts = _Counts.of(
+        desired=desired_replicas,
+        revision=revision,
+        replicas=replicas,
+        readiness=readiness,
+        now=now,
+    )
     stalled = stalled_reason if desired_replicas > 0 else None
     summary = _summarize(
         counts=counts,

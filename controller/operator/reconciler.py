@@ -39,7 +39,8 @@ class Outcome:
 
     status: dict[str, Any]
     events: tuple[Event, ...]
-    # Reconcile again after this many seconds (the restart backoff ends then), if set.
+    # Reconcile again after this many seconds (the restart backoff ends then, or a replica
+    # becomes available after minReadySeconds), if set.
     requeue_after: float | None = None
     # Replicas the plan could not place, and the condition reason the status gave for it.
     unplaced: int = 0
@@ -183,6 +184,7 @@ class Reconciler:
             stalled_reason=_stalled(restart.stalled_reason, after, spec),
             now=now,
             quota=held_by,
+            readiness=spec.desired.readiness,
         )
         reason = next(c.reason for c in status.conditions if c.status)
         revisions = plan_revisions(
@@ -224,10 +226,13 @@ class Reconciler:
             previous_replicas=stored.target_replicas if stored else None,
         )
         hold = restart.hold_until if restart.holds(now) else None
+        # Nothing is written when a replica crosses minReadySeconds: wake up for it then.
+        ready = spec.desired.readiness.next_crossing(after, now=now)
+        wake = min((moment for moment in (hold, ready) if moment is not None), default=None)
         return Outcome(
             status=body,
             events=events,
-            requeue_after=(hold - now).total_seconds() if hold else None,
+            requeue_after=(wake - now).total_seconds() if wake else None,
             unplaced=plan.unplaced,
             reason=reason,
         )
