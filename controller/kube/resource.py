@@ -19,6 +19,7 @@ from controller.model.health import HealthCheck
 from controller.model.placement import Strategy
 from controller.model.resources import Resources
 from controller.model.revisions import DEFAULT_HISTORY_LIMIT
+from controller.model.strategy import Rollout, RolloutSpecError, parse_rollout
 from controller.schemas import DeploymentCreate, DeploymentScale
 
 GROUP = "fogcompute.io"
@@ -148,8 +149,17 @@ def parse_spec(name: str, spec: Mapping[str, Any]) -> DeploymentSpec:
         revision_history_limit=_non_negative(
             spec, "revisionHistoryLimit", default=DEFAULT_HISTORY_LIMIT
         ),
+        rollout=_rollout(spec),
     )
     return DeploymentSpec(create=create, desired=desired)
+
+
+def _rollout(spec: Mapping[str, Any]) -> Rollout:
+    """spec.strategy, paused and progressDeadlineSeconds; InvalidSpecError naming the field."""
+    try:
+        return parse_rollout(spec)
+    except RolloutSpecError as exc:
+        raise InvalidSpecError(str(exc)) from exc
 
 
 def _health_check(spec: Any) -> HealthCheck | None:

@@ -21,6 +21,7 @@ from controller.model.planner import DesiredState
 from controller.model.resources import Resources
 from controller.model.revision import Template
 from controller.model.revisions import DEFAULT_HISTORY_LIMIT
+from controller.model.strategy import DEFAULT_ROLLOUT, Rollout
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +46,8 @@ class DesiredDeployment:
     min_ready_seconds: int = 0
     # spec.revisionHistoryLimit: old revisions kept beside those still running (model/revisions.py).
     revision_history_limit: int = DEFAULT_HISTORY_LIMIT
+    # spec.strategy, spec.paused, spec.progressDeadlineSeconds (model/strategy.py).
+    rollout: Rollout = DEFAULT_ROLLOUT
     revision: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -80,4 +83,5 @@ class DesiredDeployment:
             node_selector=self.node_selector,
             evacuate=evacuate,
             hold_new=hold_new,
+            rollout=self.rollout,
         )

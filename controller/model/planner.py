@@ -15,20 +15,8 @@ from controller.model import restarts
 from controller.model.placement import NodeCapacity, Strategy, place
 from controller.model.replicas import ReplicaState
 from controller.model.resources import Resources
-from controller.model.states import ReplicaStatus, check_replica_transition
-
-# Kubernetes Deployments default to maxUnavailable: 25%, rounded down; we do the same so a
-# FogDeployment rolls out the way its users expect from Kubernetes.
-MAX_UNAVAILABLE_PERCENT = 25
-
-
-def max_unavailable(*, desired: int) -> int:
-    """How many of the desired replicas a rolling update may take out of service at a time.
-
-    25% of desired rounded down, as in Kubernetes, but at least 1: with no surge a rollout
-    of fewer than 4 replicas could otherwise never start.
-    """
-    return max(1, desired * MAX_UNAVAILABLE_PERCENT // 100)
+from controller.model.states import ACTIVE_REPLICA_STATUSES, ReplicaStatus, check_replica_transition
+from controller.model.strategy import DEFAULT_ROLLOUT, Budget, Rollout
 
 
 class StopReason(StrEnum):
@@ -36,6 +24,7 @@ class StopReason(StrEnum):
 
     SCALED_DOWN = "ScaledDown"
     ROLLING_UPDATE = "RollingUpdate"
+    RECREATE = "Recreate"
     DELETED = "DeploymentDeleted"
     # Its agent reports it failing its health check: replaced, counted as a failure.
     UNHEALTHY = restarts.UNHEALTHY
@@ -61,6 +50,8 @@ class DesiredState:
     # The most replicas this plan may place, what the namespace's quotas still admit
     # (model/quota.py); None when no quota limits it. Replicas beyond it wait without a node.
     quota_room: int | None = None
+    # How old-revision replicas give way (strategy, surge, paused): model/strategy.py.
+    rollout: Rollout = DEFAULT_ROLLOUT
 
     def __post_init__(self) -> None:
         if self.replicas < 0:
@@ -131,28 +122,92 @@ def _scale_down_order(replica: ReplicaState, *, revision: str) -> tuple[int, boo
     return (tier, replica.revision == revision, -replica.created_seq)
 
 
-def _rollout_victims(*, kept: Sequence[ReplicaState], desired: DesiredState) -> list[ReplicaState]:
-    """Replicas to replace now, within the max_unavailable budget.
+def _recreated(replica: ReplicaState, *, desired: DesiredState) -> bool:
+    """Whether Recreate stops it at once: of an old revision, while the rollout is not paused."""
+    rollout = desired.rollout
+    return rollout.recreate and not rollout.paused and replica.revision != desired.revision
 
-    Those are the replicas of an old revision and those on nodes being drained. Old
-    replicas that are not running serve nobody, so replacing them costs no budget. While
-    the restart backoff holds new replicas back nothing is replaced: no replacement could
-    be created.
+
+def _rolled(replica: ReplicaState, *, desired: DesiredState) -> bool:
+    """Whether it is replaced within the rolling budget (surge and unavailability).
+
+    Replicas on a node being drained always are (a drain is not a rollout: pausing or
+    Recreate does not hold it up), and so are old-revision ones under an unpaused RollingUpdate.
+    """
+    if _recreated(replica, desired=desired):
+        return False
+    if replica.node_id in desired.evacuate:
+        return True
+    rollout = desired.rollout
+    return replica.revision != desired.revision and not (rollout.recreate or rollout.paused)
+
+
+def _rollout_victims(
+    *, kept: Sequence[ReplicaState], desired: DesiredState, budget: Budget
+) -> tuple[list[ReplicaState], list[ReplicaState]]:
+    """Replicas to replace now: (stopped at once by Recreate, rolled within the budget).
+
+    Rolled replicas that are not running serve nobody, so replacing them costs no budget;
+    running ones go oldest first while the available replicas stay at or above the floor
+    (desired - maxUnavailable). While the restart backoff holds new replicas back nothing is
+    replaced: no replacement could be created.
     """
     if desired.hold_new:
-        return []
-    old = [
-        replica
-        for replica in kept
-        if replica.revision != desired.revision or replica.node_id in desired.evacuate
-    ]
+        return [], []
+    recreated = [replica for replica in kept if _recreated(replica, desired=desired)]
+    rolled = [replica for replica in kept if _rolled(replica, desired=desired)]
     old_running = sorted(
-        (replica for replica in old if replica.is_available), key=lambda r: r.created_seq
+        (replica for replica in rolled if replica.is_available), key=lambda r: r.created_seq
     )
-    available = sum(1 for replica in kept if replica.is_available)
-    min_available = desired.replicas - max_unavailable(desired=desired.replicas)
-    budget = max(0, available - min_available)
-    return [replica for replica in old if not replica.is_available] + old_running[:budget]
+    available = sum(
+        1 for replica in kept if replica.is_available and not _recreated(replica, desired=desired)
+    )
+    room = max(0, available - budget.floor(desired.replicas))
+    idle = [replica for replica in rolled if not replica.is_available]
+    return recreated, idle + old_running[:room]
+
+
+def _surplus(
+    *, active: Sequence[ReplicaState], desired: DesiredState, budget: Budget
+) -> tuple[list[ReplicaState], list[ReplicaState]]:
+    """(scaled down, kept) of the active replicas, taken in scale-down order.
+
+    Replicas that are not being rolled count toward desired on their own: beyond it they are
+    surplus. Then all together may exceed desired only by maxSurge, and only while some are
+    being rolled (never while the restart backoff holds new ones back). Cutting in this order
+    makes the result final: what is kept never becomes surplus at the next plan.
+    """
+    staying = [replica for replica in active if not _rolled(replica, desired=desired)]
+    cut = {replica.replica_id for replica in staying[: max(0, len(staying) - desired.replicas)]}
+    remaining = [replica for replica in active if replica.replica_id not in cut]
+    rolling = not desired.hold_new and any(_rolled(r, desired=desired) for r in remaining)
+    ceiling = desired.replicas + (budget.surge if rolling else 0)
+    cut |= {replica.replica_id for replica in remaining[: max(0, len(remaining) - ceiling)]}
+    return (
+        [replica for replica in active if replica.replica_id in cut],
+        [replica for replica in active if replica.replica_id not in cut],
+    )
+
+
+# A replica in these statuses still runs somewhere (or is about to): Recreate waits for it.
+_STILL_RUNS = ACTIVE_REPLICA_STATUSES | {ReplicaStatus.STOPPING}
+
+
+def _old_revision_runs(
+    *,
+    replicas: Sequence[ReplicaState],
+    transitions: Sequence[ReplicaTransition],
+    desired: DesiredState,
+) -> bool:
+    """Whether Recreate must still wait: an old-revision replica runs once `transitions` apply."""
+    if not desired.rollout.recreate:
+        return False
+    after = {change.replica_id: change.to_status for change in transitions}
+    return any(
+        replica.revision != desired.revision
+        and after.get(replica.replica_id, replica.status) in _STILL_RUNS
+        for replica in replicas
+    )
 
 
 def _stop(replica: ReplicaState, *, reason: StopReason) -> ReplicaTransition:
@@ -175,7 +230,15 @@ def plan(
     holds capacity (stopping ones too: they still run). Surplus replicas stop first, then
     old-revision ones are replaced within the rollout budget, then unassigned pending
     replicas and missing ones get nodes, as many as the quota room admits.
+
+    Surplus means beyond desired, or beyond desired + maxSurge while replicas are being
+    rolled; old-revision replicas go all at once under Recreate, within maxUnavailable
+    (oldest first) under RollingUpdate, and not while paused (model/strategy.py). New
+    replicas keep the active count within desired + maxSurge: a surge replica that finds no
+    room waits without a node while the rollout goes on within maxUnavailable. Recreate
+    creates none while an old-revision replica still runs.
     """
+    budget = desired.rollout.budget(desired.replicas)
     # An unhealthy replica is stopped whatever else happens (even while the backoff holds its
     # replacement back): it serves nobody, and its slot is refilled like any missing one.
     unhealthy = [replica for replica in replicas if replica.is_unhealthy]
@@ -183,15 +246,26 @@ def plan(
         (replica for replica in replicas if replica.is_active and not replica.is_unhealthy),
         key=lambda r: _scale_down_order(r, revision=desired.revision),
     )
-    surplus = max(0, len(active) - desired.replicas)
-    scaled_down, kept = active[:surplus], active[surplus:]
-    replaced = _rollout_victims(kept=kept, desired=desired)
-    replaced_ids = {replica.replica_id for replica in replaced}
+    scaled_down, kept = _surplus(active=active, desired=desired, budget=budget)
+    rolling = not desired.hold_new and any(_rolled(r, desired=desired) for r in kept)
+    ceiling = desired.replicas + (budget.surge if rolling else 0)
+    recreated, rolled = _rollout_victims(kept=kept, desired=desired, budget=budget)
+    replaced_ids = {replica.replica_id for replica in (*recreated, *rolled)}
     survivors = [replica for replica in kept if replica.replica_id not in replaced_ids]
     unassigned = sorted(
         (replica for replica in survivors if replica.is_unassigned), key=lambda r: r.created_seq
     )
-    to_create = 0 if desired.hold_new else desired.replicas - len(survivors)
+    transitions = (
+        tuple(_stop(r, reason=StopReason.UNHEALTHY) for r in unhealthy)
+        + tuple(_stop(r, reason=StopReason.SCALED_DOWN) for r in scaled_down)
+        + tuple(_stop(r, reason=StopReason.RECREATE) for r in recreated)
+        + tuple(_stop(r, reason=StopReason.ROLLING_UPDATE) for r in rolled)
+    )
+    staying = sum(1 for replica in survivors if not _rolled(replica, desired=desired))
+    waits = desired.hold_new or _old_revision_runs(
+        replicas=replicas, transitions=transitions, desired=desired
+    )
+    to_create = 0 if waits else max(0, min(desired.replicas - staying, ceiling - len(survivors)))
     wanted = len(unassigned) + to_create
     placeable = wanted if desired.quota_room is None else min(wanted, desired.quota_room)
     placement = place(
@@ -211,9 +285,7 @@ def plan(
             Assignment(replica_id=replica.replica_id, node_id=node_id)
             for replica, node_id in zip(unassigned, assigned_nodes, strict=False)
         ),
-        transitions=tuple(_stop(r, reason=StopReason.UNHEALTHY) for r in unhealthy)
-        + tuple(_stop(r, reason=StopReason.SCALED_DOWN) for r in scaled_down)
-        + tuple(_stop(r, reason=StopReason.ROLLING_UPDATE) for r in replaced),
+        transitions=transitions,
         unplaced=placement.unplaced + wanted - placeable,
         shortfall=placement.shortfall,
         allocated=placement.allocated,

@@ -5,7 +5,7 @@ on assignment, shrink when a replica stops), so tests can replay several reconci
 """
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
 from hypothesis import strategies as st
@@ -15,6 +15,7 @@ from controller.model.planner import DesiredState, Plan, plan
 from controller.model.replicas import ReplicaState
 from controller.model.resources import ZERO, Resources
 from controller.model.states import ReplicaStatus, check_replica_transition, holds_capacity
+from controller.model.strategy import DEFAULT_ROLLOUT, Rollout, RolloutType
 
 # Example counts, deadlines and the example database come from the hypothesis profile
 # loaded in tests/conftest.py ("default", or "ci" with more examples); nothing here pins them.
@@ -237,3 +238,112 @@ def slots(n: NodeCapacity, request: Resources) -> int:
         have // need for have, need in zip(free.as_tuple(), request.as_tuple(), strict=True) if need
     ]
     return min(per_dimension, default=UNBOUNDED)
+
+
+int_or_percent = st.one_of(st.integers(0, 4), st.integers(0, 100).map(lambda p: f"{p}%"))
+
+
+@st.composite
+def rollout_specs(draw: st.DrawFn, *, moving: bool = False, pausable: bool = False) -> Rollout:
+    """Any RollingUpdate or Recreate spec (both 0 excluded, as the CRD refuses it).
+
+    moving: maxUnavailable is at least 1, so a rollout on a cluster with no room to surge
+    still progresses (with 0 it waits for room, as a Kubernetes Deployment does).
+    pausable: paused may be drawn true.
+    """
+    surge = draw(int_or_percent)
+    unavailable = draw(st.integers(1, 4) if moving else int_or_percent)
+    if surge in (0, "0%") and unavailable in (0, "0%"):
+        unavailable = 1
+    return Rollout(
+        type=draw(st.sampled_from(RolloutType)),
+        max_surge=surge,
+        max_unavailable=unavailable,
+        paused=pausable and draw(st.booleans()),
+    )
+
+
+# --- simulation driver and states to start from ------------------------------------------
+
+DEFAULT_ROLLOUTS = st.just(DEFAULT_ROLLOUT)
+
+
+def placed_on(step: Plan) -> list[uuid.UUID]:
+    """The node of every replica the plan creates on a node or assigns to one."""
+    created = [new.node_id for new in step.create if new.node_id is not None]
+    return created + [assignment.node_id for assignment in step.assign]
+
+
+def overcommitted_nodes(cluster: Cluster) -> set[uuid.UUID]:
+    """Nodes whose allocation exceeds their capacity (a capacity shrink, say)."""
+    return {n.node_id for n in cluster.nodes.values() if not n.allocated.fits_in(n.capacity)}
+
+
+def finish(
+    cluster: Cluster,
+    spec: DesiredState,
+    *,
+    floor: int,
+    check: Callable[[Cluster], None] | None = None,
+) -> int:
+    """Run reconcile + agent rounds until nothing changes; return how many rounds it took.
+
+    floor: the fewest available replicas allowed right after any plan is applied. No plan
+    may put a replica on a node that is over-committed when it is made. check, if given,
+    looks at the cluster right after each plan is applied, too.
+    """
+    limit = 4 * spec.replicas + 8  # a rollout needs ~2 rounds per replica; the rest is slack
+    for rounds in range(limit):
+        overcommitted = overcommitted_nodes(cluster)
+        step = cluster.plan(spec)
+        cluster.apply(step, spec)
+        assert not overcommitted & set(placed_on(step)), "placed on an over-committed node"
+        assert cluster.available() >= floor
+        if check is not None:
+            check(cluster)
+        before = dict(cluster.replicas)
+        cluster.agents_act()
+        if step.is_empty and before == cluster.replicas:
+            return rounds
+    raise AssertionError(f"no convergence within {limit} rounds")
+
+
+@st.composite
+def cluster_states(
+    draw: st.DrawFn, *, rollouts: st.SearchStrategy[Rollout] = DEFAULT_ROLLOUTS
+) -> tuple[Cluster, DesiredState]:
+    """Any mix of replicas in any status and revision, on nodes that may or may not exist.
+
+    The spec's rollout spec is drawn from `rollouts` (the defaults unless given).
+    """
+    request = draw(requests)
+    nodes = draw(node_sets(room_for=request))
+    cluster = Cluster.of(*nodes)
+    places = [n.node_id for n in nodes] + [node_id("gone")]
+    for seq in range(1, draw(st.integers(0, 10)) + 1):
+        status = draw(st.sampled_from(ReplicaStatus))
+        may_lack_node = status in {
+            ReplicaStatus.PENDING,
+            ReplicaStatus.STOPPED,
+            ReplicaStatus.FAILED,
+        }
+        where = draw(st.sampled_from([*places, None] if may_lack_node else places))
+        rid = replica_id(seq)
+        cluster.replicas[rid] = ReplicaState(
+            replica_id=rid,
+            node_id=where,
+            status=status,
+            revision=draw(st.sampled_from(["r0", "r1"])),
+            created_seq=seq,
+        )
+        cluster.requests[rid] = draw(requests)
+        cluster.next_seq = seq + 1
+    spec = DesiredState(
+        replicas=draw(st.integers(0, 8)),
+        revision=draw(st.sampled_from(["r0", "r1"])),
+        request=request,
+        strategy=draw(st.sampled_from(Strategy)),
+        node_selector=draw(selectors),
+        rollout=draw(rollouts),
+    )
+    return cluster, spec

@@ -6,14 +6,19 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 from model_builders import (
     Cluster,
+    cluster_states,
     desired,
+    finish,
     node,
     node_id,
     node_sets,
+    overcommitted_nodes,
+    placed_on,
     replica,
     replica_id,
     requests,
     res,
+    rollout_specs,
     selectors,
     slots,
 )
@@ -23,15 +28,13 @@ from controller.model.planner import (
     Assignment,
     DesiredState,
     NewReplica,
-    Plan,
     ReplicaTransition,
     StopReason,
-    max_unavailable,
     plan,
 )
-from controller.model.replicas import ReplicaState
 from controller.model.resources import Resources
 from controller.model.states import IllegalTransitionError, ReplicaStatus
+from controller.model.strategy import Rollout
 
 R = ReplicaStatus
 ROOMY = res(8000, 16384)  # room for 16 replicas of the default 500m / 512 MiB request
@@ -41,14 +44,6 @@ def stops(step_transitions: tuple[ReplicaTransition, ...]) -> list[tuple[int, R,
     """(created_seq, target, reason) of each transition, given replica ids from replica()."""
     seq_of = {replica_id(seq): seq for seq in range(100)}
     return [(seq_of[t.replica_id], t.to_status, t.reason) for t in step_transitions]
-
-
-@pytest.mark.parametrize(
-    ("wanted", "expected"),
-    [(0, 1), (1, 1), (3, 1), (4, 1), (7, 1), (8, 2), (10, 2), (100, 25)],
-)
-def test_max_unavailable(wanted: int, expected: int) -> None:
-    assert max_unavailable(desired=wanted) == expected
 
 
 def test_desired_replicas_must_not_be_negative() -> None:
@@ -121,8 +116,10 @@ def test_scale_down_stops_not_yet_running_replicas_first_then_the_newest() -> No
 
 
 def test_scale_down_prefers_old_revision_within_a_tier() -> None:
+    # Paused, so the old-revision replica is not rolled: it is scaled down like any other.
     replicas = [replica(1), replica(2, revision="r0"), replica(3)]
-    step = plan(desired=desired(2), replicas=replicas, nodes=[node("n1", ROOMY)])
+    spec = replace(desired(2), rollout=Rollout(paused=True))
+    step = plan(desired=spec, replicas=replicas, nodes=[node("n1", ROOMY)])
     assert stops(step.transitions) == [(2, R.STOPPING, StopReason.SCALED_DOWN)]
 
 
@@ -130,14 +127,20 @@ def test_rolling_update_replaces_within_the_budget_oldest_first() -> None:
     old = [replica(seq, revision="r0") for seq in range(1, 9)]
     step = plan(desired=desired(8), replicas=old, nodes=[node("n1", ROOMY)])
     update = StopReason.ROLLING_UPDATE
+    # 25% of 8: two may be unavailable and two more may surge, so four new ones start.
     assert stops(step.transitions) == [(1, R.STOPPING, update), (2, R.STOPPING, update)]
-    assert step.create == (NewReplica(node_id=node_id("n1")),) * 2
+    assert step.create == (NewReplica(node_id=node_id("n1")),) * 4
 
 
-def test_rolling_update_of_a_single_replica_may_take_it_down() -> None:
-    step = plan(desired=desired(1), replicas=[replica(1, revision="r0")], nodes=[node("n1", ROOMY)])
-    assert stops(step.transitions) == [(1, R.STOPPING, StopReason.ROLLING_UPDATE)]
-    assert len(step.create) == 1
+def test_rolling_update_of_a_single_replica_surges_before_taking_it_down() -> None:
+    old = [replica(1, revision="r0")]
+    step = plan(desired=desired(1), replicas=old, nodes=[node("n1", ROOMY)])
+    # 25% of 1: maxSurge rounds up to 1, maxUnavailable down to 0.
+    assert (stops(step.transitions), len(step.create)) == ([], 1)
+    running = [*old, replica(2)]
+    after = plan(desired=desired(1), replicas=running, nodes=[node("n1", ROOMY)])
+    assert stops(after.transitions) == [(1, R.STOPPING, StopReason.ROLLING_UPDATE)]
+    assert after.create == ()
 
 
 def test_old_replicas_that_serve_nobody_are_replaced_without_budget() -> None:
@@ -150,9 +153,9 @@ def test_old_replicas_that_serve_nobody_are_replaced_without_budget() -> None:
     ]
     step = plan(desired=desired(5), replicas=replicas, nodes=[node("n1", ROOMY)])
     update = StopReason.ROLLING_UPDATE
-    # 3 running, min available 5 - 1 = 4: no budget for running ones yet.
+    # 3 running, min available 5 - 1 = 4: no budget for running ones yet; 2 may surge.
     assert stops(step.transitions) == [(5, R.STOPPED, update), (4, R.STOPPING, update)]
-    assert len(step.create) == 2
+    assert len(step.create) == 4
 
 
 def test_rolling_update_waits_while_the_budget_is_spent() -> None:
@@ -163,7 +166,8 @@ def test_rolling_update_waits_while_the_budget_is_spent() -> None:
         replica(1, R.STOPPING, revision="r0"),
         replica(5, R.PENDING),  # its replacement, not running yet
     ]
-    assert plan(desired=desired(4), replicas=replicas, nodes=[node("n1", ROOMY)]).is_empty
+    spec = replace(desired(4), rollout=Rollout(max_surge=0, max_unavailable=1))
+    assert plan(desired=spec, replicas=replicas, nodes=[node("n1", ROOMY)]).is_empty
 
 
 def test_stopping_replicas_keep_their_capacity() -> None:
@@ -193,46 +197,20 @@ def test_nothing_to_do_is_an_empty_plan_even_when_capacity_is_short() -> None:
 
 
 def test_rollout_on_a_full_cluster_converges_through_freed_slots() -> None:
-    # Two nodes with room for exactly one replica each, and two replicas to update.
+    # Two nodes with room for exactly one replica each, and two replicas to update: the surge
+    # replica waits without a node, and the rollout goes on within maxUnavailable.
     one_slot = res(500, 512)
     cluster = Cluster.of(node("n1", one_slot), node("n2", one_slot))
     finish(cluster, desired(2, revision="r0"), floor=0)
-    finish(cluster, desired(2), floor=1)
+    spec = replace(desired(2), rollout=Rollout(max_surge=1, max_unavailable=1))
+    first = cluster.plan(spec)
+    # One old replica stops; its replacement and the surge replica wait for a free slot.
+    assert (len(first.transitions), len(first.create), first.unplaced) == (1, 2, 2)
+    finish(cluster, spec, floor=1)
     assert sorted(r.revision for r in cluster.active()) == ["r1", "r1"]
 
 
 # --- simulation driver and properties -----------------------------------------------------
-
-
-def placed_on(step: Plan) -> list[uuid.UUID]:
-    """The node of every replica the plan creates on a node or assigns to one."""
-    created = [new.node_id for new in step.create if new.node_id is not None]
-    return created + [assignment.node_id for assignment in step.assign]
-
-
-def overcommitted_nodes(cluster: Cluster) -> set[uuid.UUID]:
-    """Nodes whose allocation exceeds their capacity (a capacity shrink, say)."""
-    return {n.node_id for n in cluster.nodes.values() if not n.allocated.fits_in(n.capacity)}
-
-
-def finish(cluster: Cluster, spec: DesiredState, *, floor: int) -> int:
-    """Run reconcile + agent rounds until nothing changes; return how many rounds it took.
-
-    floor: the fewest available replicas allowed right after any plan is applied. No plan
-    may put a replica on a node that is over-committed when it is made.
-    """
-    limit = 4 * spec.replicas + 8  # a rollout needs ~2 rounds per replica; the rest is slack
-    for rounds in range(limit):
-        overcommitted = overcommitted_nodes(cluster)
-        step = cluster.plan(spec)
-        cluster.apply(step, spec)
-        assert not overcommitted & set(placed_on(step)), "placed on an over-committed node"
-        assert cluster.available() >= floor
-        before = dict(cluster.replicas)
-        cluster.agents_act()
-        if step.is_empty and before == cluster.replicas:
-            return rounds
-    raise AssertionError(f"no convergence within {limit} rounds")
 
 
 def assert_converged(cluster: Cluster, spec: DesiredState) -> None:
@@ -241,37 +219,6 @@ def assert_converged(cluster: Cluster, spec: DesiredState) -> None:
     assert all(r.revision == spec.revision and r.is_available for r in active)
     for held_on in cluster.held():
         assert cluster.nodes[held_on].allocated.fits_in(cluster.nodes[held_on].capacity)
-
-
-@st.composite
-def cluster_states(draw: st.DrawFn) -> tuple[Cluster, DesiredState]:
-    """Any mix of replicas in any status and revision, on nodes that may or may not exist."""
-    request = draw(requests)
-    nodes = draw(node_sets(room_for=request))
-    cluster = Cluster.of(*nodes)
-    places = [n.node_id for n in nodes] + [node_id("gone")]
-    for seq in range(1, draw(st.integers(0, 10)) + 1):
-        status = draw(st.sampled_from(R))
-        may_lack_node = status in {R.PENDING, R.STOPPED, R.FAILED}
-        where = draw(st.sampled_from([*places, None] if may_lack_node else places))
-        rid = replica_id(seq)
-        cluster.replicas[rid] = ReplicaState(
-            replica_id=rid,
-            node_id=where,
-            status=status,
-            revision=draw(st.sampled_from(["r0", "r1"])),
-            created_seq=seq,
-        )
-        cluster.requests[rid] = draw(requests)
-        cluster.next_seq = seq + 1
-    spec = DesiredState(
-        replicas=draw(st.integers(0, 8)),
-        revision=draw(st.sampled_from(["r0", "r1"])),
-        request=request,
-        strategy=draw(st.sampled_from(Strategy)),
-        node_selector=draw(selectors),
-    )
-    return cluster, spec
 
 
 @given(state=cluster_states())
@@ -285,10 +232,9 @@ def test_property_one_plan_is_safe_and_replanning_is_a_no_op(
     cluster.apply(step, spec)
 
     assert len({t.replica_id for t in step.transitions}) == len(step.transitions)
-    assert len(cluster.active()) == spec.replicas
-    assert cluster.available() >= min(
-        available_before, spec.replicas - max_unavailable(desired=spec.replicas)
-    )
+    budget = spec.rollout.budget(spec.replicas)
+    assert spec.replicas <= len(cluster.active()) <= spec.replicas + budget.surge
+    assert cluster.available() >= min(available_before, budget.floor(spec.replicas))
     assert sum(1 for r in cluster.active() if r.is_unassigned) == step.unplaced
     assert not overcommitted & set(placed_on(step)), "placed on an over-committed node"
     for n in cluster.nodes.values():
@@ -327,6 +273,7 @@ def rollouts(draw: st.DrawFn) -> tuple[list[NodeCapacity], int, DesiredState]:
         request=request,
         strategy=draw(st.sampled_from(Strategy)),
         node_selector=selector,
+        rollout=draw(rollout_specs(moving=True)),
     )
     return nodes, draw(st.integers(0, room)), spec
 
@@ -347,8 +294,9 @@ def test_property_rolling_update_converges_and_keeps_availability(
     finish(cluster, old, floor=0)
     assert_converged(cluster, old)
 
-    floor = min(before, spec.replicas - max_unavailable(desired=spec.replicas))
-    finish(cluster, spec, floor=floor)
+    # Recreate takes every old replica down at once; a rolling update keeps the floor.
+    floor = min(before, spec.rollout.budget(spec.replicas).floor(spec.replicas))
+    finish(cluster, spec, floor=0 if spec.rollout.recreate else floor)
     assert_converged(cluster, spec)
 
 
@@ -375,7 +323,7 @@ def test_property_roomy_rollout_with_new_resources_converges(
     cluster = Cluster.of(*roomy)
     finish(cluster, desired(start, revision="r0", request=old_request), floor=0)
     spec = desired(spec_count, request=new_request, strategy=Strategy.BIN_PACK)
-    floor = min(start, spec_count - max_unavailable(desired=spec_count))
+    floor = min(start, spec.rollout.budget(spec_count).floor(spec_count))
     finish(cluster, spec, floor=floor)
     assert_converged(cluster, spec)
 
@@ -383,9 +331,10 @@ def test_property_roomy_rollout_with_new_resources_converges(
 def test_large_rollout_keeps_three_quarters_available() -> None:
     cluster = Cluster.of(node("n1", ROOMY), node("n2", ROOMY), node("n3", ROOMY))
     finish(cluster, desired(12, revision="r0"), floor=0)
-    rounds = finish(cluster, desired(12), floor=9)  # max_unavailable(12) == 3
+    rounds = finish(cluster, desired(12), floor=9)  # 25% of 12: 3 unavailable, 3 surge
     assert_converged(cluster, desired(12))
-    assert rounds == 4  # four batches of three; the fifth round finds nothing to do
+    # 6 new while 3 old stop, 6 more while 6 stop, the last 3 stop; the fourth finds nothing.
+    assert rounds == 3
 
 
 # --- inputs from outside the spec: drained nodes and the restart backoff --------------------
@@ -399,7 +348,7 @@ def test_replicas_on_an_evacuated_node_move_within_the_budget_oldest_first() -> 
     step = plan(desired=spec, replicas=replicas, nodes=[draining, node("n2", ROOMY)])
     update = StopReason.ROLLING_UPDATE
     assert stops(step.transitions) == [(1, R.STOPPING, update), (2, R.STOPPING, update)]
-    assert step.create == (NewReplica(node_id=node_id("n2")),) * 2
+    assert step.create == (NewReplica(node_id=node_id("n2")),) * 4  # 2 replace, 2 surge
 
 
 def test_evacuation_spares_other_nodes_and_moves_what_serves_nobody_at_once() -> None:
@@ -413,9 +362,10 @@ def test_evacuation_spares_other_nodes_and_moves_what_serves_nobody_at_once() ->
     nodes = [node("n1", ROOMY, schedulable=False), node("n2", ROOMY)]
     step = plan(desired=spec, replicas=replicas, nodes=nodes)
     update = StopReason.ROLLING_UPDATE
-    # 3 available, at least 4 - 1 = 3 must stay: only the pending one goes now.
+    # 3 available, at least 4 - 1 = 3 must stay: only the pending one goes now; its
+    # replacement and one surge replica start on n2.
     assert stops(step.transitions) == [(4, R.STOPPING, update)]
-    assert step.create == (NewReplica(node_id=node_id("n2")),)
+    assert step.create == (NewReplica(node_id=node_id("n2")),) * 2
     without = plan(desired=desired(4), replicas=replicas, nodes=nodes)
     assert without.is_empty  # the same rows, no drain: nothing to do
 
