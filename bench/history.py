@@ -9,14 +9,19 @@ generate_series per table (the rows are the shape the triggers write, without ru
 deployments of 40 replica lifetimes each (10 replicas replaced 4 times over), 5 transitions
 per lifetime (pending, starting, running, stopping, stopped) and 4 of the deployment itself,
 spread over 24 months, so that every deployment's story touches every monthly partition: the
-worst case for an unbounded per-deployment query. Indexes are dropped for the load and built
+worst case for an unbounded per-deployment query. Rows are written in the order the product
+writes them: replicas as they are created (lifetime by lifetime, all deployments interleaved)
+and history in time order, so that a deployment's rows lie one per page among everyone else's,
+as the triggers leave them. Indexes are dropped for the load and built
 again from their own definitions afterwards (one sort per index instead of 100 million random
 inserts), then the tables are vacuumed and analysed as autovacuum would have by then.
 
 Then it times, through the product's own function (controller/db/history.py
 `deployment_history`, what `fogctl history` runs: two statements and the rows made into
-entries), a sample of random deployments per run, and EXPLAINs the two statements once to
-report how many partitions each touches and whether each is an index scan.
+entries), a sample of random deployments per run, and EXPLAINs the two statements once, for a
+deployment not queried before, to report how many partitions each touches, with which scans
+and indexes, how many rows it fetched from the tables (heap fetches: none when the scans are
+index-only, migration 0014) and how many pages it found in shared buffers or had to read.
 
 Only PostgreSQL is used; no operator or agent runs.
 """
@@ -26,7 +31,6 @@ from __future__ import annotations
 import gc
 import json
 import random
-import re
 import statistics
 import time
 from datetime import timedelta
@@ -73,7 +77,7 @@ _SETUP = (
     "INSERT INTO deployment_replicas (deployment_id, ordinal, status, revision,"
     " cpu_millicores, memory_mb, gpu_units, storage_gb, status_actor)"
     " SELECT d.id, j, 'stopped', 'r1', 500, 512, 0, 1, 'operator'"
-    " FROM deployments d, generate_series(0, %(lifetimes)s - 1) j",
+    " FROM deployments d, generate_series(0, %(lifetimes)s - 1) j ORDER BY j",
 )
 # Lifetime j of each deployment starts at a random moment of its j-th slice of the span; its
 # five transitions follow a few seconds apart. Node: any of the NODES, by the replica's id.
@@ -90,6 +94,7 @@ INSERT INTO replica_status_history (replica_id, deployment_id, old_status, new_s
     JOIN deployments d ON d.id = r.deployment_id
     JOIN nodes n ON n.name = 'n' || (abs(hashtext(r.id::text)) %% %(nodes)s),
     generate_series(0, %(per_lifetime)s - 1) s
+  ORDER BY 7
 """
 _DEPLOYMENT_ROWS = """
 INSERT INTO deployment_status_history (deployment_id, old_status, new_status, actor, changed_at)
@@ -98,6 +103,7 @@ INSERT INTO deployment_status_history (deployment_id, old_status, new_status, ac
     (ARRAY['pending', 'running', 'stopped', 'running'])[s + 1]::deploymentstatus,
     'operator', d.created_at + %(span)s * (s::float / %(rows)s)
   FROM deployments d, generate_series(0, %(rows)s - 1) s
+  ORDER BY 5
 """
 # Each index of a table, with the constraint it backs (the primary key), and its definition.
 _INDEXES = """
@@ -108,8 +114,11 @@ WHERE i.indrelid = %(table)s::regclass
 """
 
 
-# A partition's month in its name (and its indexes'), folded so that the months add up.
-_MONTH = re.compile(r"_p\d{4}_\d{2}")
+# The partitioned index each of these partitions' indexes belongs to.
+_PARENT_INDEXES = text(
+    "SELECT inhrelid::regclass::text, inhparent::regclass::text FROM pg_inherits"
+    " WHERE inhrelid::regclass::text = ANY(:indexes)"
+)
 
 
 def _conninfo(url: URL) -> str:
@@ -196,20 +205,24 @@ def _plan_nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
     return found
 
 
-async def _explain(session: Any, statement: Any) -> dict[str, Any]:
-    """Which history partitions one statement reads, and how (EXPLAIN ANALYZE)."""
+async def _explain(session: Any, statement: Any, table: str) -> dict[str, Any]:
+    """Which partitions of `table` one statement reads, and how (EXPLAIN ANALYZE, BUFFERS)."""
     sql = statement.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True})
-    value = (await session.execute(text(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}"))).scalar()
+    value = (await session.execute(text(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {sql}"))).scalar()
     plan = (json.loads(value) if isinstance(value, str) else value)[0]
     nodes = _plan_nodes(plan["Plan"])
-    scans = [n for n in nodes if str(n.get("Relation Name", "")).startswith(HISTORY_TABLES)]
-    indexes = [str(n.get("Index Name", "")) for n in nodes]
+    scans = [n for n in nodes if str(n.get("Relation Name", "")).startswith(table)]
+    used = sorted({str(node["Index Name"]) for node in nodes if "Index Name" in node})
+    # A partition's index is named after its month (or cut short by PostgreSQL); say instead
+    # which of the parent table's indexes it is, so that 29 months read as one name.
+    parents = dict((await session.execute(_PARENT_INDEXES, {"indexes": used})).all())
     return {
         "partitions_read": len({node["Relation Name"] for node in scans}),
         "scan_types": sorted({node["Node Type"] for node in scans}),
-        "indexes": sorted(
-            {_MONTH.sub("_pYYYY_MM", i) for i in indexes if i.startswith(HISTORY_TABLES)}
-        ),
+        "indexes": sorted({parents.get(index, index) for index in used}),
+        "heap_fetches": sum(node.get("Heap Fetches", 0) for node in scans),
+        "buffers_hit": plan["Plan"]["Shared Hit Blocks"],
+        "buffers_read": plan["Plan"]["Shared Read Blocks"],
         "planning_ms": round(plan["Planning Time"], 2),
         "execution_ms": round(plan["Execution Time"], 2),
     }
@@ -252,10 +265,16 @@ async def history_scale(servers: Servers, sizes: Sizes, _api: client.ApiClient) 
             p50s.append(1000 * percentile(seconds, 50))
             p99s.append(1000 * percentile(seconds, 99))
         async with sessions() as session:
-            own, replicas = history.statements(namespace=NAMESPACE, name="d0")
+            name = f"d{chooser.randrange(figures['deployments'])}"
+            own, replicas, ordinals = history.statements(namespace=NAMESPACE, name=name)
+            read = {
+                "deployment_status_history": own,
+                "replica_status_history": replicas,
+                "deployment_replicas": ordinals,
+            }
             figures["explain"] = {
-                "deployment_status_history": await _explain(session, own),
-                "replica_status_history": await _explain(session, replicas),
+                table: await _explain(session, statement, table)
+                for table, statement in read.items()
             }
     finally:
         await engine.dispose()

@@ -46,7 +46,7 @@ class Entry:
 
 
 # A row of each statement: time, deployment, old and new status, actor, reason (and for a
-# replica its ordinal and its node's name).
+# replica its health, its id and its node's name); the deployment's replicas: id, ordinal.
 OwnRows = Select[
     datetime, uuid.UUID, DeploymentStatus | None, DeploymentStatus, str | None, str | None
 ]
@@ -59,22 +59,26 @@ ReplicaRows = Select[
     str | None,
     ReplicaHealth | None,
     ReplicaHealth | None,
-    int,
+    uuid.UUID,
     str,
 ]
+OrdinalRows = Select[uuid.UUID, int]
 
 
-def statements(*, namespace: str, name: str) -> tuple[OwnRows, ReplicaRows]:
-    """The two reads of `fogctl history NAMESPACE/NAME`: the deployments' rows, the replicas'.
+def statements(*, namespace: str, name: str) -> tuple[OwnRows, ReplicaRows, OrdinalRows]:
+    """The reads of `fogctl history NS/NAME`: its own rows, its replicas' rows, their ordinals.
 
     The deployments of that name, deleted ones too, are found through `(user_id, name)`; then
-    each statement reads the `(deployment_id, changed_at)` index of every monthly partition of
-    its table, and nothing else of it: the index carries the columns selected here (migration
-    0014), so each partition is an index-only scan of the one or two leaf pages that hold the
-    deployment's rows of that month. A column selected here must be in that index's INCLUDE
-    list, or every row becomes a random read of the table again (tests/db/
+    each history statement reads the `(deployment_id, changed_at)` index of every monthly
+    partition of its table, and nothing else of it: the index carries the columns selected here
+    (migration 0014), so each partition is an index-only scan of the one or two leaf pages that
+    hold the deployment's rows of that month. A column selected here must be in that index's
+    INCLUDE list, or every row becomes a random read of the table again (tests/db/
     test_history_queries.py checks the plan). There is no time bound to prune on, since the
-    whole story is asked for. The benchmark EXPLAINs these very statements (bench/history.py).
+    whole story is asked for. The ordinals are read once per replica through `(deployment_id,
+    ordinal)`, which carries the id, rather than once per history row by primary key (a random
+    read each, five or more per replica). The benchmark EXPLAINs these very statements
+    (bench/history.py).
     """
     ids = (
         select(Deployment.id)
@@ -100,22 +104,25 @@ def statements(*, namespace: str, name: str) -> tuple[OwnRows, ReplicaRows]:
             ReplicaStatusHistory.reason,
             ReplicaStatusHistory.old_health,
             ReplicaStatusHistory.new_health,
-            DeploymentReplica.ordinal,
+            ReplicaStatusHistory.replica_id,
             Node.name.label("node"),
         )
-        .join(DeploymentReplica, DeploymentReplica.id == ReplicaStatusHistory.replica_id)
         .outerjoin(Node, Node.id == ReplicaStatusHistory.node_id)
         .where(ReplicaStatusHistory.deployment_id.in_(ids))
     )
-    return own, replicas
+    ordinals = select(DeploymentReplica.id, DeploymentReplica.ordinal).where(
+        DeploymentReplica.deployment_id.in_(ids)
+    )
+    return own, replicas, ordinals
 
 
 async def deployment_history(session: AsyncSession, *, namespace: str, name: str) -> list[Entry]:
     """Every transition of every deployment of this name in this namespace (deleted ones too).
 
-    Two statements (`statements`), each an index-only scan per monthly partition.
+    Three statements (`statements`): two index-only scans per monthly partition, one of the
+    replicas' index.
     """
-    own_query, replicas_query = statements(namespace=namespace, name=name)
+    own_query, replicas_query, ordinals_query = statements(namespace=namespace, name=name)
     own = await session.execute(own_query)
     entries = [
         Entry(
@@ -131,11 +138,12 @@ async def deployment_history(session: AsyncSession, *, namespace: str, name: str
         for row in own
     ]
     replicas = await session.execute(replicas_query)
+    ordinals = dict((await session.execute(ordinals_query)).all())
     entries.extend(
         Entry(
             changed_at=row.changed_at,
             deployment_id=row.deployment_id,
-            replica=f"{name}-{row.ordinal}",
+            replica=f"{name}-{ordinals[row.replica_id]}",
             node=row.node,
             old_status=row.old_status,
             new_status=row.new_status,

@@ -297,8 +297,13 @@ class DeploymentReplica(Base):
     __table_args__ = (
         Index("ix_deployment_replicas_deployment_id_status", "deployment_id", "status"),
         Index("ix_deployment_replicas_node_id", "node_id"),
+        # Carries the id, so `fogctl history` names a deployment's replicas index-only (0014).
         Index(
-            "uq_deployment_replicas_deployment_id_ordinal", "deployment_id", "ordinal", unique=True
+            "uq_deployment_replicas_deployment_id_ordinal",
+            "deployment_id",
+            "ordinal",
+            unique=True,
+            postgresql_include=["id"],
         ),
         CheckConstraint("cpu_millicores >= 0", name="cpu_millicores_nonnegative"),
         CheckConstraint("memory_mb >= 0", name="memory_mb_nonnegative"),

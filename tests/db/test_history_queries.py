@@ -1,9 +1,9 @@
 """`fogctl history NS/NAME`'s reads (controller/db/history.py) on a real PostgreSQL.
 
 The whole story across monthly partitions, in time order; and the plan that keeps it fast at
-100 million rows (migration 0014): the deployment found through its name index, and every
-partition read by an index-only scan, which a column selected but not carried by the index
-would silently turn back into a random read of the table per row.
+100 million rows (migration 0014): the deployment found through its name index, every
+partition and the replicas' names read by index-only scans, which a column selected but not
+carried by the index would silently turn back into a random read of the table per row.
 """
 
 from __future__ import annotations
@@ -136,16 +136,26 @@ async def test_each_partition_is_an_index_only_scan(
         # than any index: take those plans away to see which index the planner would use.
         await session.execute(text("SET enable_seqscan = off"))
         await session.execute(text("SET enable_bitmapscan = off"))
-        for statement in history.statements(namespace="team-a", name="web"):
+        own, replicas, ordinals = history.statements(namespace="team-a", name="web")
+        for statement in (own, replicas):
             nodes = await _plan(session, statement)
             partitions = [n for n in nodes if n.get("Relation Name", "").startswith(HISTORY_TABLES)]
             # Every partition, this month's and the ones ahead, without a row or with one.
             assert len(partitions) == len(await _month_partitions(session))
             assert {n["Node Type"] for n in partitions} == {"Index Only Scan"}
-            lookups = {
-                n.get("Index Name") for n in nodes if n.get("Relation Name") == "deployments"
-            }
-            assert lookups == {"ix_deployments_user_id_name"}
+            assert _lookups(nodes) == {"ix_deployments_user_id_name"}
+        nodes = await _plan(session, ordinals)
+        assert [
+            (n["Node Type"], n["Index Name"])
+            for n in nodes
+            if n.get("Relation Name") == "deployment_replicas"
+        ] == [("Index Only Scan", "uq_deployment_replicas_deployment_id_ordinal")]
+        assert _lookups(nodes) == {"ix_deployments_user_id_name"}
+
+
+def _lookups(nodes: list[dict[str, Any]]) -> set[str]:
+    """The indexes through which a plan finds the deployments by name."""
+    return {n["Index Name"] for n in nodes if n.get("Relation Name") == "deployments"}
 
 
 async def _month_partitions(session: AsyncSession) -> list[str]:
