@@ -7,7 +7,7 @@ wait on a busy cluster) lists again rather than failing.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import aiohttp
@@ -28,7 +28,9 @@ class ObjectGoneError(TerminalError):
     """The object does not exist, or was deleted while followed."""
 
 
-async def versions(namespace: str, name: str, *, follow: bool) -> AsyncIterator[dict[str, Any]]:
+async def versions(
+    namespace: str, name: str, *, follow: bool
+) -> AsyncGenerator[dict[str, Any], None]:
     """The object now, then (with `follow`) every new version of it until the caller stops."""
     api = await connect()
     objects = client.CustomObjectsApi(api)

@@ -8,7 +8,8 @@ reconcile applies them in its own transaction (db/revisions.py):
 * A template that returns (an undo, or a spec edited back) reuses its row, renumbered to the
   next number, as Kubernetes renumbers a reused ReplicaSet: the history then reads in the
   order the templates were last rolled out, and the newest number is always the spec's. Its
-  `completed_at` is cleared: this rollout of it has not completed yet.
+  `completed_at` is cleared (this rollout of it has not completed yet), and its created and
+  created-by become this return's.
 * Kept: the spec's revision, every revision that still has live replicas, and the newest
   `spec.revisionHistoryLimit` of the others. Kubernetes' rule (deployment/sync.go
   cleanupDeployment): the excess over the limit is deleted oldest first, but never a
@@ -23,6 +24,8 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from controller.errors import TerminalError
 
 # Kubernetes' default for a Deployment's revisionHistoryLimit, and the CRD's documented value
 # for an absent spec.revisionHistoryLimit.
@@ -136,3 +139,30 @@ def merge_patch(current: Mapping[str, Any], target: Mapping[str, Any]) -> dict[s
         elif key not in current or old != new:
             patch[key] = new
     return patch
+
+
+class UndoError(TerminalError):
+    """`fogctl rollout undo` cannot go where it was asked: the message says why, in one line."""
+
+
+def undo_target(
+    known: Sequence[KnownRevision], *, current: str, to_revision: int | None, what: str
+) -> int:
+    """The number `fogctl rollout undo` goes back to; UndoError if it cannot.
+
+    `current` is the hash of the spec as it is now; without `to_revision`, the target is the
+    previous revision: the highest-numbered one that is not the spec's (kubectl's default).
+    `what` names the object in the messages.
+    """
+    others = [row.number for row in known if row.hash != current]
+    if to_revision is None:
+        if not others:
+            raise UndoError(f"{what} has no previous revision to go back to")
+        return max(others)
+    chosen = next((row for row in known if row.number == to_revision), None)
+    if chosen is None:
+        listed = ", ".join(str(row.number) for row in known) or "none"
+        raise UndoError(f"{what} has no revision {to_revision} (revisions: {listed})")
+    if chosen.hash == current:
+        raise UndoError(f"{what} is already at revision {to_revision}")
+    return to_revision

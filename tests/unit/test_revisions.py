@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from controller.model.revisions import (
     KnownRevision,
+    UndoError,
     changes,
     merge_patch,
     plan_revisions,
+    undo_target,
 )
 
 
@@ -114,3 +117,29 @@ def test_the_merge_patch_turns_the_spec_into_the_template() -> None:
     }
     # 1 and 1.0 are the same number: no patch for it.
     assert merge_patch({"resources": {"cpuCores": 1}}, {"resources": {"cpuCores": 1.0}}) == {}
+
+
+def test_undo_goes_to_the_previous_revision_or_the_one_asked_for() -> None:
+    known = rows("a", "b", "c")
+    assert undo_target(known, current="c", to_revision=None, what="web") == 2
+    assert undo_target(known, current="c", to_revision=1, what="web") == 1
+    # A spec not reconciled yet (or edited by hand to a new template): the newest row is the
+    # previous one.
+    assert undo_target(known, current="d", to_revision=None, what="web") == 3
+
+
+@pytest.mark.parametrize(
+    ("known", "to_revision", "message"),
+    [
+        (rows("a", "b"), 5, "web has no revision 5 (revisions: 1, 2)"),
+        (rows("a", "b"), 2, "web is already at revision 2"),
+        (rows("b"), None, "web has no previous revision to go back to"),
+        ((), 1, "web has no revision 1 (revisions: none)"),
+    ],
+)
+def test_undo_refuses_in_one_line(
+    known: tuple[KnownRevision, ...], to_revision: int | None, message: str
+) -> None:
+    with pytest.raises(UndoError) as raised:
+        undo_target(known, current="b", to_revision=to_revision, what="web")
+    assert str(raised.value) == message
