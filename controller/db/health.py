@@ -14,11 +14,11 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 
-from sqlalchemy import String, any_, case, cast, column, func, select, update
+from sqlalchemy import String, any_, case, cast, func, select, update
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from controller.db.queries import array_param
+from controller.db.queries import array_param, unnested
 from controller.db.reports import agent_actor, bad_text, refusals
 from controller.db.tables import K8S_NAME_MAX, DeploymentReplica, Node, replica_health_enum
 from controller.model.protocol import REASON_MAX, HealthReport, ReportResult
@@ -71,21 +71,14 @@ async def record(session: AsyncSession, reports: Sequence[HealthReport]) -> Repo
 
 
 async def _write(session: AsyncSession, reports: Sequence[HealthReport]) -> None:
-    # One array per column, unnested: one statement shape for any batch (see db/reports.py).
-    changes = (
-        func.unnest(
-            array_param("replica_ids", [item.replica_id for item in reports], UUID(as_uuid=True)),
-            array_param("healths", [str(item.health) for item in reports], String()),
-            array_param("reasons", [item.reason for item in reports], String()),
-            array_param("actors", [agent_actor(item.node) for item in reports], String()),
-        )
-        .table_valued(
-            column("replica_id", UUID(as_uuid=True)),
-            column("health", String()),
-            column("reason", DeploymentReplica.health_reason.type),
-            column("actor", DeploymentReplica.status_actor.type),
-        )
-        .render_derived(name="report")
+    changes = unnested(
+        "report",
+        {
+            "replica_id": ([item.replica_id for item in reports], UUID(as_uuid=True)),
+            "health": ([str(item.health) for item in reports], String()),
+            "reason": ([item.reason for item in reports], String()),
+            "actor": ([agent_actor(item.node) for item in reports], String()),
+        },
     )
     health = cast(changes.c.health, replica_health_enum)
     # SET reads the row as it was: `changed` compares the recorded health with the new one.

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import BindParameter, ColumnElement, Select, and_, bindparam, select
+from sqlalchemy import BindParameter, ColumnElement, Select, and_, bindparam, column, func, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.util import AliasedClass
+from sqlalchemy.sql.selectable import TableValuedAlias
 
 from controller.db.tables import Deployment, User
 
@@ -55,3 +57,23 @@ def array_param(name: str, items: list[Any], item_type: Any) -> BindParameter[An
     where an IN list or VALUES rows would make a new statement per size.
     """
     return bindparam(name, value=items, type_=ARRAY(item_type))
+
+
+def unnested(name: str, columns: Mapping[str, tuple[list[Any], Any]]) -> TableValuedAlias:
+    """A batch as rows of a table `name(column, ...)`: one array parameter per column, unnested.
+
+    For the batched UPDATEs of agents' reports: as with `array_param`, the statement has one
+    shape for any batch size, where a VALUES list would be a new statement per size (compiling
+    one of hundreds of rows was a quarter of the agent's CPU). Each column travels as an array
+    of its type and comes out as a column of that type.
+    """
+    return (
+        func.unnest(
+            *(
+                array_param(f"{name}_{key}", values, type_)
+                for key, (values, type_) in columns.items()
+            )
+        )
+        .table_valued(*(column(key, type_) for key, (_, type_) in columns.items()))
+        .render_derived(name=name)
+    )

@@ -13,11 +13,11 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol, TypeVar
 
-from sqlalchemy import String, case, cast, column, func, select, update
+from sqlalchemy import String, case, cast, func, select, update
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from controller.db.queries import array_param
+from controller.db.queries import unnested
 from controller.db.tables import (
     CONTAINER_ID_MAX,
     K8S_NAME_MAX,
@@ -226,25 +226,16 @@ async def report(
 
 
 async def _write(session: AsyncSession, accepted: Sequence[Report]) -> None:
-    # unnest() over one array per column rather than a VALUES list: the statement has the same
-    # shape for any number of reports, so it is compiled (and prepared) once, not per batch.
-    # Compiling a VALUES list of hundreds of rows was a quarter of the agent's CPU.
-    changes = (
-        func.unnest(
-            array_param("replica_ids", [item.replica_id for item in accepted], UUID(as_uuid=True)),
-            array_param("statuses", [str(item.status) for item in accepted], String()),
-            array_param("actors", [agent_actor(item.node) for item in accepted], String()),
-            array_param("reasons", [item.reason for item in accepted], String()),
-            array_param("container_ids", [item.container_id for item in accepted], String()),
-        )
-        .table_valued(
-            column("replica_id", UUID(as_uuid=True)),
-            column("new_status", String()),
-            column("actor", DeploymentReplica.status_actor.type),
-            column("reason", DeploymentReplica.status_reason.type),
-            column("container_id", DeploymentReplica.container_id.type),
-        )
-        .render_derived(name="report")  # AS report(replica_id, new_status, ...)
+    # One array per column, unnested (queries.unnested): one statement for any batch size.
+    changes = unnested(
+        "report",
+        {
+            "replica_id": ([item.replica_id for item in accepted], UUID(as_uuid=True)),
+            "new_status": ([str(item.status) for item in accepted], String()),
+            "actor": ([agent_actor(item.node) for item in accepted], String()),
+            "reason": ([item.reason for item in accepted], String()),
+            "container_id": ([item.container_id for item in accepted], String()),
+        },
     )
     finished = (ReplicaStatus.STOPPED, ReplicaStatus.FAILED)
     # The status travels as text; the enum must be named for PostgreSQL.
