@@ -132,8 +132,8 @@ def test_apply_to_ready_scale_up_down_and_to_zero(
     assert not [key for key in obj["metadata"].get("annotations", {}) if "fogcompute.io" in key]
 
     printed = kubectl("get", "-n", namespace, "fogdeploy", "web").stdout.split()
-    assert printed[:6] == ["NAME", "READY", "UP-TO-DATE", "PHASE", "IMAGE", "AGE"]
-    assert printed[6:11] == ["web", "3/3", "3", "Running", "app:1"]
+    assert printed[:7] == ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "PHASE", "IMAGE", "AGE"]
+    assert printed[7:13] == ["web", "3/3", "3", "3", "Running", "app:1"]
 
     kubectl("scale", "-n", namespace, "fogdeploy/web", "--replicas=5")
     wait_for("scale up to 5", lambda: ready(kubectl, namespace, "web", 5))
