@@ -12,7 +12,8 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from controller.model.health import HealthCheck, Readiness
@@ -73,8 +74,14 @@ class DesiredDeployment:
             min_ready=timedelta(seconds=self.min_ready_seconds),
         )
 
-    def planner_input(self, *, evacuate: frozenset[uuid.UUID], hold_new: bool) -> DesiredState:
-        """The planner's view of this spec, given what the snapshot and restart policy say."""
+    def planner_input(
+        self, *, evacuate: frozenset[uuid.UUID], hold_new: bool, now: datetime
+    ) -> DesiredState:
+        """The planner's view of this spec, given what the snapshot and restart policy say.
+
+        `now` is the reconcile's moment: a replica counts toward the rollout's floor once it
+        is available then (healthy for minReadySeconds).
+        """
         return DesiredState(
             replicas=self.replicas,
             revision=self.revision,
@@ -84,4 +91,5 @@ class DesiredDeployment:
             evacuate=evacuate,
             hold_new=hold_new,
             rollout=self.rollout,
+            available=partial(self.readiness.available, now=now),
         )

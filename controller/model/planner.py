@@ -7,9 +7,10 @@ apply the plan in one transaction and lets tests replay whole rollouts without a
 """
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
+from operator import attrgetter
 
 from controller.model import restarts
 from controller.model.placement import NodeCapacity, Strategy, place
@@ -52,6 +53,10 @@ class DesiredState:
     quota_room: int | None = None
     # How old-revision replicas give way (strategy, surge, paused): model/strategy.py.
     rollout: Rollout = DEFAULT_ROLLOUT
+    # Whether a replica counts as available toward the rollout's floor (maxUnavailable): by
+    # default while it serves; for a FogDeployment, once healthy for minReadySeconds at the
+    # reconcile's moment (model/health.py), as Kubernetes counts a Deployment's pods.
+    available: Callable[[ReplicaState], bool] = attrgetter("is_available")
 
     def __post_init__(self) -> None:
         if self.replicas < 0:
@@ -157,13 +162,15 @@ def _rollout_victims(
     recreated = [replica for replica in kept if _recreated(replica, desired=desired)]
     rolled = [replica for replica in kept if _rolled(replica, desired=desired)]
     old_running = sorted(
-        (replica for replica in rolled if replica.is_available), key=lambda r: r.created_seq
+        (replica for replica in rolled if desired.available(replica)), key=lambda r: r.created_seq
     )
     available = sum(
-        1 for replica in kept if replica.is_available and not _recreated(replica, desired=desired)
+        1
+        for replica in kept
+        if desired.available(replica) and not _recreated(replica, desired=desired)
     )
     room = max(0, available - budget.floor(desired.replicas))
-    idle = [replica for replica in rolled if not replica.is_available]
+    idle = [replica for replica in rolled if not desired.available(replica)]
     return recreated, idle + old_running[:room]
 
 

@@ -161,7 +161,7 @@ class Reconciler:
             policy=self._restarts,
         )
         desired = spec.desired.planner_input(
-            evacuate=snapshot.evacuate, hold_new=restart.holds(now)
+            evacuate=snapshot.evacuate, hold_new=restart.holds(now), now=now
         )
         plan, held_by = await self._plan(tx, desired, snapshot)
         new_ids = [uuid.uuid4() for _ in plan.create]

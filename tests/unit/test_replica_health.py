@@ -282,3 +282,25 @@ def test_fogctl_history_shows_a_health_transition_as_one() -> None:
     assert (
         entry("running", "stopping", "unhealthy", "unhealthy").transition == "running -> stopping"
     )
+
+
+def test_a_rollout_counts_new_replicas_available_only_after_min_ready_seconds() -> None:
+    # 4 desired, maxUnavailable 25% (1): two old replicas and two new ones, the new running
+    # and healthy for less than minReadySeconds. Only the old two are available, which is the
+    # floor's 3 minus one already: no old replica may go yet. Once the new ones have been
+    # healthy for minReadySeconds, 4 are available and one old replica may go.
+    replicas = [
+        healthy(1, revision="r0", since=T0 - timedelta(hours=1)),
+        healthy(2, revision="r0", since=T0 - timedelta(hours=1)),
+        healthy(3, since=T0),
+        healthy(4, since=T0),
+    ]
+    nodes = [node("n1", res(8000, 16384))]
+
+    def stopped(now: datetime) -> list[str]:
+        spec = replace(desired(4), available=lambda r: CHECKED.available(r, now=now))
+        step = plan(desired=spec, replicas=replicas, nodes=nodes)
+        return [t.reason for t in step.transitions]
+
+    assert stopped(T0) == []
+    assert stopped(T0 + MIN_READY) == [StopReason.ROLLING_UPDATE]
