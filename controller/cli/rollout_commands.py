@@ -135,7 +135,10 @@ def _revisions(database_url: str | None, namespace: str, name: str) -> list[db_r
 
     found = database.run(database_url, job)
     if found is None:
-        raise CommandError(f'fogdeployment "{name}" in namespace {namespace} not found')
+        raise CommandError(
+            f'fogdeployment "{name}" in namespace {namespace} has no revisions:'
+            " the database has no such deployment"
+        )
     return found
 
 

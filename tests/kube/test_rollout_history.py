@@ -29,7 +29,7 @@ def test_history_lists_revisions_and_undo_rolls_back_through_the_spec(
     stack.agent.start()
     one_error_line(
         stack.fogctl("rollout", "history", target),
-        f'fogdeployment "web" in namespace {namespace} not found',
+        f'fogdeployment "web" in namespace {namespace} has no revisions: the database has no',
     )
     for image in ("app:1", "app:2", "app:3"):
         apply_and_wait(stack, kubectl, namespace, image)
