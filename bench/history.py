@@ -17,11 +17,12 @@ again from their own definitions afterwards (one sort per index instead of 100 m
 inserts), then the tables are vacuumed and analysed as autovacuum would have by then.
 
 Then it times, through the product's own function (controller/db/history.py
-`deployment_history`, what `fogctl history` runs: two statements and the rows made into
-entries), a sample of random deployments per run, and EXPLAINs the two statements once, for a
-deployment not queried before, to report how many partitions each touches, with which scans
-and indexes, how many rows it fetched from the tables (heap fetches: none when the scans are
-index-only, migration 0014) and how many pages it found in shared buffers or had to read.
+`deployment_history`, what `fogctl history` runs: three statements and the rows made into
+entries), a sample of random deployments per run, each run on a new connection, and EXPLAINs
+the statements once, for a deployment not queried before, to report how many partitions
+each touches, with which scans and indexes, how many rows it fetched from the tables (heap
+fetches: none when the scans are index-only, migration 0014) and how many pages it found in
+shared buffers or had to read.
 
 Only PostgreSQL is used; no operator or agent runs.
 """
@@ -239,12 +240,15 @@ async def history_scale(servers: Servers, sizes: Sizes, _api: client.ApiClient) 
     try:
         for _ in range(sizes.runs):
             seconds = []
+            # The pool would hand the last run's connection back: each run starts on a new one.
+            await engine.dispose()
             async with sessions() as session:
                 # A new connection's first query also connects and loads the catalogue entries
                 # of every partition and index (what each `fogctl history` process pays once):
                 # timed apart, not mixed into the query's percentiles.
+                name = f"d{chooser.randrange(figures['deployments'])}"
                 began = time.perf_counter()
-                await history.deployment_history(session, namespace=NAMESPACE, name="d0")
+                await history.deployment_history(session, namespace=NAMESPACE, name=name)
                 first.append(time.perf_counter() - began)
                 # The benchmark process holds the harness, the API client and every sample:
                 # a full collection of that heap (80 ms here, every 48 queries) is this
