@@ -10,7 +10,7 @@ Unit tests feed these hand-built objects; kube tests feed them objects read from
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +20,7 @@ import lupa.lua51 as lupa  # a hard dependency of the tests on purpose: no impor
 
 from controller.model.replicas import ReplicaState
 from controller.model.status import compute_status, status_body
+from controller.model.strategy import Rollout
 from controller.sandbox import verdicts
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,8 +36,16 @@ def built(
     unplaced: int = 0,
     shortfall: str | None = None,
     stalled: str | None = None,
+    rollout: Rollout | None = None,
+    previous: Mapping[str, Any] | None = None,
+    now: datetime = NOW,
 ) -> dict[str, Any]:
-    """A `.status` exactly as the operator writes it after a reconcile (model/status.py)."""
+    """A `.status` exactly as the operator writes it after a reconcile (model/status.py).
+
+    With a rollout spec it carries the Progressing condition, judged against `previous`
+    (the status last written) at `now`.
+    """
+    previous = previous or {}
     status = compute_status(
         generation=generation,
         desired_replicas=want,
@@ -44,9 +53,11 @@ def built(
         replicas=replicas,
         unplaced=unplaced,
         shortfall=shortfall,
-        previous_conditions=(),
+        previous_conditions=previous.get("conditions") or (),
         stalled_reason=stalled,
-        now=NOW,
+        now=now,
+        rollout=rollout,
+        previous_status=previous,
     )
     return status_body(status, name="hello-fog")
 

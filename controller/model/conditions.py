@@ -19,23 +19,34 @@ MESSAGE_MAX = 32768  # metav1.Condition.message maxLength
 
 
 class ConditionType(StrEnum):
-    """The condition types a FogDeployment reports (kstatus vocabulary plus Ready)."""
+    """The condition types a FogDeployment reports (kstatus vocabulary, Ready, Progressing)."""
 
     READY = "Ready"
     RECONCILING = "Reconciling"
     STALLED = "Stalled"
+    # A Deployment's: whether a rollout moves (model/progress.py), outside condition_set.
+    PROGRESSING = "Progressing"
+
+
+# The three of which exactly one is True, as kstatus reads them.
+KSTATUS_TYPES = (ConditionType.READY, ConditionType.RECONCILING, ConditionType.STALLED)
 
 
 @dataclass(frozen=True, slots=True)
 class Condition:
-    """One condition; as_dict() gives the metav1.Condition JSON shape."""
+    """One condition; as_dict() gives the metav1.Condition JSON shape.
+
+    status None is Unknown. last_update_time is a Deployment condition's field, set only on
+    Progressing (the time of the last progress, model/progress.py).
+    """
 
     type: ConditionType
-    status: bool
+    status: bool | None
     reason: str
     message: str
     observed_generation: int
     last_transition_time: str
+    last_update_time: str | None = None
 
     def __post_init__(self) -> None:
         if len(self.reason) > REASON_MAX or not REASON_PATTERN.fullmatch(self.reason):
@@ -45,7 +56,7 @@ class Condition:
 
     def as_dict(self) -> dict[str, Any]:
         """The condition as it appears in .status.conditions."""
-        return {
+        shown = {
             "type": str(self.type),
             "status": _wire_status(self.status),
             "reason": self.reason,
@@ -53,9 +64,14 @@ class Condition:
             "observedGeneration": self.observed_generation,
             "lastTransitionTime": self.last_transition_time,
         }
+        if self.last_update_time is not None:
+            shown["lastUpdateTime"] = self.last_update_time
+        return shown
 
 
-def _wire_status(status: bool) -> str:
+def _wire_status(status: bool | None) -> str:
+    if status is None:
+        return "Unknown"
     return "True" if status else "False"
 
 
@@ -74,7 +90,7 @@ def _one_line(text: str) -> str:
 def make_condition(
     *,
     type_: ConditionType,
-    status: bool,
+    status: bool | None,
     reason: str,
     message: str,
     generation: int,
@@ -120,5 +136,5 @@ def condition_set(
             previous=previous,
             now=now,
         )
-        for type_ in ConditionType
+        for type_ in KSTATUS_TYPES
     )

@@ -86,18 +86,23 @@ def events_for(
     (issue 15). What a person needs still comes: Ready, or the warning that it stalled.
     """
     events: list[Event] = []
-    rolled = _count(plan, StopReason.ROLLING_UPDATE)
+    recreated = _count(plan, StopReason.RECREATE)
+    rolled = _count(plan, StopReason.ROLLING_UPDATE) + recreated
     scaled_down = _count(plan, StopReason.SCALED_DOWN)
     created = previous_replicas is None
     increase = status.desired_replicas - (previous_replicas or 0)
     scaled_up = min(len(plan.create), max(0, increase))
     replaced = len(plan.create) - scaled_up
-    if rolled:
+    # A surge step starts new replicas beside the old ones before any of them stops.
+    surged = plan.create and status.replicas > status.updated_replicas
+    if rolled or surged:
+        verb, count = ("replacing", rolled) if rolled else ("starting", len(plan.create))
+        done = f"{verb} {counted(count, 'replica')}"
         events.append(
             Event(
                 EventType.NORMAL,
-                "RollingUpdate",
-                f"replacing {counted(rolled, 'replica')} with revision {short_revision(revision)}",
+                "Recreate" if recreated else "RollingUpdate",
+                f"{done} with revision {short_revision(revision)}",
             )
         )
     else:

@@ -17,10 +17,12 @@ from typing import Any
 
 from controller.model.conditions import Condition, ConditionType, condition_set
 from controller.model.health import UNCHECKED, Readiness
+from controller.model.progress import ProgressReason, RolloutCounts, progressing
 from controller.model.quota import QUOTA_EXCEEDED
 from controller.model.replicas import ReplicaState
 from controller.model.revisions import RevisionPlan
 from controller.model.states import DeploymentStatus, ReplicaStatus
+from controller.model.strategy import Rollout
 from controller.model.usage import CurrentUsage
 
 
@@ -66,6 +68,8 @@ def selector(name: str) -> str:
     digest = hashlib.sha256(name.encode()).hexdigest()[:SELECTOR_HASH]
     return f"{SELECTOR_LABEL}={name[: LABEL_VALUE_MAX - SELECTOR_HASH - 1]}-{digest}"
 
+
+_NO_STATUS: Mapping[str, Any] = MappingProxyType({})
 
 PHASE_STATUS: Mapping[Phase, DeploymentStatus] = MappingProxyType(
     {
@@ -128,6 +132,7 @@ def _summarize(
     shortfall: str | None,
     stalled: str | None,
     quota: str | None,
+    paused: bool = False,
 ) -> _Summary:
     """One reason and message for the whole status; every condition shares them."""
     waiting = counts.waiting(unplaced=unplaced)
@@ -151,7 +156,10 @@ def _summarize(
         return _Summary(ConditionType.STALLED, "InsufficientCapacity", message)
     if counts.updated < counts.active:
         message = f"{counts.updated} of {counts.desired} replicas on revision {revision}; {running}"
-        return _Summary(ConditionType.RECONCILING, "RollingUpdate", message)
+        # Paused half way is a state the user asked for: in progress (not Stalled), as kstatus
+        # says of a paused Deployment, with the reason a Deployment's Progressing gives.
+        reason = ProgressReason.PAUSED if paused else "RollingUpdate"
+        return _Summary(ConditionType.RECONCILING, reason, message)
     if counts.ready < counts.desired:
         return _Summary(ConditionType.RECONCILING, "ScalingUp", running)
     if counts.active > counts.desired:
@@ -192,6 +200,8 @@ class FogDeploymentStatus:
     updated_replicas: int  # active on the current revision
     unplaced_replicas: int  # waiting for a node with room
     conditions: tuple[Condition, ...]
+    # When the progress deadline passes if nothing moves (model/progress.py): reconcile then.
+    progress_due: datetime | None = None
 
     @property
     def rolled_out(self) -> bool:
@@ -243,6 +253,8 @@ def compute_status(
     now: datetime,
     quota: str | None = None,
     readiness: Readiness = UNCHECKED,
+    rollout: Rollout | None = None,
+    previous_status: Mapping[str, Any] = _NO_STATUS,
 ) -> FogDeploymentStatus:
     """Compute `.status` from the replicas as they are after the plan was applied.
 
@@ -250,7 +262,10 @@ def compute_status(
     Failed; it is ignored at zero desired replicas, where nothing is meant to run. quota is
     the quota's message when it held replicas back (model/quota.py): reason QuotaExceeded.
     readiness says when a replica counts as ready (healthy for minReadySeconds; by default
-    every running replica at once).
+    every running replica at once). rollout, when given, adds the Progressing condition,
+    judged against previous_status (the live `.status`): past progressDeadlineSeconds
+    without progress the deployment is Stalled with reason ProgressDeadlineExceeded, unless
+    something more specific (a crash loop) already stalls it.
     """
     counts = _Counts.of(
         desired=desired_replicas,
@@ -259,6 +274,25 @@ def compute_status(
         readiness=readiness,
         now=now,
     )
+    progress = (
+        None
+        if rollout is None
+        else progressing(
+            counts=RolloutCounts(
+                generation=generation,
+                desired=desired_replicas,
+                active=counts.active,
+                ready=counts.ready,
+                updated=counts.updated,
+            ),
+            rollout=rollout,
+            revision=short_revision(revision),
+            previous_status=previous_status,
+            now=now,
+        )
+    )
+    if stalled_reason is None and progress is not None and progress.exceeded:
+        stalled_reason = ProgressReason.DEADLINE_EXCEEDED
     stalled = stalled_reason if desired_replicas > 0 else None
     summary = _summarize(
         counts=counts,
@@ -267,6 +301,7 @@ def compute_status(
         shortfall=shortfall,
         stalled=stalled,
         quota=quota,
+        paused=rollout is not None and rollout.paused,
     )
     conditions = condition_set(
         verdict=summary.verdict,
@@ -285,7 +320,8 @@ def compute_status(
         ready_replicas=counts.ready,
         updated_replicas=counts.updated,
         unplaced_replicas=counts.waiting(unplaced=unplaced),
-        conditions=conditions,
+        conditions=conditions if progress is None else (*conditions, progress.condition),
+        progress_due=None if progress is None else progress.due,
     )
 
 
@@ -350,7 +386,10 @@ def failure_status(
         previous=previous_conditions,
         now=now,
     )
-    body: dict[str, Any] = {"conditions": [condition.as_dict() for condition in conditions]}
+    # Progressing is left as it was (a merge patch replaces the whole list): a failed reconcile
+    # learnt nothing about the rollout, and its deadline clock must not restart.
+    kept = [dict(c) for c in previous_conditions if c.get("type") == ConditionType.PROGRESSING]
+    body: dict[str, Any] = {"conditions": [c.as_dict() for c in conditions] + kept}
     if stalled:
         desired = "?" if desired_replicas is None else str(desired_replicas)
         body |= {

@@ -73,9 +73,8 @@ class Reconciler:
         self, *, ref: ObjectRef, spec: DeploymentSpec, live_status: Mapping[str, Any]
     ) -> Outcome:
         """Make Postgres match the spec by one step; return the status that results."""
-        previous = list(live_status.get("conditions") or [])
         outcome = await self._store.transaction(
-            lambda tx: self._reconcile_once(tx, ref, spec, previous)
+            lambda tx: self._reconcile_once(tx, ref, spec, live_status)
         )
         # New samples alone are not worth a status write each (model/status.py settled_usage).
         outcome.status["usage"] = settled_usage(outcome.status, live_status)
@@ -146,8 +145,9 @@ class Reconciler:
         tx: Transaction,
         ref: ObjectRef,
         spec: DeploymentSpec,
-        previous: Sequence[Mapping[str, Any]],
+        live_status: Mapping[str, Any],
     ) -> Outcome:
+        previous = list(live_status.get("conditions") or [])
         snapshot = await tx.observe(namespace=ref.namespace, name=ref.name)
         # The database's clock: failure times were stamped with it (one clock, see Snapshot).
         now = snapshot.now
@@ -185,6 +185,8 @@ class Reconciler:
             now=now,
             quota=held_by,
             readiness=spec.desired.readiness,
+            rollout=spec.desired.rollout,
+            previous_status=live_status,
         )
         reason = next(c.reason for c in status.conditions if c.status)
         revisions = plan_revisions(
@@ -228,7 +230,9 @@ class Reconciler:
         hold = restart.hold_until if restart.holds(now) else None
         # Nothing is written when a replica crosses minReadySeconds: wake up for it then.
         ready = spec.desired.readiness.next_crossing(after, now=now)
-        wake = min((moment for moment in (hold, ready) if moment is not None), default=None)
+        # Nor when the progress deadline passes: the Progressing condition must turn then.
+        due = status.progress_due
+        wake = min((moment for moment in (hold, ready, due) if moment is not None), default=None)
         return Outcome(
             status=body,
             events=events,

@@ -67,15 +67,20 @@ def fogdeployment_crd(kubectl: Kubectl) -> str:
     return harness.install_crd(kubectl)
 
 
-@pytest.fixture
-def namespace(kubectl: Kubectl) -> Iterator[str]:
-    """A namespace of the test's own, deleted (without waiting) afterwards."""
+def fresh_namespace(kubectl: Kubectl) -> Iterator[str]:
+    """A namespace of its own, deleted (without waiting) afterwards; for fixtures of any scope."""
     name = f"t-{uuid.uuid4().hex[:10]}"
     kubectl("create", "namespace", name)
     try:
         yield name
     finally:
         kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture
+def namespace(kubectl: Kubectl) -> Iterator[str]:
+    """A namespace of the test's own, deleted (without waiting) afterwards."""
+    yield from fresh_namespace(kubectl)
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ from gitops import NOW, Health, built, health
 from controller.model.replicas import ReplicaState
 from controller.model.states import ReplicaStatus
 from controller.model.status import failure_status
+from controller.model.strategy import Rollout
 
 # Created objects are at generation 1: every status below describes that generation.
 GENERATION = 1
@@ -39,6 +41,10 @@ def replicas(count: int, *, revision: str = "r1", first: int = 1) -> list[Replic
         )
         for seq in range(first, first + count)
     ]
+
+
+# Half way through a rollout: one new replica running, two old ones.
+ROLLING = [*replicas(2, revision="r0"), *replicas(1, first=3)]
 
 
 def create(kubectl: Kubectl, namespace: str, replicas: int = 3) -> None:
@@ -164,6 +170,23 @@ def test_a_ready_condition_of_an_older_generation_is_not_current_for_flux(
             built(3, [*replicas(2, revision="r0"), *replicas(1, first=3)], generation=GENERATION),
             ("InProgress", "InProgress", "Progressing"),
             id="rolling-update",
+        ),
+        pytest.param(
+            built(
+                3,
+                ROLLING,
+                generation=GENERATION,
+                rollout=Rollout(progress_deadline_seconds=60),
+                previous=built(3, ROLLING, generation=GENERATION, rollout=Rollout()),
+                now=NOW + timedelta(seconds=60),
+            ),
+            ("Failed", "Failed", "Degraded"),
+            id="progress-deadline-exceeded",
+        ),
+        pytest.param(
+            built(3, ROLLING, generation=GENERATION, rollout=Rollout(paused=True)),
+            ("InProgress", "InProgress", "Progressing"),
+            id="paused-half-way",
         ),
         pytest.param(
             built(3, replicas(3), generation=GENERATION)
