@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from model_builders import replica
 
 from controller.model.revisions import (
     KnownRevision,
@@ -14,6 +17,9 @@ from controller.model.revisions import (
     plan_revisions,
     undo_target,
 )
+from controller.model.replicas import ReplicaState
+from controller.model.states import ReplicaStatus
+from controller.model.status import compute_status, status_body
 
 
 def rows(*hashes: str, completed: tuple[str, ...] = ()) -> tuple[KnownRevision, ...]:
@@ -143,3 +149,40 @@ def test_undo_refuses_in_one_line(
     with pytest.raises(UndoError) as raised:
         undo_target(known, current="b", to_revision=to_revision, what="web")
     assert str(raised.value) == message
+
+
+@pytest.mark.parametrize(
+    ("desired", "replicas", "rolled_out"),
+    [
+        (2, [replica(1), replica(2)], True),
+        # An old replica still active, a new one not running yet, or nothing desired: not yet.
+        (2, [replica(1), replica(2), replica(0, revision="r0")], False),
+        (2, [replica(1), replica(2, ReplicaStatus.STARTING)], False),
+        (0, [], False),
+    ],
+)
+def test_a_rollout_completes_when_every_desired_replica_runs_the_revision(
+    desired: int, replicas: list[ReplicaState], rolled_out: bool
+) -> None:
+    status = compute_status(
+        generation=1,
+        desired_replicas=desired,
+        revision="r1",
+        replicas=replicas,
+        unplaced=0,
+        shortfall=None,
+        previous_conditions=(),
+        stalled_reason=None,
+        now=datetime(2026, 11, 27, tzinfo=UTC),
+    )
+    assert status.rolled_out is rolled_out
+    plan = plan_revisions(
+        known=rows("r0", "r1", completed=("r0",)),
+        revision="r1",
+        live={r.revision for r in replicas},
+        limit=10,
+        rolled_out=status.rolled_out,
+    )
+    body = status_body(status, name="web", revisions=plan)
+    assert (body["updateRevision"], body["currentRevision"]) == (2, 2 if rolled_out else 1)
+    assert body["availableReplicas"] == body["readyReplicas"]
