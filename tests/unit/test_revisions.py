@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from model_builders import replica
 
+from controller.model.replicas import ReplicaState
 from controller.model.revisions import (
     KnownRevision,
     UndoError,
@@ -17,7 +18,6 @@ from controller.model.revisions import (
     plan_revisions,
     undo_target,
 )
-from controller.model.replicas import ReplicaState
 from controller.model.states import ReplicaStatus
 from controller.model.status import compute_status, status_body
 
