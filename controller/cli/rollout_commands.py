@@ -17,7 +17,7 @@ import argparse
 import asyncio
 import contextlib
 import json
-from datetime import timedelta
+from datetime import UTC, timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -176,7 +176,7 @@ def _history(args: argparse.Namespace) -> int:
     rows = [
         [
             str(row.number),
-            row.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+            row.created_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ"),
             row.created_by or "",
             _change(before, row),
         ]
@@ -206,7 +206,7 @@ def _undo(args: argparse.Namespace) -> int:
     template = next(row.template for row in found if row.number == number)
     if template is None:
         raise CommandError(
-            f"revision {number} of fogdeployment {name!r} was recorded before templates were"
+            f'revision {number} of fogdeployment "{name}" was recorded before templates were'
             " kept: its template is unknown"
         )
     patch = merge_patch(spec.desired.template.as_spec(), template)
