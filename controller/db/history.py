@@ -138,6 +138,8 @@ async def deployment_history(session: AsyncSession, *, namespace: str, name: str
         for row in own
     ]
     replicas = await session.execute(replicas_query)
+    # Read after the rows, so that every replica they name is there (replicas are never deleted
+    # but with their deployment, by hand: the rows of one deleted meanwhile are left out).
     ordinals = dict((await session.execute(ordinals_query)).all())
     entries.extend(
         Entry(
@@ -153,5 +155,6 @@ async def deployment_history(session: AsyncSession, *, namespace: str, name: str
             new_health=row.new_health,
         )
         for row in replicas
+        if row.replica_id in ordinals
     )
     return sorted(entries, key=lambda entry: entry.changed_at)
