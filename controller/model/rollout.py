@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from controller.model.conditions import ConditionType
+from controller.model.progress import ProgressReason
 
 UNOBSERVED = "Waiting for fogdeployment spec update to be observed..."
 
@@ -39,7 +40,8 @@ def progress(body: Mapping[str, Any]) -> RolloutProgress:
     Done means the status describes the current generation, every desired replica is of the
     current revision, none of an older one is left, and the Ready condition is True. Failed
     means the operator gave up on this generation (Stalled=True: no room, a crash loop, an
-    invalid spec), which a wait would not change.
+    invalid spec), which a wait would not change; a passed progress deadline is told in
+    kubectl's words for a Deployment.
     """
     meta = body.get("metadata") or {}
     spec = body.get("spec") or {}
@@ -50,6 +52,9 @@ def progress(body: Mapping[str, Any]) -> RolloutProgress:
         return RolloutProgress(
             False, False, "Waiting for fogdeployment spec update to be observed..."
         )
+    deadline = _condition(status, ConditionType.PROGRESSING).get("reason")
+    if deadline == ProgressReason.DEADLINE_EXCEEDED:
+        return RolloutProgress(False, True, f"{name} exceeded its progress deadline")
     stalled = _condition(status, ConditionType.STALLED)
     if stalled.get("status") == "True":
         why = f"{stalled.get('reason', '')}: {stalled.get('message', '')}"

@@ -233,3 +233,4 @@ def test_a_failing_image_passes_its_progress_deadline(
     assert obj["status"]["readyReplicas"] == 2  # the old replicas still serve
     status = stack.fogctl("rollout", "status", f"{namespace}/deadline", "--timeout", "10s")
     assert status.returncode == 1, status
+    assert status.stderr.strip().endswith('"deadline" exceeded its progress deadline'), status

@@ -12,9 +12,12 @@ from controller.model.rollout import UNOBSERVED, progress
 def body(*, generation: int = 2, desired: int = 4, **status: Any) -> dict[str, Any]:
     ready = status.pop("ready", "True")
     stalled = status.pop("stalled", None)
+    progressing = status.pop("progressing", None)
     conditions = [{"type": "Ready", "status": ready, "reason": "x", "message": ""}]
     if stalled:
         conditions.append({"type": "Stalled", "status": "True", "reason": stalled, "message": "m"})
+    if progressing:
+        conditions.append({"type": "Progressing", "status": "False", "reason": progressing})
     defaults = {"observedGeneration": 2, "replicas": 4, "updatedReplicas": 4, "readyReplicas": 4}
     return {
         "metadata": {"name": "web", "generation": generation},
@@ -55,6 +58,12 @@ WAITING = 'Waiting for fogdeployment "web" rollout to finish: '
             False,
             True,
             'fogdeployment "web" is stalled: InsufficientCapacity: m',
+        ),
+        (
+            body(stalled="CrashLoopBackOff", progressing="ProgressDeadlineExceeded"),
+            False,
+            True,
+            'fogdeployment "web" exceeded its progress deadline',
         ),
         (
             body(desired=0, replicas=0, updatedReplicas=0, readyReplicas=0),
