@@ -10,6 +10,7 @@
 --   no status, or status.observedGeneration < metadata.generation  -> Progressing
 --   Stalled=True                                                    -> Degraded (its message)
 --   phase Failed                                                    -> Degraded
+--   Progressing reason DeploymentPaused (spec.paused)               -> Suspended
 --   Ready=True for the current generation, phase Stopped            -> Healthy (stopped)
 --   Ready=True for the current generation                           -> Healthy
 --   anything else                                                   -> Progressing (Reconciling's message)
@@ -77,6 +78,14 @@ local ready = find_condition(status, "Ready")
 if status.phase == "Failed" then
   hs.status = "Degraded"
   hs.message = first_message(ready and ready.message, "FogDeployment failed")
+  return hs
+end
+
+-- Paused (spec.paused) is what Argo CD calls a paused Deployment: Suspended.
+local progressing = find_condition(status, "Progressing")
+if progressing ~= nil and progressing.reason == "DeploymentPaused" then
+  hs.status = "Suspended"
+  hs.message = first_message(progressing.message, "FogDeployment is paused")
   return hs
 end
 

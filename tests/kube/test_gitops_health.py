@@ -185,7 +185,7 @@ def test_a_ready_condition_of_an_older_generation_is_not_current_for_flux(
         ),
         pytest.param(
             built(3, ROLLING, generation=GENERATION, rollout=Rollout(paused=True)),
-            ("InProgress", "InProgress", "Progressing"),
+            ("InProgress", "InProgress", "Suspended"),
             id="paused-half-way",
         ),
         pytest.param(

@@ -22,6 +22,7 @@ from model_builders import replica
 
 from controller.model.replicas import ReplicaState
 from controller.model.status import failure_status
+from controller.model.strategy import Rollout
 
 REPO = Path(__file__).resolve().parents[2]
 README = REPO / "deploy" / "argocd" / "README.md"
@@ -118,6 +119,15 @@ def test_progressing_while_rolling_out_with_reconciling_message() -> None:
     assert assess(fog_deployment(status=status)) == {
         "status": "Progressing",
         "message": "1 of 3 replicas on revision r1; 3 of 3 replicas running",
+    }
+
+
+def test_suspended_while_paused_as_argo_cd_says_of_a_paused_deployment() -> None:
+    replicas = [replica(1, revision="r0"), replica(2, revision="r0"), replica(3)]
+    status = built(3, replicas, rollout=Rollout(paused=True))
+    assert assess(fog_deployment(status=status)) == {
+        "status": "Suspended",
+        "message": "the rollout is paused (spec.paused)",
     }
 
 
