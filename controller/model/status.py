@@ -265,7 +265,7 @@ def compute_status(
     every running replica at once). rollout, when given, adds the Progressing condition,
     judged against previous_status (the live `.status`): past progressDeadlineSeconds
     without progress the deployment is Stalled with reason ProgressDeadlineExceeded, unless
-    something more specific (a crash loop) already stalls it.
+    something more specific (a crash loop, no room, the quota) already stalls it.
     """
     counts = _Counts.of(
         desired=desired_replicas,
@@ -291,18 +291,26 @@ def compute_status(
             now=now,
         )
     )
-    if stalled_reason is None and progress is not None and progress.exceeded:
-        stalled_reason = ProgressReason.DEADLINE_EXCEEDED
     stalled = stalled_reason if desired_replicas > 0 else None
-    summary = _summarize(
-        counts=counts,
-        revision=short_revision(revision),
-        unplaced=unplaced,
-        shortfall=shortfall,
-        stalled=stalled,
-        quota=quota,
-        paused=rollout is not None and rollout.paused,
-    )
+
+    def summarize() -> _Summary:
+        return _summarize(
+            counts=counts,
+            revision=short_revision(revision),
+            unplaced=unplaced,
+            shortfall=shortfall,
+            stalled=stalled,
+            quota=quota,
+            paused=rollout is not None and rollout.paused,
+        )
+
+    summary = summarize()
+    # A passed deadline stalls what nothing else stalls already: a crash loop, or no room or
+    # quota, says better why nothing moves.
+    deadline = progress is not None and progress.exceeded and desired_replicas > 0
+    if deadline and summary.verdict is not ConditionType.STALLED:
+        stalled = ProgressReason.DEADLINE_EXCEEDED
+        summary = summarize()
     conditions = condition_set(
         verdict=summary.verdict,
         reason=summary.reason,

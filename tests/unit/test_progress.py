@@ -29,6 +29,7 @@ def reconcile(
     rollout: Rollout = DEADLINE,
     generation: int = 1,
     want: int = 2,
+    unplaced: int = 0,
 ) -> FogDeploymentStatus:
     """The status a reconcile computes `at` seconds after START."""
     previous = previous or {}
@@ -37,7 +38,7 @@ def reconcile(
         desired_replicas=want,
         revision="r1",
         replicas=replicas,
-        unplaced=0,
+        unplaced=unplaced,
         shortfall=None,
         previous_conditions=previous.get("conditions") or (),
         stalled_reason=None,
@@ -150,3 +151,12 @@ def test_a_failed_reconcile_keeps_the_progressing_condition() -> None:
     )
     kept = [c for c in body["conditions"] if c["type"] == "Progressing"]
     assert kept == [c for c in written["conditions"] if c["type"] == "Progressing"]
+
+
+def test_no_room_stays_the_stalled_reason_past_the_deadline() -> None:
+    waiting = [replica(1, R.PENDING, on=None)]
+    first = reconcile(waiting, at=0, want=1, unplaced=1)
+    assert stalled(first) == (True, "InsufficientCapacity")
+    late = reconcile(waiting, at=60, want=1, unplaced=1, previous=first.as_patch())
+    assert progressing(late)["reason"] == "ProgressDeadlineExceeded"
+    assert stalled(late) == (True, "InsufficientCapacity")  # says better why nothing moves
