@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -131,6 +132,38 @@ def test_scale_down_rolling_and_assignment() -> None:
         ("RollingUpdate", "replacing 1 replica with revision abcdef012345"),
         ("Scheduled", "placed 1 waiting replica"),
         ("ScaledDown", "stopping 1 replica"),
+    ]
+
+
+def test_recreate_and_a_surge_step_are_rollout_events() -> None:
+    old = [replace(r, revision="r0") for r in _running(2)]
+    recreate = _plan(
+        transitions=tuple(
+            ReplicaTransition(
+                replica_id=r.replica_id,
+                from_status=ReplicaStatus.RUNNING,
+                to_status=ReplicaStatus.STOPPING,
+                reason=StopReason.RECREATE,
+            )
+            for r in old
+        )
+    )
+    stopped = [replace(r, status=ReplicaStatus.STOPPING) for r in old]
+    surge = _plan(create=(NewReplica(node_id=NODE),))
+    pending = replace(_running(1)[0], status=ReplicaStatus.PENDING)
+    posted = [
+        events_for(
+            plan=step,
+            status=_status(after, 2),
+            previous_conditions=[],
+            revision="abcdef0123456789",
+            previous_replicas=2,
+        )[0]
+        for step, after in ((recreate, stopped), (surge, [*old, pending]))
+    ]
+    assert [(e.reason, e.message) for e in posted] == [
+        ("Recreate", "replacing 2 replicas with revision abcdef012345"),
+        ("RollingUpdate", "starting 1 replica with revision abcdef012345"),
     ]
 
 
