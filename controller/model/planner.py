@@ -27,6 +27,8 @@ class StopReason(StrEnum):
     ROLLING_UPDATE = "RollingUpdate"
     RECREATE = "Recreate"
     DELETED = "DeploymentDeleted"
+    # Of a rollout aborted by spec.strategy.autoRevert (model/canary.py): stopped at once.
+    ROLLOUT_ABORTED = "RolloutAborted"
     # Its agent reports it failing its health check: replaced, counted as a failure.
     UNHEALTHY = restarts.UNHEALTHY
 
@@ -57,10 +59,21 @@ class DesiredState:
     # default while it serves; for a FogDeployment, once healthy for minReadySeconds at the
     # reconcile's moment (model/health.py), as Kubernetes counts a Deployment's pods.
     available: Callable[[ReplicaState], bool] = attrgetter("is_available")
+    # While a new revision's canaries wait for promotion (model/canary.py): at most this many
+    # replicas of `revision` beside the old ones, which are not replaced meanwhile.
+    canary: int | None = None
+    # Revisions of an aborted rollout: their replicas are stopped at once, whatever the budget.
+    aborted: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         if self.replicas < 0:
             raise ValueError(f"replicas must be >= 0, got {self.replicas}")
+        if self.canary is not None and self.canary < 1:
+            raise ValueError(f"canary must be >= 1, got {self.canary}")
+
+    def is_canary_wait(self, replica: ReplicaState) -> bool:
+        """Whether it is an old-revision replica kept as it is while canaries wait."""
+        return self.canary is not None and replica.revision != self.revision
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,8 +151,10 @@ def _rolled(replica: ReplicaState, *, desired: DesiredState) -> bool:
 
     Replicas on a node being drained always are (a drain is not a rollout: pausing or
     Recreate does not hold it up), and so are old-revision ones under an unpaused RollingUpdate.
+    Old-revision replicas are not while canaries wait, even on a drained node: their
+    replacements would be more canaries than spec.strategy.canary.replicas allows.
     """
-    if _recreated(replica, desired=desired):
+    if _recreated(replica, desired=desired) or desired.is_canary_wait(replica):
         return False
     if replica.node_id in desired.evacuate:
         return True
@@ -185,15 +200,34 @@ def _surplus(
     makes the result final: what is kept never becomes surplus at the next plan.
     """
     staying = [replica for replica in active if not _rolled(replica, desired=desired)]
-    cut = {replica.replica_id for replica in staying[: max(0, len(staying) - desired.replicas)]}
+    # While canaries wait, the old revision and the canaries are counted apart, each to its own
+    # count (spec.replicas, canary.replicas): neither is cut to make room for the other.
+    groups = (
+        [
+            ([r for r in staying if desired.is_canary_wait(r)], desired.replicas),
+            ([r for r in staying if not desired.is_canary_wait(r)], desired.canary),
+        ]
+        if desired.canary is not None
+        else [(staying, desired.replicas)]
+    )
+    cut = {
+        replica.replica_id
+        for group, limit in groups
+        for replica in group[: max(0, len(group) - limit)]
+    }
     remaining = [replica for replica in active if replica.replica_id not in cut]
-    rolling = not desired.hold_new and any(_rolled(r, desired=desired) for r in remaining)
-    ceiling = desired.replicas + (budget.surge if rolling else 0)
+    ceiling = _ceiling(desired=desired, budget=budget, kept=remaining)
     cut |= {replica.replica_id for replica in remaining[: max(0, len(remaining) - ceiling)]}
     return (
         [replica for replica in active if replica.replica_id in cut],
         [replica for replica in active if replica.replica_id not in cut],
     )
+
+
+def _ceiling(*, desired: DesiredState, budget: Budget, kept: Sequence[ReplicaState]) -> int:
+    """The most active replicas: desired, + maxSurge while rolling, + canaries while they wait."""
+    rolling = not desired.hold_new and any(_rolled(r, desired=desired) for r in kept)
+    return desired.replicas + (budget.surge if rolling else 0) + (desired.canary or 0)
 
 
 # A replica in these statuses still runs somewhere (or is about to): Recreate waits for it.
@@ -249,13 +283,23 @@ def plan(
     # An unhealthy replica is stopped whatever else happens (even while the backoff holds its
     # replacement back): it serves nobody, and its slot is refilled like any missing one.
     unhealthy = [replica for replica in replicas if replica.is_unhealthy]
+    aborted = [
+        replica
+        for replica in replicas
+        if replica.is_active and not replica.is_unhealthy and replica.revision in desired.aborted
+    ]
     active = sorted(
-        (replica for replica in replicas if replica.is_active and not replica.is_unhealthy),
+        (
+            replica
+            for replica in replicas
+            if replica.is_active
+            and not replica.is_unhealthy
+            and replica.revision not in desired.aborted
+        ),
         key=lambda r: _scale_down_order(r, revision=desired.revision),
     )
     scaled_down, kept = _surplus(active=active, desired=desired, budget=budget)
-    rolling = not desired.hold_new and any(_rolled(r, desired=desired) for r in kept)
-    ceiling = desired.replicas + (budget.surge if rolling else 0)
+    ceiling = _ceiling(desired=desired, budget=budget, kept=kept)
     recreated, rolled = _rollout_victims(kept=kept, desired=desired, budget=budget)
     replaced_ids = {replica.replica_id for replica in (*recreated, *rolled)}
     survivors = [replica for replica in kept if replica.replica_id not in replaced_ids]
@@ -264,15 +308,22 @@ def plan(
     )
     transitions = (
         tuple(_stop(r, reason=StopReason.UNHEALTHY) for r in unhealthy)
+        + tuple(_stop(r, reason=StopReason.ROLLOUT_ABORTED) for r in aborted)
         + tuple(_stop(r, reason=StopReason.SCALED_DOWN) for r in scaled_down)
         + tuple(_stop(r, reason=StopReason.RECREATE) for r in recreated)
         + tuple(_stop(r, reason=StopReason.ROLLING_UPDATE) for r in rolled)
     )
-    staying = sum(1 for replica in survivors if not _rolled(replica, desired=desired))
+    # While canaries wait, only the canaries count toward what is created (up to their count).
+    staying = sum(
+        1
+        for replica in survivors
+        if not _rolled(replica, desired=desired) and not desired.is_canary_wait(replica)
+    )
+    target = desired.replicas if desired.canary is None else desired.canary
     waits = desired.hold_new or _old_revision_runs(
         replicas=replicas, transitions=transitions, desired=desired
     )
-    to_create = 0 if waits else max(0, min(desired.replicas - staying, ceiling - len(survivors)))
+    to_create = 0 if waits else max(0, min(target - staying, ceiling - len(survivors)))
     wanted = len(unassigned) + to_create
     placeable = wanted if desired.quota_room is None else min(wanted, desired.quota_room)
     placement = place(

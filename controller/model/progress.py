@@ -35,6 +35,10 @@ class ProgressReason(StrEnum):
     COMPLETE = "NewRevisionAvailable"
     DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
     PAUSED = "DeploymentPaused"
+    # Issue 16 item 5 (model/canary.py): every canary available, the rollout waits for its
+    # promotion (no deadline runs: a person decides); or aborted by autoRevert.
+    CANARY_WAITING = "CanaryWaiting"
+    ABORTED = "RolloutAborted"
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +101,14 @@ def _moved(*, now: RolloutCounts, before: Mapping[str, Any]) -> bool:
 
 # The clock starts afresh after these: nothing ran against the deadline (Kubernetes, too,
 # never times out a Deployment whose condition says complete, until a new rollout starts).
-_RESTART_FROM = frozenset({ProgressReason.COMPLETE, ProgressReason.PAUSED})
+_RESTART_FROM = frozenset(
+    {
+        ProgressReason.COMPLETE,
+        ProgressReason.PAUSED,
+        ProgressReason.CANARY_WAITING,
+        ProgressReason.ABORTED,
+    }
+)
 
 
 def _since(condition: Mapping[str, Any], *, fallback: datetime) -> datetime:
@@ -108,6 +119,19 @@ def _since(condition: Mapping[str, Any], *, fallback: datetime) -> datetime:
         return fallback  # absent or unreadable: count from now, as for a new rollout
 
 
+def deadline_exceeded(status: Mapping[str, Any], *, generation: int) -> bool:
+    """Whether `status` (as last written) says ProgressDeadlineExceeded for this generation.
+
+    What an automatic revert reads (model/canary.py): a verdict about an older spec says
+    nothing about this one.
+    """
+    prior = _previous(status.get("conditions") or ())
+    return (
+        prior.get("reason") == ProgressReason.DEADLINE_EXCEEDED
+        and status.get("observedGeneration") == generation
+    )
+
+
 def progressing(
     *,
     counts: RolloutCounts,
@@ -115,10 +139,13 @@ def progressing(
     revision: str,
     previous_status: Mapping[str, Any],
     now: datetime,
+    stage: ProgressReason | None = None,
 ) -> Progress:
     """The Progressing condition for `counts`, given the status last written.
 
     Once exceeded it stays so until the rollout moves again (or a new spec, or a resume).
+    `stage` CANARY_WAITING (every canary available, waiting for promotion) or ABORTED (by
+    autoRevert) says so instead, with no deadline running.
     lastUpdateTime is the last progress; lastTransitionTime, as for every condition, the
     last change of status.
     """
@@ -132,6 +159,12 @@ def progressing(
     if rollout.paused:
         status, reason, due = None, ProgressReason.PAUSED, None
         message = "the rollout is paused (spec.paused)"
+    elif stage is ProgressReason.CANARY_WAITING:
+        status, reason, due = True, stage, None
+        message = f"the canaries of revision {revision} are available and wait for promotion"
+    elif stage is ProgressReason.ABORTED:
+        status, reason, due = False, stage, None
+        message = f"the rollout of revision {revision} was aborted (spec.strategy.autoRevert)"
     elif counts.complete:
         status, reason, due = True, ProgressReason.COMPLETE, None
         message = f"revision {revision} has successfully progressed"

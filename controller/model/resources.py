@@ -6,7 +6,9 @@ millicores makes every capacity comparison exact.
 """
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 MILLIS_PER_CORE = 1000  # Kubernetes' CPU quantum: 1 core = 1000m, the finest CPU unit used.
 
@@ -57,6 +59,16 @@ class Resources:
             "gpuUnits": self.gpu_units,
             "storageGB": self.storage_gb,
         }
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any]) -> "Resources":
+        """The inverse of as_spec: a stored revision's `resources` (model/revisions.py)."""
+        return cls.from_cores(
+            cpu_cores=float(spec["cpuCores"]),
+            memory_mb=int(spec["memoryMB"]),
+            gpu_units=int(spec["gpuUnits"]),
+            storage_gb=int(spec["storageGB"]),
+        )
 
     @property
     def is_non_negative(self) -> bool:

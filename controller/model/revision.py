@@ -22,6 +22,10 @@ from typing import Any
 
 from controller.model.resources import Resources
 
+# The template's keys other than the container spec's (env, ports, command, args), as as_spec
+# spells them.
+_OWN_KEYS = frozenset({"image", "resources", "nodeSelector", "healthCheck"})
+
 
 @dataclass(frozen=True, slots=True)
 class Template:
@@ -47,6 +51,22 @@ class Template:
             hashed["healthCheck"] = self.health_check
         canonical = json.dumps(hashed, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any]) -> Template:
+        """The inverse of as_spec: a revision row's template, to run an older revision.
+
+        An automatic revert (model/canary.py) plans and the agents run the replicas of the
+        revision it goes back to from this, not from the spec, which still names the new one.
+        """
+        rest = {key: value for key, value in spec.items() if key not in _OWN_KEYS}
+        return cls(
+            image=str(spec["image"]),
+            request=Resources.from_spec(spec["resources"]),
+            container_spec=rest,
+            node_selector=dict(spec.get("nodeSelector") or {}),
+            health_check=spec.get("healthCheck"),
+        )
 
     def as_spec(self) -> dict[str, Any]:
         """The template as the FogDeployment spec spells it: what a revision row keeps.

@@ -39,6 +39,11 @@ class KnownRevision:
     number: int
     hash: str
     completed: bool
+    # Issue 16 item 5 (migration 0015): promoted past its canaries, aborted (with the reason)
+    # by an automatic revert, and the template in the spec's words (None: never stored).
+    promoted: bool = False
+    aborted: str | None = None
+    template: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)

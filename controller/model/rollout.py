@@ -41,7 +41,8 @@ def progress(body: Mapping[str, Any]) -> RolloutProgress:
     current revision, none of an older one is left, and the Ready condition is True. Failed
     means the operator gave up on this generation (Stalled=True: no room, a crash loop, an
     invalid spec), which a wait would not change; a passed progress deadline is told in
-    kubectl's words for a Deployment.
+    kubectl's words for a Deployment, a rollout aborted by autoRevert as such. Canaries
+    waiting for promotion (`.status.canary`) are a wait, not a failure.
     """
     meta = body.get("metadata") or {}
     spec = body.get("spec") or {}
@@ -56,6 +57,8 @@ def progress(body: Mapping[str, Any]) -> RolloutProgress:
     if deadline == ProgressReason.DEADLINE_EXCEEDED:
         return RolloutProgress(False, True, f"{name} exceeded its progress deadline")
     stalled = _condition(status, ConditionType.STALLED)
+    if stalled.get("status") == "True" and stalled.get("reason") == ProgressReason.ABORTED:
+        return RolloutProgress(False, True, f"{name} rollout aborted: {stalled.get('message')}")
     if stalled.get("status") == "True":
         why = f"{stalled.get('reason', '')}: {stalled.get('message', '')}"
         return RolloutProgress(False, True, f"{name} is stalled: {why}")
@@ -64,6 +67,15 @@ def progress(body: Mapping[str, Any]) -> RolloutProgress:
     active = int(status.get("replicas") or 0)
     ready = int(status.get("readyReplicas") or 0)
     waiting = f"Waiting for {name} rollout to finish: "
+    canary = status.get("canary")
+    if canary:
+        return RolloutProgress(
+            False,
+            False,
+            f"{waiting}{canary.get('available', 0)} of {canary.get('replicas', 0)} canaries of"
+            f" revision {canary.get('revision')} available, waiting for promotion"
+            " (fogctl rollout promote)...",
+        )
     if updated < desired:
         return RolloutProgress(
             False, False, f"{waiting}{updated} out of {desired} new replicas have been updated..."

@@ -15,6 +15,7 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
 
+from controller.model.canary import Stage, Verdict
 from controller.model.conditions import Condition, ConditionType, condition_set
 from controller.model.health import UNCHECKED, Readiness
 from controller.model.progress import ProgressReason, RolloutCounts, progressing
@@ -124,6 +125,40 @@ class _Summary:
     message: str
 
 
+NO_STAGE = Verdict(stage=Stage.NONE)
+"""No canary wait and nothing aborted: the status as the strategy alone makes it."""
+
+
+def _aborted(stage: Verdict, *, counts: _Counts, revision: str) -> _Summary | None:
+    """The summary of a rollout aborted by autoRevert, which nothing else overrides."""
+    if stage.stage is not Stage.ABORTED or stage.revert_to is None:
+        return None
+    message = (
+        f"the rollout of revision {revision} was aborted ({stage.aborted_reason},"
+        f" spec.strategy.autoRevert): revision {stage.revert_to.number} serves;"
+        f" {counts.ready} of {counts.desired} replicas running"
+    )
+    return _Summary(ConditionType.STALLED, ProgressReason.ABORTED, message)
+
+
+def _rolling(
+    *, counts: _Counts, revision: str, running: str, paused: bool, stage: Verdict
+) -> _Summary:
+    """Replicas of two revisions: canaries waiting, a paused rollout, or one going on."""
+    if stage.stage is Stage.CANARY_WAITING:
+        message = (
+            f"{stage.canaries_available} of {counted(stage.canaries or 0, 'canary')} of"
+            f" revision {revision} available, waiting for promotion (fogctl rollout promote)"
+            f"; {running}"
+        )
+        return _Summary(ConditionType.RECONCILING, ProgressReason.CANARY_WAITING, message)
+    message = f"{counts.updated} of {counts.desired} replicas on revision {revision}; {running}"
+    # Paused half way is a state the user asked for: in progress (not Stalled), as kstatus
+    # says of a paused Deployment, with the reason a Deployment's Progressing gives.
+    reason = ProgressReason.PAUSED if paused else "RollingUpdate"
+    return _Summary(ConditionType.RECONCILING, reason, message)
+
+
 def _summarize(
     *,
     counts: _Counts,
@@ -133,10 +168,16 @@ def _summarize(
     stalled: str | None,
     quota: str | None,
     paused: bool = False,
+    stage: Verdict = NO_STAGE,
 ) -> _Summary:
-    """One reason and message for the whole status; every condition shares them."""
+    """One reason and message for the whole status; every condition shares them.
+
+    An autoRevert that found nothing to go back to says so after the count of running ones.
+    """
     waiting = counts.waiting(unplaced=unplaced)
     running = f"{counts.ready} of {counts.desired} replicas running"
+    if stage.stage is Stage.NO_REVERT:
+        running += f"; not reverted ({stage.aborted_reason}): no earlier revision completed"
     if stalled is not None:
         return _Summary(
             ConditionType.STALLED, stalled, f"reconciliation stalled: {stalled}; {running}"
@@ -155,11 +196,9 @@ def _summarize(
             return _Summary(ConditionType.RECONCILING, "AwaitingCapacity", message)
         return _Summary(ConditionType.STALLED, "InsufficientCapacity", message)
     if counts.updated < counts.active:
-        message = f"{counts.updated} of {counts.desired} replicas on revision {revision}; {running}"
-        # Paused half way is a state the user asked for: in progress (not Stalled), as kstatus
-        # says of a paused Deployment, with the reason a Deployment's Progressing gives.
-        reason = ProgressReason.PAUSED if paused else "RollingUpdate"
-        return _Summary(ConditionType.RECONCILING, reason, message)
+        return _rolling(
+            counts=counts, revision=revision, running=running, paused=paused, stage=stage
+        )
     if counts.ready < counts.desired:
         return _Summary(ConditionType.RECONCILING, "ScalingUp", running)
     if counts.active > counts.desired:
@@ -255,6 +294,7 @@ def compute_status(
     readiness: Readiness = UNCHECKED,
     rollout: Rollout | None = None,
     previous_status: Mapping[str, Any] = _NO_STATUS,
+    stage: Verdict = NO_STAGE,
 ) -> FogDeploymentStatus:
     """Compute `.status` from the replicas as they are after the plan was applied.
 
@@ -266,6 +306,8 @@ def compute_status(
     judged against previous_status (the live `.status`): past progressDeadlineSeconds
     without progress the deployment is Stalled with reason ProgressDeadlineExceeded, unless
     something more specific (a crash loop, no room, the quota) already stalls it.
+    stage is model/canary.py's verdict: canaries waiting (Reconciling, CanaryWaiting), or an
+    aborted rollout (Stalled, RolloutAborted: phase Failed, kstatus Failed).
     """
     counts = _Counts.of(
         desired=desired_replicas,
@@ -289,11 +331,17 @@ def compute_status(
             revision=short_revision(revision),
             previous_status=previous_status,
             now=now,
+            stage=_progress_stage(stage),
         )
     )
-    stalled = stalled_reason if desired_replicas > 0 else None
+    aborted = stage.stage is Stage.ABORTED and stage.revert_to is not None
+    stalled = ProgressReason.ABORTED if aborted else stalled_reason
+    stalled = stalled if desired_replicas > 0 else None
 
     def summarize() -> _Summary:
+        aborted = _aborted(stage, counts=counts, revision=short_revision(revision))
+        if aborted is not None:
+            return aborted
         return _summarize(
             counts=counts,
             revision=short_revision(revision),
@@ -302,6 +350,7 @@ def compute_status(
             stalled=stalled,
             quota=quota,
             paused=rollout is not None and rollout.paused,
+            stage=stage,
         )
 
     summary = summarize()
@@ -333,12 +382,23 @@ def compute_status(
     )
 
 
+def _progress_stage(stage: Verdict) -> ProgressReason | None:
+    """What the Progressing condition says instead of counting progress, if anything."""
+    if stage.stage is Stage.ABORTED and stage.revert_to is not None:
+        return ProgressReason.ABORTED
+    waits = stage.stage is Stage.CANARY_WAITING
+    if waits and stage.canaries_available >= (stage.canaries or 0):
+        return ProgressReason.CANARY_WAITING
+    return None
+
+
 def status_body(
     status: FogDeploymentStatus,
     *,
     name: str,
     usage: CurrentUsage | None = None,
     revisions: RevisionPlan | None = None,
+    stage: Verdict = NO_STAGE,
 ) -> dict[str, Any]:
     """The whole `.status` we own after a reconcile (kopf's own `status.kopf` is left alone).
 
@@ -349,7 +409,20 @@ def status_body(
     `revisions` gives the revision numbers, StatefulSet's field names with
     `fogctl rollout history`'s numbers: `updateRevision` is the spec's, `currentRevision` the
     newest whose rollout completed (null until one has): equal once a rollout is done.
+
+    `canary` is there while canaries wait for promotion (model/canary.py): the revision's
+    number, its active replicas and how many are available; null (removed) otherwise.
     """
+    waiting = stage.stage is Stage.CANARY_WAITING and revisions is not None
+    canary = (
+        {
+            "revision": revisions.number,
+            "replicas": status.updated_replicas,
+            "available": stage.canaries_available,
+        }
+        if waiting and revisions is not None
+        else None
+    )
     numbers = (
         {}
         if revisions is None
@@ -360,6 +433,7 @@ def status_body(
         **numbers,
         "selector": selector(name),
         "usage": None if usage is None else usage.as_status(),
+        "canary": canary,
     }
 
 

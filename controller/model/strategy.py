@@ -5,9 +5,10 @@ Kubernetes Deployment, so that platform engineers' habits carry over: RollingUpd
 maxSurge and maxUnavailable (integers or percentages of spec.replicas, 25% each when absent,
 maxSurge rounded up and maxUnavailable down), or Recreate; a paused rollout; a deadline after
 which a rollout that stopped moving is reported. The CRD sets no defaults (see its design
-notes), so what "absent" means is decided here, in one place that a later strategy (canaries,
-issue 16 item 5) extends rather than copies. The API server already refuses a bad rollout
-spec; `parse_rollout` checks again for objects stored before the CRD knew these fields.
+notes), so what "absent" means is decided here, in one place; canaries and the automatic
+revert (issue 16 item 5, `spec.strategy.canary` and `spec.strategy.autoRevert`) are read here
+too. The API server already refuses a bad rollout spec; `parse_rollout` checks again for
+objects stored before the CRD knew these fields.
 """
 
 from __future__ import annotations
@@ -76,6 +77,11 @@ class Rollout:
     max_unavailable: IntOrPercent = DEFAULT_MAX_UNAVAILABLE
     paused: bool = False
     progress_deadline_seconds: int = DEFAULT_PROGRESS_DEADLINE_SECONDS
+    # spec.strategy.canary.replicas (None: no canary), canary.autoPromote and autoRevert:
+    # Nomad's canaries and auto_revert (model/canary.py decides what they do).
+    canary_replicas: int | None = None
+    auto_promote: bool = False
+    auto_revert: bool = False
 
     @property
     def recreate(self) -> bool:
@@ -112,6 +118,24 @@ def _is_zero(value: IntOrPercent) -> bool:
     return value in (0, "0%")
 
 
+def _canary(canary: Any, *, type_: RolloutType) -> tuple[int | None, bool]:
+    """(canary.replicas or None, canary.autoPromote) of spec.strategy.canary."""
+    if canary is None:
+        return None, False
+    field = f"{FIELD}.canary"
+    if not isinstance(canary, Mapping):
+        raise RolloutSpecError(f"{field}: must be an object")
+    if type_ is RolloutType.RECREATE:
+        raise RolloutSpecError(f"{field}: may be set only with type RollingUpdate")
+    replicas = canary.get("replicas")
+    if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 1:
+        raise RolloutSpecError(f"{field}.replicas: must be an integer of at least 1")
+    auto_promote = canary.get("autoPromote", False)
+    if not isinstance(auto_promote, bool):
+        raise RolloutSpecError(f"{field}.autoPromote: must be true or false")
+    return replicas, auto_promote
+
+
 def parse_rollout(spec: Mapping[str, Any]) -> Rollout:
     """The rollout fields of a FogDeployment spec; RolloutSpecError naming the field if bad."""
     strategy = spec.get("strategy") or {}
@@ -136,6 +160,10 @@ def parse_rollout(spec: Mapping[str, Any]) -> Rollout:
         raise RolloutSpecError(
             f"{FIELD}.rollingUpdate.maxUnavailable: must not be 0 when maxSurge is 0"
         )
+    canary, auto_promote = _canary(strategy.get("canary"), type_=type_)
+    auto_revert = strategy.get("autoRevert", False)
+    if not isinstance(auto_revert, bool):
+        raise RolloutSpecError(f"{FIELD}.autoRevert: must be true or false")
     paused = spec.get("paused", False)
     if not isinstance(paused, bool):
         raise RolloutSpecError("spec.paused: must be true or false")
@@ -148,4 +176,7 @@ def parse_rollout(spec: Mapping[str, Any]) -> Rollout:
         max_unavailable=unavailable,
         paused=paused,
         progress_deadline_seconds=deadline,
+        canary_replicas=canary,
+        auto_promote=auto_promote,
+        auto_revert=auto_revert,
     )
