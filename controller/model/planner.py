@@ -134,10 +134,24 @@ _SCALE_DOWN_TIER = {ReplicaStatus.PENDING: 1, ReplicaStatus.STARTING: 2, Replica
 _UNASSIGNED_TIER = 0  # a replica waiting for a node costs nothing to drop
 
 
-def _scale_down_order(replica: ReplicaState, *, revision: str) -> tuple[int, bool, int]:
-    """Sort key: not-running before running, old revision before current, newest first."""
+def _scale_down_order(
+    replica: ReplicaState, *, desired: DesiredState
+) -> tuple[int, bool, bool, int]:
+    """Sort key: not running, then unavailable, then old revision first; newest first.
+
+    Kubernetes, too, ranks not-ready pods before ready ones when it scales down.
+
+    Availability before revision matters when a surge is cut back (the backoff holds new
+    replicas, or a pause): the new replicas not yet available go before old ones that serve,
+    so the cut never takes the available count below the rollout's floor.
+    """
     tier = _UNASSIGNED_TIER if replica.is_unassigned else _SCALE_DOWN_TIER[replica.status]
-    return (tier, replica.revision == revision, -replica.created_seq)
+    return (
+        tier,
+        desired.available(replica),
+        replica.revision == desired.revision,
+        -replica.created_seq,
+    )
 
 
 def _recreated(replica: ReplicaState, *, desired: DesiredState) -> bool:
@@ -168,9 +182,10 @@ def _rollout_victims(
     """Replicas to replace now: (stopped at once by Recreate, rolled within the budget).
 
     Rolled replicas that are not running serve nobody, so replacing them costs no budget;
-    running ones go oldest first while the available replicas stay at or above the floor
-    (desired - maxUnavailable). While the restart backoff holds new replicas back nothing is
-    replaced: no replacement could be created.
+    available ones go oldest first while the available replicas stay at or above the floor
+    (desired - maxUnavailable); running ones not yet available within a cap (below). While
+    the restart backoff holds new replicas back nothing is replaced: no replacement could be
+    created.
     """
     if desired.hold_new:
         return [], []
@@ -184,9 +199,23 @@ def _rollout_victims(
         for replica in kept
         if desired.available(replica) and not _recreated(replica, desired=desired)
     )
-    room = max(0, available - budget.floor(desired.replicas))
+    floor = budget.floor(desired.replicas)
+    room = max(0, available - floor)
     idle = [replica for replica in rolled if not desired.available(replica)]
-    return recreated, idle + old_running[:room]
+    # Not available yet but running (within minReadySeconds, say): it may serve already, so
+    # these go only as far as Kubernetes lets a Deployment clean up unhealthy old pods: the
+    # active replicas beyond the floor and the new revision's unavailable ones. The rest
+    # (waiting, starting) serve nobody and go at once.
+    serving = sorted(
+        (r for r in idle if r.status is ReplicaStatus.RUNNING and not r.is_unassigned),
+        key=lambda r: r.created_seq,
+    )
+    new_unavailable = sum(
+        1 for r in kept if r.revision == desired.revision and not desired.available(r)
+    )
+    cap = max(0, len(kept) - len(recreated) - floor - new_unavailable)
+    free = [replica for replica in idle if replica not in serving]
+    return recreated, free + serving[:cap] + old_running[:room]
 
 
 def _surplus(
@@ -296,7 +325,7 @@ def plan(
             and not replica.is_unhealthy
             and replica.revision not in desired.aborted
         ),
-        key=lambda r: _scale_down_order(r, revision=desired.revision),
+        key=lambda r: _scale_down_order(r, desired=desired),
     )
     scaled_down, kept = _surplus(active=active, desired=desired, budget=budget)
     ceiling = _ceiling(desired=desired, budget=budget, kept=kept)

@@ -179,6 +179,30 @@ def test_a_surge_replica_without_room_waits_while_the_rollout_goes_on() -> None:
     assert (len(step.create), step.unplaced) == (2, 2)
 
 
+def test_a_surge_cut_back_by_the_backoff_stops_unavailable_new_replicas_not_serving_old_ones() -> (
+    None
+):
+    # 8 desired at 25%/25% (floor 6): 6 old replicas available, 3 new ones running but not yet
+    # available (minReadySeconds); a new one failed, so the backoff holds new replicas back.
+    old = [replica(i, revision="r0") for i in range(1, 7)]
+    new = [replica(i) for i in range(7, 10)]
+    spec = replace(desired(8), hold_new=True, available=lambda r: r.revision == "r0")
+    result = plan(desired=spec, replicas=[*old, *new], nodes=[node("n1", ROOMY)])
+    stopped = {t.replica_id for t in result.transitions}
+    assert stopped == {new[-1].replica_id}  # back to 8, none of the 6 that serve
+    assert not stopped & {r.replica_id for r in old}
+
+
+def test_old_replicas_running_but_not_yet_available_go_within_the_cleanup_cap() -> None:
+    # 10 running for less than minReadySeconds when a new spec comes: floor 8, so only 2 of
+    # them may go at once (Kubernetes' maxScaledDown), not all 10 as if none served.
+    old = [replica(i, revision="r0") for i in range(1, 11)]
+    spec = replace(desired(10), available=lambda r: False)
+    result = plan(desired=spec, replicas=old, nodes=[node("n1", ROOMY)])
+    assert len(result.transitions) == 2
+    assert {t.reason for t in result.transitions} == {StopReason.ROLLING_UPDATE}
+
+
 def test_recreate_stops_every_old_replica_and_creates_after_they_stopped() -> None:
     spec = replace(desired(3), rollout=Rollout(type=RolloutType.RECREATE))
     replicas = [*old(2), replica(3, R.PENDING, on=None, revision="r0")]
