@@ -159,6 +159,22 @@ def _rolling(
     return _Summary(ConditionType.RECONCILING, reason, message)
 
 
+def _no_room(*, counts: _Counts, message: str) -> _Summary:
+    """Replicas wait for a node: stuck, unless something under way will make or use room."""
+    if counts.stopping:
+        # Stopping replicas still hold capacity (a rollout on a full cluster waits for
+        # them); that is progress, not a dead end, so do not report Stalled yet.
+        message = f"{message}; waiting for {counted(counts.stopping, 'stopping replica')}"
+        return _Summary(ConditionType.RECONCILING, "AwaitingCapacity", message)
+    coming = counts.active - counts.unassigned - counts.ready  # placed, not yet available
+    if counts.active > counts.desired and coming:
+        # A surge replica with no room while others come up: the rollout goes on within
+        # maxUnavailable (each one available lets an old one go), so it is not stuck.
+        message = f"{message}; waiting for {counted(coming, 'replica')} to become available"
+        return _Summary(ConditionType.RECONCILING, "AwaitingCapacity", message)
+    return _Summary(ConditionType.STALLED, "InsufficientCapacity", message)
+
+
 def _summarize(
     *,
     counts: _Counts,
@@ -188,13 +204,10 @@ def _summarize(
         verdict = ConditionType.RECONCILING if counts.stopping else ConditionType.STALLED
         return _Summary(verdict, QUOTA_EXCEEDED, f"{quota}; {running}")
     if waiting:
-        message = shortfall or f"no node with room for {counted(waiting, 'replica')}"
-        if counts.stopping:
-            # Stopping replicas still hold capacity (a rollout on a full cluster waits for
-            # them); that is progress, not a dead end, so do not report Stalled yet.
-            message = f"{message}; waiting for {counted(counts.stopping, 'stopping replica')}"
-            return _Summary(ConditionType.RECONCILING, "AwaitingCapacity", message)
-        return _Summary(ConditionType.STALLED, "InsufficientCapacity", message)
+        return _no_room(
+            counts=counts,
+            message=shortfall or f"no node with room for {counted(waiting, 'replica')}",
+        )
     if counts.updated < counts.active:
         return _rolling(
             counts=counts, revision=revision, running=running, paused=paused, stage=stage

@@ -101,6 +101,20 @@ def test_a_waiting_replica_is_pending_even_without_a_shortfall_message() -> None
     assert truth(result)["Stalled"] == (True, "InsufficientCapacity")
 
 
+def test_a_surge_replica_without_room_while_others_come_up_is_progress_not_a_stall() -> None:
+    # 4 desired: 3 old serve, a new one starts in the room the fourth old one left, and the
+    # surge replica has none; each new one available lets another old one go.
+    old = [replica(i, revision="r0") for i in (1, 2, 3)]
+    replicas = [*old, replica(4, R.STARTING), replica(5, R.PENDING, on=None)]
+    result = status(4, replicas, unplaced=1, shortfall="need more")
+    assert truth(result)["Stalled"] == (False, "AwaitingCapacity")
+    reconciling = next(c for c in result.conditions if c.type == "Reconciling")
+    assert reconciling.message == "need more; waiting for 1 replica to become available"
+    # With nothing coming up (maxUnavailable 0, every old one serving) it is stuck.
+    stuck = [*(replica(i, revision="r0") for i in (1, 2, 3, 4)), replica(5, R.PENDING, on=None)]
+    assert truth(status(4, stuck, unplaced=1))["Stalled"] == (True, "InsufficientCapacity")
+
+
 def test_waiting_for_stopping_replicas_to_free_room_is_progress_not_a_stall() -> None:
     replicas = [replica(1, R.STOPPING, revision="r0"), replica(2, R.PENDING, on=None)]
     result = status(1, replicas, unplaced=1, shortfall="need more")
