@@ -181,6 +181,11 @@ def progressing(
             f"revision {revision} is progressing: {counts.updated} of {counts.desired} replicas"
             f" updated, {counts.ready} available"
         )
+    if reason in _RESTART_FROM and prior.get("reason") == reason:
+        # At rest (complete, paused, waiting or aborted) the stamp stays when it came to rest:
+        # a new stamp per reconcile would make every resync of a settled object a status
+        # patch, as Kubernetes avoids by leaving a complete Deployment's condition alone.
+        last = _since(prior, fallback=last)
     condition = make_condition(
         type_=ConditionType.PROGRESSING,
         status=status,

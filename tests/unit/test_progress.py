@@ -121,6 +121,15 @@ def test_a_complete_rollout_never_times_out_and_a_new_gap_starts_afresh() -> Non
     assert lost.progress_due == START + timedelta(seconds=86460)
 
 
+def test_a_settled_rollout_writes_the_same_status_at_every_resync() -> None:
+    done = reconcile([replica(1), replica(2)], at=0)
+    later = reconcile([replica(1), replica(2)], at=600, previous=done.as_patch())
+    assert later.as_patch() == done.as_patch()  # nothing to patch: no API write per resync
+    paused = reconcile(ROLLING, at=0, rollout=Rollout(paused=True))
+    again = reconcile(ROLLING, at=600, previous=paused.as_patch(), rollout=Rollout(paused=True))
+    assert progressing(again) == progressing(paused)
+
+
 def test_paused_is_unknown_not_stalled_and_resuming_restarts_the_clock() -> None:
     first = reconcile(ROLLING, at=0).as_patch()
     paused = reconcile(ROLLING, at=600, previous=first, rollout=Rollout(paused=True), generation=2)
