@@ -84,8 +84,10 @@ def plan_revisions(
     else:
         number, create, renumber_from, completed = newest + 1, True, None, False
     others = sorted((row for row in known if row.hash != revision), key=lambda row: row.number)
-    excess = max(0, len(others) - limit)
-    prune = tuple(row.number for row in others if row.hash not in live)[:excess]
+    # The limit counts the revisions that could go (no replicas), as Kubernetes counts a
+    # Deployment's empty ReplicaSets: those with replicas are kept besides it.
+    cleanable = tuple(row.number for row in others if row.hash not in live)
+    prune = cleanable[: max(0, len(cleanable) - limit)]
     complete = rolled_out and not completed
     finished = [row.number for row in others if row.completed and row.number not in prune]
     if completed or complete:
