@@ -24,6 +24,7 @@ from controller.model.placement import Strategy
 from controller.model.restarts import RestartPolicy
 from controller.model.simulation import Simulator
 from controller.model.states import ReplicaStatus
+from controller.model.strategy import DEFAULT_PROGRESS_DEADLINE_SECONDS
 from controller.operator.reconciler import Outcome, Reconciler
 
 
@@ -77,9 +78,10 @@ async def test_a_crash_loop_fixed_by_a_new_image_starts_clean_and_is_ready_at_on
     driver.bump()
     good = spec(2, image="good:1")
     fixed = await reconcile(driver, good)
-    # The new revision's replicas are placed in the same reconcile, nothing waits, and the
-    # old verdict is gone at the new generation.
-    assert fixed.requeue_after is None
+    # The new revision's replicas are placed in the same reconcile, nothing waits (the only
+    # wake-up is the new rollout's progress deadline, not the old backoff's 20 minutes), and
+    # the old verdict is gone at the new generation.
+    assert fixed.requeue_after == DEFAULT_PROGRESS_DEADLINE_SECONDS
     assert await failures(sessions) == 0
     revision = parse_spec("web", good).revision
     new = [status for status, of in await driver.replicas() if of == revision]
