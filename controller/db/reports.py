@@ -108,14 +108,16 @@ def bad_text(value: object, *, limit: int) -> str | None:
     """Why a reported text cannot be stored (PostgreSQL text holds no NUL and only UTF-8)."""
     if not isinstance(value, str):
         return f"not text: {type(value).__name__}"
-    if len(value) > limit:
-        return f"longer than {limit} characters"
     if "\x00" in value:
         return "contains a NUL character"
     try:
-        value.encode()
+        encoded = value.encode()
     except UnicodeEncodeError:
         return "not valid Unicode (a lone surrogate)"
+    # Bytes, not characters: the history indexes carry the reason (migration 0014), and a
+    # B-tree entry holds at most 2,704 bytes; 1,024 characters of emoji would be 4,096.
+    if len(encoded) > limit:
+        return f"longer than {limit} bytes of UTF-8"
     return None
 
 

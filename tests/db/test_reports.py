@@ -9,6 +9,7 @@ table as it was: no replica row changed, no history row, no deployment status mo
 
 from __future__ import annotations
 
+import random
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -203,6 +204,30 @@ async def test_a_legal_report_among_bad_ones_is_the_only_one_written(
     finally:
         async with sessions() as session, session.begin():
             row = await session.get(DeploymentReplica, legal.replica_id)
+            assert row is not None
+            row.status = ReplicaStatus.STARTING
+
+
+async def test_a_reason_is_bounded_in_bytes_so_its_history_row_fits_the_index(
+    sessions: async_sessionmaker[AsyncSession], replicas: dict[ReplicaStatus, uuid.UUID]
+) -> None:
+    # Emoji are 4 bytes each, and varied ones do not compress: the history index carries the
+    # reason (migration 0014), and a B-tree entry holds at most 2,704 bytes.
+    pick = random.Random(0)
+    emoji = "".join(chr(pick.randrange(0x1F300, 0x1F5FF)) for _ in range(REASON_MAX // 4 + 1))
+    replica = replicas[ReplicaStatus.STARTING]
+    too_long = Report(NODE, replica, ReplicaStatus.RUNNING, emoji, "c1")
+    refused = await send(sessions, [too_long])
+    assert (refused.accepted, len(refused.refused)) == (0, 1)
+    assert f"longer than {REASON_MAX} bytes" in refused.refused[0][1]
+    history_before = await history_count(sessions)
+    try:
+        fits = Report(NODE, replica, ReplicaStatus.RUNNING, emoji[: REASON_MAX // 4], "c1")
+        assert (await send(sessions, [fits])).accepted == 1
+        assert await history_count(sessions) == history_before + 1
+    finally:
+        async with sessions() as session, session.begin():
+            row = await session.get(DeploymentReplica, replica)
             assert row is not None
             row.status = ReplicaStatus.STARTING
 
