@@ -342,16 +342,20 @@ async def test_crash_backoff_grows_then_stalled_then_recovers(
     crashing = {"edge-1": Simulator(start_delay=0, fail_image="bad:*")}
     requeues: list[float] = []
     holds: list[tuple[int, float]] = []  # (failures so far, the wait asked for then)
-    status = await driver.reconcile(spec(1, image="bad:1"))
+    # The rollout's progress deadline asks for a wake-up too: an hour, so that any wait up to
+    # the policy's longest is the backoff's.
+    bad = {**spec(1, image="bad:1"), "progressDeadlineSeconds": 3600}
+    longest = policy.max_delay.total_seconds()
+    status = await driver.reconcile(bad)
     for _ in range(40):
         await run_agents(sessions, crashing)
         outcome = await driver.reconciler.reconcile(
             ref=driver.ref,
-            spec=parse_spec("web", spec(1, image="bad:1")),
+            spec=parse_spec("web", bad),
             live_status=driver.status,
         )
         driver.status = status = outcome.status
-        if outcome.requeue_after is not None:
+        if outcome.requeue_after is not None and outcome.requeue_after <= longest:
             requeues.append(outcome.requeue_after)
             async with sessions() as session:
                 failures = await session.scalar(select(Deployment.consecutive_failures))
