@@ -1,4 +1,4 @@
-"""`fogctl rollout status|history|undo NAMESPACE/NAME`: kubectl's rollout commands, for ours.
+"""`fogctl rollout status|history|undo|promote NAMESPACE/NAME`: kubectl's rollout commands.
 
 `kubectl rollout` refuses custom resources, so scripts that deploy with `kubectl apply` and
 then wait need `status` (or `kubectl wait --for=condition=Ready`, see the README). The flags
@@ -9,6 +9,10 @@ the timeout passed, each with one line.
 `undo` goes back to one by patching the FogDeployment's spec to its template: the spec stays
 the one source of truth, and Git and GitOps tools see the change as any other edit (GitOps
 users revert the commit instead; an undo would be reverted by the next sync).
+
+`promote` lets a revision's canaries (spec.strategy.canary) give way to the full rollout: it
+stamps the revision row promoted (migration 0015), which wakes the deployment's reconcile. It
+writes no spec: a promotion is a decision about this rollout, not part of the desired state.
 """
 
 from __future__ import annotations
@@ -48,7 +52,7 @@ def _action(actions: Any, name: str, *, help: str, handler: Any) -> argparse.Arg
 
 
 def register(commands: Any) -> None:
-    """Add `rollout` and its `status`, `history` and `undo` to the `fogctl` parser."""
+    """Add `rollout` and its `status`, `history`, `undo` and `promote` to `fogctl`."""
     rollout = commands.add_parser(
         "rollout", help="follow, list and undo a FogDeployment's rollouts"
     )
@@ -96,6 +100,13 @@ def register(commands: Any) -> None:
         help="the revision to go back to (default 0: the previous one, as kubectl)",
     )
     add_database_url(undo)
+    promote = _action(
+        actions,
+        "promote",
+        help="let the new revision's canaries give way to the full rollout",
+        handler=_promote,
+    )
+    add_database_url(promote)
 
 
 async def _follow(namespace: str, name: str, *, watch: bool) -> None:
@@ -152,6 +163,16 @@ def _change(previous: db_revisions.Revision | None, revision: db_revisions.Revis
     return f"{image}; changed {', '.join(changed)}" if changed else image
 
 
+def _rollout(row: db_revisions.Revision) -> str:
+    """The ROLLOUT column: how this revision's last rollout went (canaries, autoRevert)."""
+    if row.aborted_at is not None:
+        return f"aborted ({row.abort_reason})"
+    said = "completed" if row.completed_at is not None else ""
+    if row.promoted_at is not None:
+        said = f"promoted by {row.promoted_by}" + (f", {said}" if said else "")
+    return said
+
+
 def _history(args: argparse.Namespace) -> int:
     namespace, name = args.target
     found = _revisions(args.database_url, namespace, name)
@@ -164,6 +185,10 @@ def _history(args: argparse.Namespace) -> int:
                 "created": row.created_at.isoformat(),
                 "createdBy": row.created_by,
                 "completed": row.completed_at.isoformat() if row.completed_at else None,
+                "promoted": row.promoted_at.isoformat() if row.promoted_at else None,
+                "promotedBy": row.promoted_by,
+                "aborted": row.aborted_at.isoformat() if row.aborted_at else None,
+                "abortReason": row.abort_reason,
                 "replicas": row.replicas,
                 "current": row.current,
                 "change": _change(before, row),
@@ -178,11 +203,12 @@ def _history(args: argparse.Namespace) -> int:
             str(row.number),
             row.created_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ"),
             row.created_by or "",
+            _rollout(row),
             _change(before, row),
         ]
         for before, row in zip(previous, found, strict=True)
     ]
-    print(render(["REVISION", "CREATED", "BY", "CHANGE"], rows))
+    print(render(["REVISION", "CREATED", "BY", "ROLLOUT", "CHANGE"], rows))
     return 0
 
 
@@ -214,4 +240,34 @@ def _undo(args: argparse.Namespace) -> int:
         patch_spec(namespace, name, patch, resource_version=body["metadata"]["resourceVersion"])
     )
     print(f'fogdeployment "{name}" rolled back to revision {number}')
+    return 0
+
+
+_PROMOTE_REFUSED = {
+    db_revisions.PromoteOutcome.UNKNOWN: "the database has no such deployment",
+    db_revisions.PromoteOutcome.NO_REVISION: "it has no revision yet",
+    db_revisions.PromoteOutcome.DONE: "revision {number} already rolled out",
+    db_revisions.PromoteOutcome.ALREADY: "revision {number} is already promoted",
+    db_revisions.PromoteOutcome.ABORTED: (
+        "the rollout of revision {number} was aborted: change the spec to start a new one"
+    ),
+}
+
+
+def _promote(args: argparse.Namespace) -> int:
+    namespace, name = args.target
+
+    async def job(
+        sessions: async_sessionmaker[AsyncSession],
+    ) -> tuple[db_revisions.PromoteOutcome, int | None]:
+        async with sessions() as session:
+            return await db_revisions.promote_newest(
+                session, namespace=namespace, name=name, actor="fogctl"
+            )
+
+    outcome, number = database.run(args.database_url, job)
+    if outcome is not db_revisions.PromoteOutcome.PROMOTED:
+        why = _PROMOTE_REFUSED[outcome].format(number=number)
+        raise CommandError(f'fogdeployment "{name}" in namespace {namespace}: {why}')
+    print(f'fogdeployment "{name}" revision {number} promoted')
     return 0

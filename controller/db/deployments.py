@@ -51,7 +51,7 @@ from controller.db.tables import (
 from controller.model.desired import DesiredDeployment
 from controller.model.nodes import NodeStatus
 from controller.model.placement import NodeCapacity, Strategy
-from controller.model.planner import Plan, ReplicaTransition
+from controller.model.planner import DesiredState, Plan, ReplicaTransition
 from controller.model.quota import QUOTA_EXCEEDED, QuotaGate
 from controller.model.replicas import ReplicaState
 from controller.model.resources import MILLIS_PER_CORE, Resources
@@ -462,24 +462,25 @@ async def _insert_replicas(
     stored: StoredDeployment,
     plan: Plan,
     new_ids: Sequence[uuid.UUID],
-    desired: DesiredRecord,
+    planned: DesiredState,
     actor: str,
 ) -> int:
     """Insert the plan's new replicas in one statement; return the next free ordinal.
 
     `new_ids[i]` and ordinal `next_ordinal + i` belong to `plan.create[i]`, as the status
-    computation assumed (planner.outcome).
+    computation assumed (planner.outcome). They are of the revision the plan was made for
+    (the spec's, or the one an automatic revert went back to), with its request.
     """
     if not plan.create:
         return stored.next_ordinal
-    request = desired.spec.request
+    request = planned.request
     rows = [
         {
             "id": new_id,
             "deployment_id": stored.id,
             "node_id": replica.node_id,
             "ordinal": stored.next_ordinal + offset,
-            "revision": desired.spec.revision,
+            "revision": planned.revision,
             "cpu_millicores": request.cpu_millis,
             "memory_mb": request.memory_mb,
             "gpu_units": request.gpu_units,
@@ -567,15 +568,16 @@ async def apply(
     snapshot: Snapshot,
     namespace: str,
     desired: DesiredRecord,
+    planned: DesiredState,
     plan: Plan,
     new_ids: Sequence[uuid.UUID],
     status: DeploymentStatus,
     reason: str,
     actor: str,
 ) -> uuid.UUID:
-    """Write the spec, the plan and the new status; return the deployment's id."""
+    """Write the spec, the plan (made for `planned`) and the new status; return the id."""
     stored = await _write_deployment(session, snapshot, namespace, desired, actor)
-    next_ordinal = await _insert_replicas(session, stored, plan, new_ids, desired, actor)
+    next_ordinal = await _insert_replicas(session, stored, plan, new_ids, planned, actor)
     await _assign(session, plan)
     await transition(session, plan.transitions, actor)
     # Ready again: the crash-loop count starts over (model/restarts.py).

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import String, case, cast, func, select, update
 from sqlalchemy.dialects.postgresql import UUID
@@ -24,6 +24,7 @@ from controller.db.tables import (
     REPLICA_REQUEST,
     Deployment,
     DeploymentReplica,
+    DeploymentRevision,
     Node,
     User,
     replica_status_enum,
@@ -32,6 +33,7 @@ from controller.db.tables import (
 from controller.model import actors
 from controller.model.health import HealthCheck
 from controller.model.protocol import REASON_MAX, Assignment, Report, ReportResult
+from controller.model.revision import Template
 from controller.model.states import (
     AGENT_REPLICA_TRANSITIONS,
     CAPACITY_HOLDING_STATUSES,
@@ -76,32 +78,46 @@ async def assignments(
             *REPLICA_REQUEST,
             Deployment.health_check,
             DeploymentReplica.health,
+            DeploymentRevision.template,
         )
         .join(Node, Node.id == DeploymentReplica.node_id)
         .join(Deployment, Deployment.id == DeploymentReplica.deployment_id)
+        # A replica of another revision than the spec's (one an automatic revert went back
+        # to, model/canary.py) runs that revision's template, not the spec's.
+        .outerjoin(
+            DeploymentRevision,
+            (DeploymentRevision.deployment_id == DeploymentReplica.deployment_id)
+            & (DeploymentRevision.hash == DeploymentReplica.revision)
+            & (DeploymentReplica.revision != Deployment.revision),
+        )
         .join(User, User.id == Deployment.user_id)
         .where(Node.name.in_(nodes), DeploymentReplica.status.in_(statuses))
         .order_by(Node.name, DeploymentReplica.created_at)
     )
-    return [
-        Assignment(
-            replica_id=row.id,
-            node=row.node,
-            status=row.status,
-            namespace=row.namespace,
-            deployment=row.deployment,
-            ordinal=row.ordinal,
-            image=row.container_image,
-            container_spec=row.container_spec,
-            container_id=row.container_id,
-            request=request_of(row),
-            health_check=None
-            if row.health_check is None
-            else HealthCheck.from_spec(row.health_check),
-            health=row.health,
-        )
-        for row in await session.execute(statement)
-    ]
+    return [_assignment(row) for row in await session.execute(statement)]
+
+
+def _assignment(row: Any) -> Assignment:
+    """One row of `assignments`: the deployment's template, or its revision's if it differs."""
+    image, container_spec, check = row.container_image, row.container_spec, row.health_check
+    if row.template is not None:
+        template = Template.from_spec(row.template)
+        image, container_spec = template.image, template.container_spec
+        check = template.health_check
+    return Assignment(
+        replica_id=row.id,
+        node=row.node,
+        status=row.status,
+        namespace=row.namespace,
+        deployment=row.deployment,
+        ordinal=row.ordinal,
+        image=image,
+        container_spec=container_spec,
+        container_id=row.container_id,
+        request=request_of(row),
+        health_check=None if check is None else HealthCheck.from_spec(check),
+        health=row.health,
+    )
 
 
 def bad_text(value: object, *, limit: int) -> str | None:

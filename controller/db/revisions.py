@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import delete, func, insert, select, update
@@ -32,11 +33,24 @@ async def known(session: AsyncSession, deployment_id: uuid.UUID) -> tuple[KnownR
             DeploymentRevision.number,
             DeploymentRevision.hash,
             DeploymentRevision.completed_at.is_not(None).label("completed"),
+            DeploymentRevision.promoted_at.is_not(None).label("promoted"),
+            DeploymentRevision.abort_reason,
+            DeploymentRevision.template,
         )
         .where(DeploymentRevision.deployment_id == deployment_id)
         .order_by(DeploymentRevision.number)
     )
-    return tuple(KnownRevision(row.number, row.hash, row.completed) for row in rows)
+    return tuple(
+        KnownRevision(
+            row.number,
+            row.hash,
+            row.completed,
+            promoted=row.promoted,
+            aborted=row.abort_reason,
+            template=row.template,
+        )
+        for row in rows
+    )
 
 
 async def record(
@@ -69,7 +83,8 @@ async def record(
             )
         )
     elif plan.renumber_from is not None:
-        # Reused: renumbered as the newest, its rollout not completed yet. Created and by whom
+        # Reused: renumbered as the newest, its rollout not completed (nor promoted, nor
+        # aborted: this is a new rollout of it, model/canary.py) yet. Created and by whom
         # become this return's (history lists when and by whom each revision last became the
         # spec's), and the template is refreshed: the same hash may be spelled differently.
         await session.execute(
@@ -81,6 +96,10 @@ async def record(
                 created_at=func.now(),
                 created_by=actor,
                 completed_at=None,
+                promoted_at=None,
+                promoted_by=None,
+                aborted_at=None,
+                abort_reason=None,
             )
         )
     if plan.complete:
@@ -89,6 +108,100 @@ async def record(
             .where(*own, DeploymentRevision.number == plan.number)
             .values(completed_at=func.now())
         )
+
+
+async def stamp(
+    session: AsyncSession,
+    *,
+    deployment_id: uuid.UUID,
+    revision: str,
+    promoted_by: str | None = None,
+    abort_reason: str | None = None,
+) -> None:
+    """Stamp the revision promoted past its canaries (by whom) and/or its rollout aborted (why).
+
+    model/canary.py decides both (autoPromote, autoRevert); a stamp already there stays, the
+    first promotion or abort being the one that happened.
+    """
+    stamps: list[tuple[Any, dict[str, Any]]] = []
+    if promoted_by is not None:
+        stamps.append(
+            (
+                DeploymentRevision.promoted_at,
+                {"promoted_at": func.now(), "promoted_by": promoted_by},
+            )
+        )
+    if abort_reason is not None:
+        stamps.append(
+            (
+                DeploymentRevision.aborted_at,
+                {"aborted_at": func.now(), "abort_reason": abort_reason},
+            )
+        )
+    for unset, values in stamps:
+        await session.execute(
+            update(DeploymentRevision)
+            .where(
+                DeploymentRevision.deployment_id == deployment_id,
+                DeploymentRevision.hash == revision,
+                unset.is_(None),
+            )
+            .values(**values)
+        )
+
+
+async def _live_deployment(session: AsyncSession, *, namespace: str, name: str) -> uuid.UUID | None:
+    found: uuid.UUID | None = await session.scalar(
+        select(Deployment.id)
+        .join(User, User.id == Deployment.user_id)
+        .where(User.name == namespace, Deployment.name == name, Deployment.deleted_at.is_(None))
+    )
+    return found
+
+
+class PromoteOutcome(StrEnum):
+    """What `fogctl rollout promote` found: the CLI says each in one line."""
+
+    PROMOTED = "promoted"
+    UNKNOWN = "unknown"  # no such live deployment in the database
+    NO_REVISION = "no-revision"  # the deployment has no revision row yet
+    DONE = "done"  # the newest revision's rollout already completed
+    ALREADY = "already"  # already promoted
+    ABORTED = "aborted"  # its rollout was aborted: a new spec starts a new one
+
+
+async def promote_newest(
+    session: AsyncSession, *, namespace: str, name: str, actor: str
+) -> tuple[PromoteOutcome, int | None]:
+    """Promote the deployment's newest revision (the spec's): the outcome and its number.
+
+    The row is locked (FOR UPDATE) so that a concurrent reconcile's abort or completion and
+    this promotion do not both act on what the other did not see. The 0015 trigger then
+    wakes the deployment's reconcile.
+    """
+    deployment_id = await _live_deployment(session, namespace=namespace, name=name)
+    if deployment_id is None:
+        return PromoteOutcome.UNKNOWN, None
+    row = await session.scalar(
+        select(DeploymentRevision)
+        .where(DeploymentRevision.deployment_id == deployment_id)
+        .order_by(DeploymentRevision.number.desc())
+        .limit(1)
+        .with_for_update()
+    )
+    if row is None:
+        return PromoteOutcome.NO_REVISION, None
+    if row.aborted_at is not None:
+        return PromoteOutcome.ABORTED, row.number
+    if row.completed_at is not None:
+        return PromoteOutcome.DONE, row.number
+    if row.promoted_at is not None:
+        return PromoteOutcome.ALREADY, row.number
+    number = row.number  # read before the commit expires the row's attributes
+    row.promoted_at = await session.scalar(select(func.now()))
+    row.promoted_by = actor
+    await session.commit()
+    return PromoteOutcome.PROMOTED, number
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +214,10 @@ class Revision:
     created_at: datetime
     created_by: str | None
     completed_at: datetime | None
+    promoted_at: datetime | None
+    promoted_by: str | None
+    aborted_at: datetime | None
+    abort_reason: str | None
     replicas: int  # live replicas that run it
     current: bool  # the spec's revision (the highest number)
 
@@ -110,11 +227,7 @@ async def history(session: AsyncSession, *, namespace: str, name: str) -> list[R
 
     Two statements: the rows, and the live replicas per hash (one indexed group).
     """
-    deployment_id = await session.scalar(
-        select(Deployment.id)
-        .join(User, User.id == Deployment.user_id)
-        .where(User.name == namespace, Deployment.name == name, Deployment.deleted_at.is_(None))
-    )
+    deployment_id = await _live_deployment(session, namespace=namespace, name=name)
     if deployment_id is None:
         return None
     counted = await session.execute(
@@ -143,6 +256,10 @@ async def history(session: AsyncSession, *, namespace: str, name: str) -> list[R
             created_at=row.created_at,
             created_by=row.created_by,
             completed_at=row.completed_at,
+            promoted_at=row.promoted_at,
+            promoted_by=row.promoted_by,
+            aborted_at=row.aborted_at,
+            abort_reason=row.abort_reason,
             replicas=counts.get(row.hash, 0),
             current=row.number == newest,
         )

@@ -72,7 +72,8 @@ class Transaction:
 
     The operator calls these without ever holding the session itself; each is the function
     of the same name in deployments.py (revisions.py's `known` and `record` for the revision
-    rows) with the session filled in.
+    rows, and its `stamp` of a promotion or an abort, issue 16 item 5) with the session
+    filled in.
     """
 
     __slots__ = (
@@ -83,6 +84,7 @@ class Transaction:
         "record_revisions",
         "revisions",
         "soft_delete",
+        "stamp_revision",
     )
 
     def __init__(self, session: AsyncSession) -> None:
@@ -93,6 +95,7 @@ class Transaction:
         self.soft_delete = functools.partial(deployments.soft_delete, session)
         self.revisions = functools.partial(revisions.known, session)
         self.record_revisions = functools.partial(revisions.record, session)
+        self.stamp_revision = functools.partial(revisions.stamp, session)
 
 
 class Store:

@@ -374,6 +374,12 @@ class DeploymentRevision(Base):
     # The Kubernetes field manager that last wrote the spec (as quotas' `actor`).
     created_by: Mapped[str | None] = mapped_column(String(ACTOR_MAX))
     completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Issue 16 item 5 (migration 0015, model/canary.py): when and by whom its canaries were
+    # promoted, and when and why spec.strategy.autoRevert aborted its rollout.
+    promoted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    promoted_by: Mapped[str | None] = mapped_column(String(ACTOR_MAX))
+    aborted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    abort_reason: Mapped[str | None] = mapped_column(Text)
 
 
 def _history_changed_at() -> Mapped[datetime]:

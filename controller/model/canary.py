@@ -9,7 +9,9 @@ zero replicas, has nobody to protect.
 
 With `spec.strategy.autoRevert: true`, a rollout whose new revision fails (a replica of it
 failed to start, crashed or was replaced as unhealthy: the failure count of model/restarts.py,
-for this revision) or that passed its progress deadline is aborted: the new revision's
+which counts from the moment the spec's revision became the deployment's, so an old replica
+failing meanwhile counts too, as a sign the rollout is not safe) or that passed its progress
+deadline is aborted: the new revision's
 replicas are stopped and the last completed revision ("the last fully healthy one", the
 completed row with the highest number, model/revisions.py) is planned in its place, from its
 stored template, at the full count. The operator never writes the spec: it stays the bad

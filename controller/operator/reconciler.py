@@ -11,13 +11,15 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 from controller.db.deployments import DesiredRecord, Snapshot
 from controller.db.store import Store, Transaction
 from controller.kube.resource import DeploymentSpec, ObjectRef
-from controller.model import actors, planner, quota, restarts
+from controller.model import actors, canary, planner, quota, restarts
 from controller.model.events import Event, events_for
+from controller.model.progress import deadline_exceeded
 from controller.model.replicas import ReplicaState
 from controller.model.restarts import RestartPolicy
 from controller.model.revisions import plan_revisions
@@ -100,6 +102,23 @@ class Reconciler:
         await self._store.transaction(once)
 
     @staticmethod
+    async def _stamp(
+        tx: Transaction, *, deployment_id: uuid.UUID, verdict: canary.Verdict, revision: str
+    ) -> None:
+        """Store an automatic promotion or an abort on the revision row (model/canary.py).
+
+        Stored, not kept in memory: an abort must outlive the operator, and the next
+        reconcile of a promoted revision must not put its canaries back to waiting.
+        """
+        if verdict.promote or verdict.abort is not None:
+            await tx.stamp_revision(
+                deployment_id=deployment_id,
+                revision=revision,
+                promoted_by=canary.OPERATOR if verdict.promote else None,
+                abort_reason=verdict.abort,
+            )
+
+    @staticmethod
     async def _plan(
         tx: Transaction, desired: planner.DesiredState, snapshot: Snapshot
     ) -> tuple[planner.Plan, str | None]:
@@ -160,8 +179,26 @@ class Reconciler:
             now=now,
             policy=self._restarts,
         )
-        desired = spec.desired.planner_input(
-            evacuate=snapshot.evacuate, hold_new=restart.holds(now), now=now
+        known = await tx.revisions(stored.id) if stored else ()
+        verdict = canary.decide(
+            canary.Facts(
+                rollout=spec.desired.rollout,
+                revision=spec.revision,
+                known=known,
+                replicas=snapshot.replicas,
+                available=partial(spec.desired.readiness.available, now=now),
+                failures=stored.consecutive_failures
+                if stored and stored.revision == spec.revision
+                else 0,
+                deadline_exceeded=deadline_exceeded(live_status, generation=ref.generation),
+            )
+        )
+        # Canaries waiting, or an aborted rollout's revert target: what the planner aims at.
+        desired = verdict.planner_input(
+            spec.desired.planner_input(
+                evacuate=snapshot.evacuate, hold_new=restart.holds(now), now=now
+            ),
+            aborted_revision=spec.revision,
         )
         plan, held_by = await self._plan(tx, desired, snapshot)
         new_ids = [uuid.uuid4() for _ in plan.create]
@@ -169,7 +206,7 @@ class Reconciler:
         after = planner.outcome(
             replicas=snapshot.replicas,
             plan=plan,
-            revision=spec.revision,
+            revision=desired.revision,
             new_ids=new_ids,
             first_seq=first_seq,
         )
@@ -182,6 +219,7 @@ class Reconciler:
             shortfall=plan.shortfall,
             previous_conditions=previous,
             stalled_reason=_stalled(restart.stalled_reason, after, spec),
+            stage=verdict,
             now=now,
             quota=held_by,
             readiness=spec.desired.readiness,
@@ -190,7 +228,7 @@ class Reconciler:
         )
         reason = next(c.reason for c in status.conditions if c.status)
         revisions = plan_revisions(
-            known=await tx.revisions(stored.id) if stored else (),
+            known=known,
             revision=spec.revision,
             live={replica.revision for replica in after if replica.is_active},
             limit=spec.desired.revision_history_limit,
@@ -200,6 +238,7 @@ class Reconciler:
             snapshot=snapshot,
             namespace=ref.namespace,
             desired=DesiredRecord(spec=spec.desired, k8s_uid=ref.uid, generation=ref.generation),
+            planned=desired,
             plan=plan,
             new_ids=new_ids,
             status=status.deployment_status,
@@ -214,17 +253,19 @@ class Reconciler:
                 template=spec.desired.template.as_spec(),
                 actor=ref.manager,
             )
+        await self._stamp(tx, deployment_id=deployment_id, verdict=verdict, revision=spec.revision)
         body = status_body(
             status,
             name=ref.name,
             usage=current_usage(after, snapshot.usage),
             revisions=revisions,
+            stage=verdict,
         )
         events = events_for(
             plan=plan,
             status=status,
             previous_conditions=previous,
-            revision=spec.revision,
+            revision=desired.revision,
             previous_replicas=stored.target_replicas if stored else None,
         )
         hold = restart.hold_until if restart.holds(now) else None

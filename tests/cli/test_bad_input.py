@@ -86,6 +86,7 @@ def assert_one_line(result: subprocess.CompletedProcess[str], code: int, *fragme
         (["rollout", "status", "a/b", "--timeout", "5"], "argument --timeout: not a duration"),
         (["rollout", "sideways", "a/b"], "argument ACTION: invalid choice: 'sideways'"),
         (["rollout", "undo", "web"], "expected NAMESPACE/NAME, got 'web'"),
+        (["rollout", "promote", "web"], "expected NAMESPACE/NAME, got 'web'"),
         (["rollout", "undo", "a/b", "--to-revision", "-1"], "argument --to-revision: must be >= 0"),
         (["rollout", "history", "a/b", "-o", "yaml"], "argument -o/--output: invalid choice"),
         (["check", "--node-grace-seconds", "-5"], "argument --node-grace-seconds: must be > 0"),

@@ -56,6 +56,12 @@ OUR_TRIGGERS = {
         "fog_notify_replica_change",
     ),
     (
+        "deployment_revisions_notify_promotion",
+        "deployment_revisions",
+        "AFTER UPDATE OF promoted_at",
+        "fog_notify_replica_change",
+    ),
+    (
         "deployments_record_transition",
         "deployments",
         "AFTER INSERT OR UPDATE OF status",

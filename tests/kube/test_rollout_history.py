@@ -37,7 +37,7 @@ def test_history_lists_revisions_and_undo_rolls_back_through_the_spec(
     listed = stack.fogctl("rollout", "history", target)
     assert listed.returncode == 0, listed
     header, *rows = listed.stdout.splitlines()
-    assert header.split() == ["REVISION", "CREATED", "BY", "CHANGE"]
+    assert header.split() == ["REVISION", "CREATED", "BY", "ROLLOUT", "CHANGE"]
     assert [row.split()[0] for row in rows] == ["1", "2", "3"]
     assert rows[0].endswith("image app:1")
     assert rows[2].endswith("image app:3; changed image")

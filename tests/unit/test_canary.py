@@ -283,6 +283,7 @@ def test_property_canaries_are_counted_apart_and_an_abort_leaves_none(
         step = cluster.plan(spec)
         assert not over & set(placed_on(step))
         cluster.apply(step, spec)
+        assert overcommitted_nodes(cluster) <= over  # no node pushed over its capacity
         canaries = [r for r in cluster.active() if r.revision == "r1"]
         old = [r for r in cluster.active() if r.revision == "r0"]
         if mode == "wait":
