@@ -1,5 +1,6 @@
 """Canaries and automatic revert end to end (issue 16 item 5): the real API server, PostgreSQL,
-the operator and a simulated agent whose replicas of `bad:*` images fail after starting.
+the operator and a simulated agent whose replicas of `bad:*` images fail after starting and of
+`sick:*` images fail their health checks.
 
 One stack serves the module (each test has its own FogDeployment in the module's namespace):
 test_rollout_strategies.py's module-scoped fixtures, which start one per module that uses
@@ -74,6 +75,31 @@ def test_a_failing_canary_is_reverted_automatically(
     assert status.returncode == 1, status
     (line,) = status.stderr.strip().splitlines()
     assert '"revert" rollout aborted' in line, status
+
+
+def test_a_canary_failing_its_health_check_is_reverted(
+    stack: Stack, kubectl: Kubectl, namespace: str
+) -> None:
+    # Checked every second, unhealthy at the first failure: the sick canary is judged at once.
+    check = {"tcp": {"port": 8080}, "periodSeconds": 1, "failureThreshold": 1}
+    strategy = {"canary": {"replicas": 1}, "autoRevert": True}
+    apply(kubectl, namespace, "sick", "app:1", replicas=2, strategy=strategy, healthCheck=check)
+    wait_for("sick at app:1", lambda: rolled_out(kubectl, namespace, "sick"))
+    apply(kubectl, namespace, "sick", "sick:1", replicas=2, strategy=strategy, healthCheck=check)
+
+    def aborted() -> dict[str, Any] | None:
+        obj = get(kubectl, namespace, "sick") or {}
+        return obj if condition(obj, "Stalled").get("reason") == "RolloutAborted" else None
+
+    obj = wait_for("Stalled RolloutAborted", aborted)
+    assert obj["status"]["readyReplicas"] == 2
+    rows = images(stack, "sick")
+    # The old replicas were never replaced: the abort stopped only the sick canary. (That a
+    # replica of the old revision is assigned its own image, not the spec's, is checked on
+    # PostgreSQL in tests/db/test_canary_rows.py: the agent here keeps the image it started.)
+    assert sum(n for (number, _), n in rows.items() if number == "1") == 2, rows
+    assert rows.get(("1", "running")) == 2, rows
+    assert history(stack, namespace, "sick")[-1]["abortReason"] == "NewRevisionFailed"
 
 
 def test_canaries_wait_until_promoted(stack: Stack, kubectl: Kubectl, namespace: str) -> None:

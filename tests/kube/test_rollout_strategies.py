@@ -48,7 +48,7 @@ def stack(
     namespace: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Stack]:
-    """Operator and agent (failing `bad:*` images) on one node, running for the module."""
+    """Operator and agent (failing `bad:*` starts, `sick:*` checks) on one node, for the module."""
     database = harness.create_database(
         postgres_server_url, f"fog_rollouts_{uuid.uuid4().hex[:8]}", template=template_database
     )
@@ -60,7 +60,8 @@ def stack(
     )
     try:
         running.register_node("edge-1", cpu=NODE_CPU, memory_mb=NODE_MEMORY_MB)
-        running.agent.args += ["--fail-image", "bad:*"]
+        # `sick:*` fails its health checks: test_canary_e2e.py's reverts, on this fixture.
+        running.agent.args += ["--fail-image", "bad:*", "--fail-health", "sick:*"]
         running.agent.start()
         running.operator.start()
         yield running
