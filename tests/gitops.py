@@ -18,8 +18,9 @@ from typing import Any
 
 import lupa.lua51 as lupa  # a hard dependency of the tests on purpose: no importorskip
 
+from controller.model.canary import Verdict
 from controller.model.replicas import ReplicaState
-from controller.model.status import compute_status, status_body
+from controller.model.status import NO_STAGE, compute_status, status_body
 from controller.model.strategy import Rollout
 from controller.sandbox import verdicts
 
@@ -39,11 +40,13 @@ def built(
     rollout: Rollout | None = None,
     previous: Mapping[str, Any] | None = None,
     now: datetime = NOW,
+    stage: Verdict = NO_STAGE,
 ) -> dict[str, Any]:
     """A `.status` exactly as the operator writes it after a reconcile (model/status.py).
 
     With a rollout spec it carries the Progressing condition, judged against `previous`
-    (the status last written) at `now`.
+    (the status last written) at `now`; `stage` is model/canary.py's verdict (canaries
+    waiting, a rollout aborted).
     """
     previous = previous or {}
     status = compute_status(
@@ -58,8 +61,9 @@ def built(
         now=now,
         rollout=rollout,
         previous_status=previous,
+        stage=stage,
     )
-    return status_body(status, name="hello-fog")
+    return status_body(status, name="hello-fog", stage=stage)
 
 
 def _to_lua(runtime: Any, value: Any) -> Any:

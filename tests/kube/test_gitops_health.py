@@ -18,7 +18,9 @@ import yaml
 from conftest import Kubectl
 from gitops import NOW, Health, built, health
 
+from controller.model.canary import AbortReason, Stage, Verdict
 from controller.model.replicas import ReplicaState
+from controller.model.revisions import KnownRevision
 from controller.model.states import ReplicaStatus
 from controller.model.status import failure_status
 from controller.model.strategy import Rollout
@@ -182,6 +184,32 @@ def test_a_ready_condition_of_an_older_generation_is_not_current_for_flux(
             ),
             ("Failed", "Failed", "Degraded"),
             id="progress-deadline-exceeded",
+        ),
+        pytest.param(
+            built(
+                3,
+                [*replicas(3, revision="r0"), *replicas(1, first=4)],
+                generation=GENERATION,
+                rollout=Rollout(canary_replicas=1),
+                stage=Verdict(stage=Stage.CANARY_WAITING, canaries=1, canaries_available=1),
+            ),
+            ("InProgress", "InProgress", "Progressing"),
+            id="canaries-waiting",
+        ),
+        pytest.param(
+            built(
+                3,
+                replicas(3, revision="r0"),
+                generation=GENERATION,
+                rollout=Rollout(canary_replicas=1, auto_revert=True),
+                stage=Verdict(
+                    stage=Stage.ABORTED,
+                    aborted_reason=AbortReason.FAILED,
+                    revert_to=KnownRevision(1, "r0", True),
+                ),
+            ),
+            ("Failed", "Failed", "Degraded"),
+            id="rollout-aborted",
         ),
         pytest.param(
             built(3, ROLLING, generation=GENERATION, rollout=Rollout(paused=True)),
