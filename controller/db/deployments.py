@@ -16,7 +16,7 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from operator import attrgetter
 from typing import Any
@@ -372,7 +372,7 @@ async def candidate_nodes(
 
 
 async def observe(session: AsyncSession, *, namespace: str, name: str) -> Snapshot:
-    """Lock the deployment and read it and its live replicas (three statements).
+    """Lock the deployment and read it and its live replicas (four statements).
 
     Nodes are read separately (`candidate_nodes`), only when something needs placing.
     """
@@ -383,6 +383,8 @@ async def observe(session: AsyncSession, *, namespace: str, name: str) -> Snapsh
     replicas, evacuate, usage = (
         await _read_replicas(session, deployment.id) if deployment else ((), frozenset(), {})
     )
+    if deployment is not None:
+        deployment = await _reread_failures(session, deployment)
     return Snapshot(
         user_id=user_id,
         deployment=deployment,
@@ -391,6 +393,28 @@ async def observe(session: AsyncSession, *, namespace: str, name: str) -> Snapsh
         evacuate=evacuate,
         usage=usage,
         quota_limited=quota_limited,
+    )
+
+
+async def _reread_failures(session: AsyncSession, stored: StoredDeployment) -> StoredDeployment:
+    """The failure count again, read after the replicas.
+
+    Under READ COMMITTED each statement sees its own snapshot, and an agent's report that fails
+    a replica bumps the count (trigger, migration 0004) in its own transaction. Read before the
+    replicas, the count could miss a failure whose replica is already gone from them: the
+    planner would then replace it at once, with no backoff, and autoRevert would let a second
+    canary start. Read after, every failure the replicas show is counted (a newer one only
+    holds back a replacement a reconcile early).
+    """
+    row = (
+        await session.execute(
+            select(Deployment.consecutive_failures, Deployment.last_failure_at).where(
+                Deployment.id == stored.id
+            )
+        )
+    ).one()
+    return replace(
+        stored, consecutive_failures=row.consecutive_failures, last_failure_at=row.last_failure_at
     )
 
 
