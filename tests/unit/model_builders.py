@@ -5,8 +5,10 @@ on assignment, shrink when a replica stops), so tests can replay several reconci
 """
 
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
 
 from hypothesis import strategies as st
 
@@ -15,6 +17,7 @@ from controller.model.planner import DesiredState, Plan, plan
 from controller.model.replicas import ReplicaState
 from controller.model.resources import ZERO, Resources
 from controller.model.states import ReplicaStatus, check_replica_transition, holds_capacity
+from controller.model.status import FogDeploymentStatus, compute_status
 from controller.model.strategy import DEFAULT_ROLLOUT, Rollout, RolloutType
 
 # Example counts, deadlines and the example database come from the hypothesis profile
@@ -347,3 +350,41 @@ def cluster_states(
         rollout=draw(rollouts),
     )
     return cluster, spec
+
+
+def status_of(
+    replicas: Sequence[ReplicaState],
+    *,
+    want: int,
+    now: datetime,
+    generation: int = 1,
+    revision: str = "r1",
+    unplaced: int = 0,
+    shortfall: str | None = None,
+    previous: Mapping[str, Any] | None = None,
+    conditions: Sequence[Mapping[str, Any]] | None = None,
+    stalled: str | None = None,
+    **options: Any,
+) -> FogDeploymentStatus:
+    """`compute_status` with a quiet reconcile's defaults: only what a test varies is named.
+
+    `previous` is the status last written (its conditions and, for the Progressing condition,
+    the whole body); `conditions` gives previous conditions alone. `options` pass through
+    (quota, readiness, rollout, stage).
+    """
+    if previous is not None:
+        options["previous_status"] = previous
+    if conditions is None:
+        conditions = (previous or {}).get("conditions") or ()
+    return compute_status(
+        generation=generation,
+        desired_replicas=want,
+        revision=revision,
+        replicas=replicas,
+        unplaced=unplaced,
+        shortfall=shortfall,
+        previous_conditions=conditions,
+        stalled_reason=stalled,
+        now=now,
+        **options,
+    )

@@ -25,6 +25,7 @@ from model_builders import (
     replica,
     requests,
     res,
+    status_of,
 )
 
 from controller.model import canary
@@ -37,7 +38,7 @@ from controller.model.revision import Template
 from controller.model.revisions import KnownRevision, RevisionPlan
 from controller.model.rollout import progress
 from controller.model.states import ReplicaStatus, holds_capacity
-from controller.model.status import Phase, compute_status, status_body
+from controller.model.status import Phase, status_body
 from controller.model.strategy import Rollout, RolloutSpecError, parse_rollout
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -298,19 +299,7 @@ def test_property_canaries_are_counted_apart_and_an_abort_leaves_none(
 
 
 def _status(replicas: tuple[ReplicaState, ...], stage: Verdict) -> Any:
-    return compute_status(
-        generation=2,
-        desired_replicas=3,
-        revision="r1",
-        replicas=replicas,
-        unplaced=0,
-        shortfall=None,
-        previous_conditions=(),
-        stalled_reason=None,
-        now=NOW,
-        rollout=CANARY,
-        stage=stage,
-    )
+    return status_of(replicas, want=3, now=NOW, generation=2, rollout=CANARY, stage=stage)
 
 
 def _verdict(status: Any) -> tuple[ConditionType, str]:

@@ -7,11 +7,13 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from model_builders import status_of
+
 from controller.model.events import Event, EventSeries, EventType, Occurrence, events_for
 from controller.model.planner import Assignment, NewReplica, Plan, ReplicaTransition, StopReason
 from controller.model.replicas import ReplicaState
 from controller.model.states import ReplicaStatus
-from controller.model.status import FogDeploymentStatus, compute_status
+from controller.model.status import FogDeploymentStatus
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 NODE = uuid.uuid4()
@@ -44,16 +46,12 @@ def _running(count: int) -> list[ReplicaState]:
 
 
 def _status(replicas: list[ReplicaState], desired: int, unplaced: int = 0) -> FogDeploymentStatus:
-    return compute_status(
-        generation=1,
-        desired_replicas=desired,
-        revision="r1",
-        replicas=replicas,
+    return status_of(
+        replicas,
+        want=desired,
+        now=NOW,
         unplaced=unplaced,
         shortfall="need 1 CPU; 2 of 3 replicas placed" if unplaced else None,
-        previous_conditions=[],
-        stalled_reason=None,
-        now=NOW,
     )
 
 

@@ -8,11 +8,11 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from model_builders import replica
+from model_builders import replica, status_of
 
 from controller.model.replicas import ReplicaState
 from controller.model.states import ReplicaStatus
-from controller.model.status import FogDeploymentStatus, Phase, compute_status, failure_status
+from controller.model.status import FogDeploymentStatus, Phase, failure_status
 from controller.model.strategy import Rollout
 
 R = ReplicaStatus
@@ -32,19 +32,14 @@ def reconcile(
     unplaced: int = 0,
 ) -> FogDeploymentStatus:
     """The status a reconcile computes `at` seconds after START."""
-    previous = previous or {}
-    return compute_status(
-        generation=generation,
-        desired_replicas=want,
-        revision="r1",
-        replicas=replicas,
-        unplaced=unplaced,
-        shortfall=None,
-        previous_conditions=previous.get("conditions") or (),
-        stalled_reason=None,
+    return status_of(
+        replicas,
+        want=want,
         now=START + timedelta(seconds=at),
+        generation=generation,
+        unplaced=unplaced,
+        previous=previous or {},
         rollout=rollout,
-        previous_status=previous,
     )
 
 

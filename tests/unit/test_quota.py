@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from model_builders import Cluster, desired, node, requests, res
+from model_builders import Cluster, desired, node, requests, res, status_of
 
 from controller.kube.quota import read_hard
 from controller.kube.resource import InvalidSpecError, spec_manager
@@ -29,7 +29,6 @@ from controller.model.quota import (
 )
 from controller.model.resources import ZERO, Resources
 from controller.model.states import holds_capacity
-from controller.model.status import compute_status
 
 NOW = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
 
@@ -159,16 +158,12 @@ def test_status_says_quota_exceeded_with_the_message() -> None:
     spec = replace(desired(2), quota_room=1)
     step = cluster.plan(spec)
     cluster.apply(step, spec)
-    status = compute_status(
-        generation=1,
-        desired_replicas=2,
-        revision="r1",
-        replicas=list(cluster.replicas.values()),
+    status = status_of(
+        list(cluster.replicas.values()),
+        want=2,
+        now=NOW,
         unplaced=step.unplaced,
         shortfall=step.shortfall,
-        previous_conditions=[],
-        stalled_reason=None,
-        now=NOW,
         quota="quota q: replicas 1/1 used, 1 more requested",
     )
     stalled = next(c for c in status.conditions if c.status)

@@ -6,7 +6,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from model_builders import desired, node, replica, res
+from model_builders import desired, node, replica, res, status_of
 
 from controller.db.history import Entry
 from controller.kube.resource import InvalidSpecError, parse_spec, read_spec
@@ -17,7 +17,7 @@ from controller.model.replicas import ReplicaState
 from controller.model.restarts import UNHEALTHY
 from controller.model.simulation import NodeView, Simulator
 from controller.model.states import ReplicaHealth, ReplicaStatus
-from controller.model.status import Phase, compute_status
+from controller.model.status import Phase
 
 H = ReplicaHealth
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -107,18 +107,7 @@ def test_ready_counts_only_replicas_healthy_for_min_ready_seconds() -> None:
     replicas = [healthy(1), healthy(2, since=T0 - MIN_READY)]
 
     def at(now: datetime) -> tuple[int, Phase]:
-        result = compute_status(
-            generation=1,
-            desired_replicas=2,
-            revision="r1",
-            replicas=replicas,
-            unplaced=0,
-            shortfall=None,
-            previous_conditions=(),
-            stalled_reason=None,
-            now=now,
-            readiness=CHECKED,
-        )
+        result = status_of(replicas, want=2, now=now, readiness=CHECKED)
         return result.ready_replicas, result.phase
 
     assert at(T0) == (1, Phase.SCHEDULED)

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from model_builders import replica
+from model_builders import replica, status_of
 
 from controller.model.replicas import ReplicaState
 from controller.model.revisions import (
@@ -19,7 +19,7 @@ from controller.model.revisions import (
     undo_target,
 )
 from controller.model.states import ReplicaStatus
-from controller.model.status import compute_status, status_body
+from controller.model.status import status_body
 
 
 def rows(*hashes: str, completed: tuple[str, ...] = ()) -> tuple[KnownRevision, ...]:
@@ -167,17 +167,7 @@ def test_undo_refuses_in_one_line(
 def test_a_rollout_completes_when_every_desired_replica_runs_the_revision(
     desired: int, replicas: list[ReplicaState], rolled_out: bool
 ) -> None:
-    status = compute_status(
-        generation=1,
-        desired_replicas=desired,
-        revision="r1",
-        replicas=replicas,
-        unplaced=0,
-        shortfall=None,
-        previous_conditions=(),
-        stalled_reason=None,
-        now=datetime(2026, 11, 27, tzinfo=UTC),
-    )
+    status = status_of(replicas, want=desired, now=datetime(2026, 11, 27, tzinfo=UTC))
     assert status.rolled_out is rolled_out
     plan = plan_revisions(
         known=rows("r0", "r1", completed=("r0",)),

@@ -3,12 +3,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from model_builders import replica
+from model_builders import replica, status_of
 
 from controller.model.conditions import REASON_PATTERN
 from controller.model.replicas import ReplicaState
 from controller.model.states import DeploymentStatus, ReplicaStatus
-from controller.model.status import FogDeploymentStatus, Phase, compute_status, status_changed
+from controller.model.status import FogDeploymentStatus, Phase, status_changed
 
 R = ReplicaStatus
 NOW = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -24,16 +24,15 @@ def status(
     previous: Sequence[dict[str, Any]] = (),
     now: datetime = NOW,
 ) -> FogDeploymentStatus:
-    return compute_status(
+    return status_of(
+        replicas,
+        want=want,
+        now=now,
         generation=7,
-        desired_replicas=want,
-        revision="r1",
-        replicas=replicas,
         unplaced=unplaced,
         shortfall=shortfall,
-        previous_conditions=previous,
-        stalled_reason=stalled,
-        now=now,
+        conditions=previous,
+        stalled=stalled,
     )
 
 
@@ -219,17 +218,7 @@ def test_messages_show_the_revision_as_short_as_status_revision(
     replicas: list[ReplicaState], reason: str
 ) -> None:
     full = "f" * 64
-    result = compute_status(
-        generation=1,
-        desired_replicas=2,
-        revision=full,
-        replicas=replicas,
-        unplaced=0,
-        shortfall=None,
-        previous_conditions=(),
-        stalled_reason=None,
-        now=NOW,
-    )
+    result = status_of(replicas, want=2, now=NOW, revision=full)
     shown = result.as_patch()["revision"]
     assert shown == "f" * 12
     [verdict] = [c for c in result.conditions if c.status]
