@@ -21,9 +21,8 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-import yaml
 from conftest import Kubectl, Stack, wait_for
-from test_operator import ready, sql
+from test_operator import manifest, ready, sql
 
 NAME = "web"
 PRICES = {
@@ -51,19 +50,9 @@ NODES = {"edge-1": "edge", "edge-2": "edge", "edge-3": "core", "edge-4": None}
 LOST = "edge-2"
 
 
-def manifest(namespace: str, *, replicas: int, image: str, cpu: float) -> str:
-    return yaml.safe_dump(
-        {
-            "apiVersion": "fogcompute.io/v1alpha1",
-            "kind": "FogDeployment",
-            "metadata": {"name": NAME, "namespace": namespace},
-            "spec": {
-                "image": image,
-                "replicas": replicas,
-                "resources": {"cpuCores": cpu, "memoryMB": 768, "storageGB": 3},
-            },
-        }
-    )
+def cost_manifest(namespace: str, image: str, cpu: float) -> str:
+    """Four replicas of the priced size: 768 MB and 3 GB each beside `cpu` cores."""
+    return manifest(NAME, 4, image, cpu, namespace=namespace, memory_mb=768, storage_gb=3)
 
 
 def register_labelled(stack: Stack, name: str, tier: str | None) -> None:
@@ -164,7 +153,7 @@ def test_cost_matches_the_hand_computed_figure_across_node_loss_a_rollout_and_a_
             == [(4,)]
         ),
     )
-    kubectl("apply", "-f", "-", stdin=manifest(namespace, replicas=4, image="app:1", cpu=0.5))
+    kubectl("apply", "-f", "-", stdin=cost_manifest(namespace, "app:1", 0.5))
     wait_for("Ready on four nodes", lambda: ready(kubectl, namespace, NAME, 4))
 
     flaky.signal(signal.SIGUSR1)  # edge-2 goes silent: lost after the grace
@@ -177,7 +166,7 @@ def test_cost_matches_the_hand_computed_figure_across_node_loss_a_rollout_and_a_
     )
     wait_for("Ready again on three nodes", lambda: ready(kubectl, namespace, NAME, 4))
 
-    kubectl("apply", "-f", "-", stdin=manifest(namespace, replicas=4, image="app:2", cpu=1.0))
+    kubectl("apply", "-f", "-", stdin=cost_manifest(namespace, "app:2", 1.0))
     wait_for(
         "the rollout done",
         lambda: (

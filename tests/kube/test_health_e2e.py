@@ -12,9 +12,8 @@ import json
 from datetime import datetime, timedelta
 from typing import Any
 
-import yaml
 from conftest import Kubectl, Stack, wait_for
-from test_operator import get, sql
+from test_operator import get, manifest, sql
 
 # Long enough that the Ready transition is seconds after the replicas turned healthy, so the
 # assertion below could not hold by accident; short, as the test waits for it.
@@ -23,21 +22,9 @@ MIN_READY_SECONDS = 4
 CHECK = {"tcp": {"port": 8080}, "periodSeconds": 1, "failureThreshold": 1}
 
 
-def manifest(name: str, *, image: str, min_ready: int = 0) -> str:
-    return yaml.safe_dump(
-        {
-            "apiVersion": "fogcompute.io/v1alpha1",
-            "kind": "FogDeployment",
-            "metadata": {"name": name},
-            "spec": {
-                "image": image,
-                "replicas": 2,
-                "resources": {"cpuCores": 0.5, "memoryMB": 512},
-                "healthCheck": CHECK,
-                "minReadySeconds": min_ready,
-            },
-        }
-    )
+def checked(name: str, *, image: str, min_ready: int = 0) -> str:
+    """Two replicas under CHECK, ready after `min_ready` seconds healthy."""
+    return manifest(name, 2, image, storage_gb=None, healthCheck=CHECK, minReadySeconds=min_ready)
 
 
 def ready_since(kubectl: Kubectl, namespace: str, name: str) -> datetime | None:
@@ -69,9 +56,9 @@ def test_health_gates_ready_and_an_unhealthy_replica_is_replaced(
         namespace,
         "-f",
         "-",
-        stdin=manifest("good", image="app:1", min_ready=MIN_READY_SECONDS),
+        stdin=checked("good", image="app:1", min_ready=MIN_READY_SECONDS),
     )
-    kubectl("apply", "-n", namespace, "-f", "-", stdin=manifest("sick", image="sick:1"))
+    kubectl("apply", "-n", namespace, "-f", "-", stdin=checked("sick", image="sick:1"))
 
     # Ready only once both replicas have been healthy for minReadySeconds. Nothing is written
     # at that moment: the reconcile's own requeue brings it (the resync is 600 s away).

@@ -23,17 +23,31 @@ from controller.sandbox import harness
 MANIFESTS = Path(__file__).resolve().parents[1] / "manifests"
 
 
-def manifest(name: str, replicas: int = 3, image: str = "app:1", cpu: float = 0.5) -> str:
+def manifest(
+    name: str,
+    replicas: int = 3,
+    image: str = "app:1",
+    cpu: float = 0.5,
+    *,
+    namespace: str | None = None,
+    memory_mb: int = 512,
+    storage_gb: int | None = 1,
+    **spec: Any,
+) -> str:
+    """A FogDeployment as the end-to-end tests apply it; `spec` adds fields (healthCheck, ...).
+
+    Without `namespace` it lands in the namespace `kubectl apply -n` names.
+    """
+    resources: dict[str, Any] = {"cpuCores": cpu, "memoryMB": memory_mb}
+    if storage_gb is not None:
+        resources["storageGB"] = storage_gb
+    metadata = {"name": name} if namespace is None else {"name": name, "namespace": namespace}
     return yaml.safe_dump(
         {
             "apiVersion": "fogcompute.io/v1alpha1",
             "kind": "FogDeployment",
-            "metadata": {"name": name},
-            "spec": {
-                "image": image,
-                "replicas": replicas,
-                "resources": {"cpuCores": cpu, "memoryMB": 512, "storageGB": 1},
-            },
+            "metadata": metadata,
+            "spec": {"image": image, "replicas": replicas, "resources": resources, **spec},
         }
     )
 

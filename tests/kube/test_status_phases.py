@@ -23,10 +23,9 @@ import subprocess
 from collections.abc import Callable
 from typing import Any
 
-import yaml
 from conftest import Kubectl, Stack, wait_for
 from gitops import health
-from test_operator import get, sql
+from test_operator import get, manifest, sql
 
 NAME = "web"
 # Three nodes of 8 CPU and plenty of memory and storage: CPU alone limits placement, at
@@ -43,21 +42,6 @@ REPLICAS = 20
 CPU_MAX = 32  # the CRD's and the seed's spec.resources.cpuCores maximum
 # The printer columns written from the status (IMAGE and AGE come from the object itself).
 STATUS_COLUMNS = ("READY", "UP-TO-DATE", "PHASE")
-
-
-def manifest(namespace: str, *, replicas: int, image: str, cpu: float = 0.5) -> str:
-    return yaml.safe_dump(
-        {
-            "apiVersion": "fogcompute.io/v1alpha1",
-            "kind": "FogDeployment",
-            "metadata": {"name": NAME, "namespace": namespace},
-            "spec": {
-                "image": image,
-                "replicas": replicas,
-                "resources": {"cpuCores": cpu, "memoryMB": 512, "storageGB": 1},
-            },
-        }
-    )
 
 
 def patch_spec(
@@ -221,7 +205,7 @@ def test_one_fogdeployment_through_every_phase(
 
     # 1. Applied while no operator runs: no status at all. kstatus calls that Current; Flux
     #    (with deploy/flux/) and Argo CD do not call it healthy.
-    kubectl("apply", "-f", "-", stdin=manifest(namespace, replicas=4, image="app:1"))
+    kubectl("apply", "-f", "-", stdin=manifest(NAME, 4, namespace=namespace))
     new = get(kubectl, namespace, NAME)
     assert new is not None
     assert "status" not in new
