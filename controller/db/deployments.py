@@ -22,17 +22,20 @@ from operator import attrgetter
 from typing import Any
 
 from sqlalchemy import (
+    Boolean,
     Float,
+    Integer,
+    String,
     and_,
+    any_,
     case,
     cast,
-    column,
     func,
     insert,
     literal,
+    literal_column,
     select,
     update,
-    values,
 )
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -51,7 +54,7 @@ from controller.db.tables import (
 from controller.model.desired import DesiredDeployment
 from controller.model.nodes import NodeStatus
 from controller.model.placement import NodeCapacity, Strategy
-from controller.model.planner import DesiredState, Plan, ReplicaTransition
+from controller.model.planner import Assignment, DesiredState, Plan, ReplicaTransition
 from controller.model.quota import QUOTA_EXCEEDED, QuotaGate
 from controller.model.replicas import ReplicaState
 from controller.model.resources import MILLIS_PER_CORE, Resources
@@ -154,78 +157,124 @@ class Snapshot:
     usage: Mapping[uuid.UUID, Sampled] = field(default_factory=dict)
 
 
+# A deployment by (namespace, name): what the operator's work queue hands out.
+Key = tuple[str, str]
+
+
 def lock_key(namespace: str, name: str) -> str:
     """The advisory-lock key of one deployment: reconciles of it run one at a time."""
     return f"fogdeployment/{namespace}/{name}"
 
 
-async def lock(session: AsyncSession, *, namespace: str, name: str) -> datetime:
-    """Take the deployment's transaction-scoped advisory lock (released at commit).
+async def lock(session: AsyncSession, keys: Sequence[Key]) -> datetime:
+    """Take the deployments' transaction-scoped advisory locks (released at commit).
 
-    Returns the transaction's now() from the same statement, the one clock of a reconcile.
+    One statement for any number of keys, taken in the order of their lock ids (the inner
+    ORDER BY feeds the aggregate in that order): two batches that share keys wait for each
+    other in one order and cannot deadlock. Returns the transaction's now() from the same
+    statement, the one clock of a reconcile.
     """
-    key = func.hashtextextended(lock_key(namespace, name), 0)
+    wanted = queries.unnested("locked", {"key": ([lock_key(*key) for key in keys], String())})
+    ids = (
+        select(func.hashtextextended(wanted.c.key, 0).label("lock_id"))
+        .select_from(wanted)
+        .order_by(literal_column("lock_id"))
+        .subquery("ordered")
+    )
     now: datetime = (
-        await session.execute(select(func.pg_advisory_xact_lock(key), func.now()))
+        await session.execute(
+            select(func.count(func.pg_advisory_xact_lock(ids.c.lock_id)), func.now())
+        )
     ).one()[1]
     return now
 
 
-async def _read_deployment(
-    session: AsyncSession, *, namespace: str, name: str
-) -> tuple[uuid.UUID | None, StoredDeployment | None, bool]:
+async def _read_deployments(
+    session: AsyncSession, keys: Sequence[Key]
+) -> dict[Key, tuple[uuid.UUID | None, StoredDeployment | None, bool]]:
+    """Each key's tenant, live deployment row (None if there is none) and quota flag.
+
+    A key whose namespace has no tenant row yet is absent from the result.
+    """
+    wanted = queries.unnested(
+        "wanted",
+        {
+            "namespace": ([namespace for namespace, _ in keys], String()),
+            "name": ([name for _, name in keys], String()),
+        },
+    )
     statement = (
         select(
+            wanted.c.namespace,
+            wanted.c.name,
             User.id.label("user_id"),
             quotas.has_quota(User.id).label("quota_limited"),
             Deployment.status_reason,
             Deployment.id,
             Deployment.status,
             Deployment.next_ordinal,
-            Deployment.consecutive_failures,
-            Deployment.last_failure_at,
             *_TRACKED_COLUMNS,
             *_RESOURCE_COLUMNS,
         )
-        .select_from(User)
+        .select_from(wanted)
+        .join(User, User.name == wanted.c.namespace)
         .outerjoin(
             Deployment,
             and_(
                 Deployment.user_id == User.id,
-                Deployment.name == name,
+                Deployment.name == wanted.c.name,
                 Deployment.deleted_at.is_(None),
             ),
         )
         .outerjoin(DeploymentResource, DeploymentResource.deployment_id == Deployment.id)
-        .where(User.name == namespace)
     )
-    row = (await session.execute(statement)).mappings().one_or_none()
-    if row is None:
-        return None, None, False
-    if row["id"] is None:
-        return row["user_id"], None, row["quota_limited"]
-    return (
-        row["user_id"],
-        StoredDeployment(
-            id=row["id"],
-            status=row["status"],
-            next_ordinal=row["next_ordinal"],
-            values={column.key: row[column.key] for column in _TRACKED_COLUMNS},
-            resources={column.key: row[column.key] for column in _RESOURCE_COLUMNS},
-            consecutive_failures=row["consecutive_failures"],
-            last_failure_at=row["last_failure_at"],
-            status_reason=row["status_reason"],
-        ),
-        row["quota_limited"],
-    )
+    found: dict[Key, tuple[uuid.UUID | None, StoredDeployment | None, bool]] = {}
+    for row in (await session.execute(statement)).mappings():
+        stored = (
+            None
+            if row["id"] is None
+            else StoredDeployment(
+                id=row["id"],
+                status=row["status"],
+                next_ordinal=row["next_ordinal"],
+                values={column.key: row[column.key] for column in _TRACKED_COLUMNS},
+                resources={column.key: row[column.key] for column in _RESOURCE_COLUMNS},
+                status_reason=row["status_reason"],
+            )
+        )
+        found[(row["namespace"], row["name"])] = (row["user_id"], stored, row["quota_limited"])
+    return found
+
+
+@dataclass(slots=True)
+class _Observed:
+    """One deployment's live replicas, drained nodes, usage, and failure count, as read."""
+
+    replicas: list[ReplicaState] = field(default_factory=list)
+    evacuate: set[uuid.UUID] = field(default_factory=set)
+    usage: dict[uuid.UUID, Sampled] = field(default_factory=dict)
+    failures: int = 0
+    last_failure_at: datetime | None = None
 
 
 async def _read_replicas(
-    session: AsyncSession, deployment_id: uuid.UUID
-) -> tuple[tuple[ReplicaState, ...], frozenset[uuid.UUID], dict[uuid.UUID, Sampled]]:
-    """The live replicas, which of their nodes are being drained, and their latest usage."""
+    session: AsyncSession, deployment_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, _Observed]:
+    """The deployments' live replicas, their drained nodes, usage, and failure counts.
+
+    One statement for the batch: the deployment row LEFT JOIN its live replicas, so that the
+    failure count comes from the same statement, and so the same snapshot, as the replicas.
+    Under READ COMMITTED each statement sees its own snapshot, and an agent's report that fails
+    a replica bumps the count (trigger, migration 0004) in its own transaction: a count read
+    before the replicas could miss a failure whose replica is already gone from them, and the
+    planner would replace it at once, with no backoff (autoRevert would let a second canary
+    start; commit 19825d9). Read together, every failure the replicas show is counted.
+    """
     statement = (
         select(
+            Deployment.id.label("deployment_id"),
+            Deployment.consecutive_failures,
+            Deployment.last_failure_at,
             DeploymentReplica.id,
             DeploymentReplica.node_id,
             DeploymentReplica.status,
@@ -239,33 +288,44 @@ async def _read_replicas(
             ReplicaUsage.memory_mb.label("memory_used"),
             ReplicaUsage.sampled_at,
         )
+        .select_from(Deployment)
+        .outerjoin(
+            DeploymentReplica,
+            and_(
+                DeploymentReplica.deployment_id == Deployment.id,
+                DeploymentReplica.status.in_(CAPACITY_HOLDING_STATUSES),
+            ),
+        )
         .outerjoin(Node, Node.id == DeploymentReplica.node_id)
         .outerjoin(ReplicaUsage, ReplicaUsage.replica_id == DeploymentReplica.id)
         .where(
-            DeploymentReplica.deployment_id == deployment_id,
-            DeploymentReplica.status.in_(CAPACITY_HOLDING_STATUSES),
+            Deployment.id
+            == any_(queries.array_param("deployment_ids", list(deployment_ids), UUID()))
         )
     )
-    rows = list(await session.execute(statement))
-    replicas = tuple(
-        ReplicaState(
-            replica_id=row.id,
-            node_id=row.node_id,
-            status=row.status,
-            revision=row.revision,
-            created_seq=row.ordinal,
-            health=row.health,
-            health_since=row.health_since,
-            running_since=row.started_at,
+    observed: dict[uuid.UUID, _Observed] = defaultdict(_Observed)
+    for row in await session.execute(statement):
+        seen = observed[row.deployment_id]
+        seen.failures, seen.last_failure_at = row.consecutive_failures, row.last_failure_at
+        if row.id is None:
+            continue
+        seen.replicas.append(
+            ReplicaState(
+                replica_id=row.id,
+                node_id=row.node_id,
+                status=row.status,
+                revision=row.revision,
+                created_seq=row.ordinal,
+                health=row.health,
+                health_since=row.health_since,
+                running_since=row.started_at,
+            )
         )
-        for row in rows
-    )
-    usage = {
-        row.id: Sampled(Usage(row.cpu_used, row.memory_used), row.sampled_at)
-        for row in rows
-        if row.sampled_at is not None
-    }
-    return replicas, frozenset(row.node_id for row in rows if row.draining), usage
+        if row.draining:
+            seen.evacuate.add(row.node_id)
+        if row.sampled_at is not None:
+            seen.usage[row.id] = Sampled(Usage(row.cpu_used, row.memory_used), row.sampled_at)
+    return observed
 
 
 def _node_capacity(row: Any) -> NodeCapacity:
@@ -371,51 +431,41 @@ async def candidate_nodes(
     return tuple(_node_capacity(row) for row in await session.execute(statement))
 
 
-async def observe(session: AsyncSession, *, namespace: str, name: str) -> Snapshot:
-    """Lock the deployment and read it and its live replicas (four statements).
+async def observe_many(session: AsyncSession, keys: Sequence[Key]) -> dict[Key, Snapshot]:
+    """Lock the deployments and read them and their live replicas: three statements, any keys.
 
     Nodes are read separately (`candidate_nodes`), only when something needs placing.
     """
-    now = await lock(session, namespace=namespace, name=name)
-    user_id, deployment, quota_limited = await _read_deployment(
-        session, namespace=namespace, name=name
-    )
-    replicas, evacuate, usage = (
-        await _read_replicas(session, deployment.id) if deployment else ((), frozenset(), {})
-    )
-    if deployment is not None:
-        deployment = await _reread_failures(session, deployment)
-    return Snapshot(
-        user_id=user_id,
-        deployment=deployment,
-        replicas=replicas,
-        now=now,
-        evacuate=evacuate,
-        usage=usage,
-        quota_limited=quota_limited,
-    )
-
-
-async def _reread_failures(session: AsyncSession, stored: StoredDeployment) -> StoredDeployment:
-    """The failure count again, read after the replicas.
-
-    Under READ COMMITTED each statement sees its own snapshot, and an agent's report that fails
-    a replica bumps the count (trigger, migration 0004) in its own transaction. Read before the
-    replicas, the count could miss a failure whose replica is already gone from them: the
-    planner would then replace it at once, with no backoff, and autoRevert would let a second
-    canary start. Read after, every failure the replicas show is counted (a newer one only
-    holds back a replacement a reconcile early).
-    """
-    row = (
-        await session.execute(
-            select(Deployment.consecutive_failures, Deployment.last_failure_at).where(
-                Deployment.id == stored.id
+    now = await lock(session, keys)
+    rows = await _read_deployments(session, keys)
+    ids = [stored.id for _, stored, _ in rows.values() if stored is not None]
+    observed = await _read_replicas(session, ids) if ids else {}
+    snapshots: dict[Key, Snapshot] = {}
+    for key in keys:
+        user_id, stored, quota_limited = rows.get(key, (None, None, False))
+        seen = observed[stored.id] if stored is not None else _Observed()
+        if stored is not None:
+            stored = replace(
+                stored,
+                consecutive_failures=seen.failures,
+                last_failure_at=seen.last_failure_at,
             )
+        snapshots[key] = Snapshot(
+            user_id=user_id,
+            deployment=stored,
+            replicas=tuple(seen.replicas),
+            now=now,
+            evacuate=frozenset(seen.evacuate),
+            usage=seen.usage,
+            quota_limited=quota_limited,
         )
-    ).one()
-    return replace(
-        stored, consecutive_failures=row.consecutive_failures, last_failure_at=row.last_failure_at
-    )
+    return snapshots
+
+
+async def observe(session: AsyncSession, *, namespace: str, name: str) -> Snapshot:
+    """`observe_many` of one deployment."""
+    key = (namespace, name)
+    return (await observe_many(session, [key]))[key]
 
 
 async def quota_gate(session: AsyncSession, *, snapshot: Snapshot) -> QuotaGate | None:
@@ -428,21 +478,62 @@ async def quota_gate(session: AsyncSession, *, snapshot: Snapshot) -> QuotaGate 
     )
 
 
-async def _write_deployment(
-    session: AsyncSession, snapshot: Snapshot, namespace: str, desired: DesiredRecord, actor: str
-) -> StoredDeployment:
-    """Insert the row or update what changed; return the row as it now is."""
-    stored = snapshot.deployment
-    values = desired.row_values()
-    resources = desired.resource_values()
-    if stored is None:
-        user_id = snapshot.user_id or await queries.ensure_user(session, namespace)
-        deployment_id = uuid.uuid4()
+@dataclass(frozen=True, slots=True)
+class Write:
+    """What one deployment's reconcile writes: the spec, the plan (made for `planned`), status."""
+
+    snapshot: Snapshot
+    namespace: str
+    desired: DesiredRecord
+    planned: DesiredState
+    plan: Plan
+    new_ids: Sequence[uuid.UUID]
+    status: DeploymentStatus
+    reason: str
+
+
+async def _write_deployments(
+    session: AsyncSession, writes: Sequence[Write], actor: str
+) -> list[StoredDeployment]:
+    """Insert the new rows (one INSERT per table for all) or update what changed; the rows.
+
+    An update of a recorded spec is a statement per deployment: it follows a person's edit,
+    rare next to the reconciles that place, report and resync.
+    """
+    stored_rows: list[StoredDeployment] = []
+    new_rows: list[dict[str, Any]] = []
+    new_resources: list[dict[str, Any]] = []
+    users: dict[str, uuid.UUID] = {}
+    for write in writes:
+        stored = write.snapshot.deployment
+        values = write.desired.row_values()
+        resources = write.desired.resource_values()
+        if stored is None:
+            user_id = write.snapshot.user_id or users.get(write.namespace)
+            if user_id is None:  # the namespace's first deployment: once per namespace
+                user_id = users[write.namespace] = await queries.ensure_user(
+                    session, write.namespace
+                )
+            deployment_id = uuid.uuid4()
+            new_rows.append(
+                {"id": deployment_id, "user_id": user_id, "name": write.desired.spec.name, **values}
+            )
+            new_resources.append({"deployment_id": deployment_id, **resources})
+            stored_rows.append(
+                StoredDeployment(
+                    id=deployment_id,
+                    status=DeploymentStatus.PENDING,
+                    next_ordinal=0,
+                    values=values,
+                    resources=resources,
+                )
+            )
+            continue
+        await _update_spec(session, stored, values, resources)
+        stored_rows.append(stored)
+    if new_rows:
         await session.execute(
             insert(Deployment).values(
-                id=deployment_id,
-                user_id=user_id,
-                name=desired.spec.name,
                 status=DeploymentStatus.PENDING,
                 status_actor=actor,
                 status_reason="Created",
@@ -450,19 +541,20 @@ async def _write_deployment(
                 # inserts happen under its lock, and the oldest deployments are the ones the
                 # fogDeployments limit admits, so the order must be the order of the inserts.
                 created_at=func.clock_timestamp(),
-                **values,
-            )
+            ),
+            new_rows,
         )
-        await session.execute(
-            insert(DeploymentResource).values(deployment_id=deployment_id, **resources)
-        )
-        return StoredDeployment(
-            id=deployment_id,
-            status=DeploymentStatus.PENDING,
-            next_ordinal=0,
-            values=values,
-            resources=resources,
-        )
+        await session.execute(insert(DeploymentResource), new_resources)
+    return stored_rows
+
+
+async def _update_spec(
+    session: AsyncSession,
+    stored: StoredDeployment,
+    values: Mapping[str, Any],
+    resources: Mapping[str, Any],
+) -> None:
+    """Write the spec's columns of an existing row where they differ from what it records."""
     if dict(stored.values) != values:
         changes = dict(values)
         if values[Deployment.revision.key] != stored.revision:
@@ -478,33 +570,23 @@ async def _write_deployment(
             .where(DeploymentResource.deployment_id == stored.id)
             .values(**resources)
         )
-    return stored
 
 
-async def _insert_replicas(
-    session: AsyncSession,
-    stored: StoredDeployment,
-    plan: Plan,
-    new_ids: Sequence[uuid.UUID],
-    planned: DesiredState,
-    actor: str,
-) -> int:
-    """Insert the plan's new replicas in one statement; return the next free ordinal.
+def _replica_rows(stored: StoredDeployment, write: Write, actor: str) -> list[dict[str, Any]]:
+    """The rows of the plan's new replicas.
 
     `new_ids[i]` and ordinal `next_ordinal + i` belong to `plan.create[i]`, as the status
     computation assumed (planner.outcome). They are of the revision the plan was made for
     (the spec's, or the one an automatic revert went back to), with its request.
     """
-    if not plan.create:
-        return stored.next_ordinal
-    request = planned.request
-    rows = [
+    request = write.planned.request
+    return [
         {
             "id": new_id,
             "deployment_id": stored.id,
             "node_id": replica.node_id,
             "ordinal": stored.next_ordinal + offset,
-            "revision": planned.revision,
+            "revision": write.planned.revision,
             "cpu_millicores": request.cpu_millis,
             "memory_mb": request.memory_mb,
             "gpu_units": request.gpu_units,
@@ -512,26 +594,36 @@ async def _insert_replicas(
             "status_actor": actor,
             "status_reason": "Scheduled" if replica.node_id else "Unschedulable",
         }
-        for offset, (new_id, replica) in enumerate(zip(new_ids, plan.create, strict=True))
+        for offset, (new_id, replica) in enumerate(
+            zip(write.new_ids, write.plan.create, strict=True)
+        )
     ]
+
+
+async def _insert_replicas(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """Insert every new replica of the batch in one statement."""
+    if not rows:
+        return
     # Sorted by node so concurrent reconciles lock node rows (via the trigger) in one order.
     rows.sort(key=lambda row: str(row["node_id"]))
     await session.execute(insert(DeploymentReplica), rows)
-    return stored.next_ordinal + len(rows)
 
 
-async def _assign(session: AsyncSession, plan: Plan) -> None:
-    """Give waiting replicas their nodes in one UPDATE ... FROM (VALUES ...).
+async def _assign(session: AsyncSession, assignments: Sequence[Assignment]) -> None:
+    """Give waiting replicas their nodes in one UPDATE ... FROM unnest(...).
 
     Each must still be pending without a node, or the plan is stale.
     """
-    if not plan.assign:
+    if not assignments:
         return
-    pairs = values(
-        column("replica_id", UUID(as_uuid=True)),
-        column("target_node", UUID(as_uuid=True)),
-        name="assignment",
-    ).data([(a.replica_id, a.node_id) for a in sorted(plan.assign, key=lambda a: str(a.node_id))])
+    ordered = sorted(assignments, key=lambda a: str(a.node_id))
+    pairs = queries.unnested(
+        "assignment",
+        {
+            "replica_id": ([a.replica_id for a in ordered], UUID()),
+            "target_node": ([a.node_id for a in ordered], UUID()),
+        },
+    )
     result = await session.execute(
         update(DeploymentReplica)
         .where(
@@ -541,7 +633,7 @@ async def _assign(session: AsyncSession, plan: Plan) -> None:
         )
         .values(node_id=pairs.c.target_node, status_reason="Scheduled")
     )
-    if result.rowcount != len(plan.assign):  # type: ignore[attr-defined]
+    if result.rowcount != len(ordered):  # type: ignore[attr-defined]
         raise ConflictError("a replica changed while it was being assigned")
 
 
@@ -558,70 +650,120 @@ async def transition(
             values["stopped_at"] = func.now()
         result = await session.execute(
             update(DeploymentReplica)
-            .where(DeploymentReplica.id.in_(ids), DeploymentReplica.status == old)
+            .where(
+                DeploymentReplica.id
+                == any_(queries.array_param("replica_ids", sorted(ids, key=str), UUID())),
+                DeploymentReplica.status == old,
+            )
             .values(**values)
         )
         if result.rowcount != len(ids):  # type: ignore[attr-defined]
             raise ConflictError(f"{len(ids) - result.rowcount} replicas left {old} meanwhile")  # type: ignore[attr-defined]
 
 
-async def set_status(
-    session: AsyncSession,
-    deployment_id: uuid.UUID,
-    *,
-    old: DeploymentStatus,
-    new: DeploymentStatus,
-    reason: str,
-    actor: str,
-    extra: Mapping[str, Any] | None = None,
+@dataclass(frozen=True, slots=True)
+class _StatusChange:
+    """One deployment's move to a new status, and what its last step also sets."""
+
+    deployment_id: uuid.UUID
+    steps: tuple[DeploymentStatus, ...]
+    reason: str
+    next_ordinal: int | None = None
+    reset_failures: bool = False
+    deleted: bool = False
+
+
+async def _set_statuses(
+    session: AsyncSession, changes: Sequence[_StatusChange], actor: str
 ) -> None:
-    """Move the deployment to `new` along legal steps: one history row per step."""
-    steps = deployment_path(old=old, new=new) or (old,)
-    for step in steps:
-        values: dict[str, Any] = {"status": step, "status_reason": reason, "status_actor": actor}
-        if step == steps[-1] and extra:
-            values.update(extra)
+    """Move each deployment along its legal steps: one history row per step (trigger).
+
+    One UPDATE ... FROM unnest(...) per step depth for the whole batch (one for most moves,
+    `deployment_path` is at most a few steps long); a deployment's `next_ordinal` and failure
+    reset (or its soft delete) go with its last step.
+    """
+    ordered = sorted(changes, key=lambda change: str(change.deployment_id))
+    for depth in range(max((len(change.steps) for change in ordered), default=0)):
+        moving = [change for change in ordered if len(change.steps) > depth]
+        last = [len(change.steps) == depth + 1 for change in moving]
+        rows = queries.unnested(
+            "moved",
+            {
+                "id": ([change.deployment_id for change in moving], UUID()),
+                "status": ([change.steps[depth].value for change in moving], String()),
+                "reason": ([change.reason for change in moving], String()),
+                "next_ordinal": (
+                    [c.next_ordinal if end else None for c, end in zip(moving, last, strict=True)],
+                    Integer(),
+                ),
+                "reset": (
+                    [c.reset_failures and end for c, end in zip(moving, last, strict=True)],
+                    Boolean(),
+                ),
+                "deleted": (
+                    [c.deleted and end for c, end in zip(moving, last, strict=True)],
+                    Boolean(),
+                ),
+            },
+        )
         await session.execute(
-            update(Deployment).where(Deployment.id == deployment_id).values(**values)
+            update(Deployment)
+            .where(Deployment.id == rows.c.id)
+            .values(
+                status=cast(rows.c.status, Deployment.status.type),
+                status_reason=rows.c.reason,
+                status_actor=actor,
+                next_ordinal=func.coalesce(rows.c.next_ordinal, Deployment.next_ordinal),
+                consecutive_failures=case((rows.c.reset, 0), else_=Deployment.consecutive_failures),
+                deleted_at=case((rows.c.deleted, func.now()), else_=Deployment.deleted_at),
+            )
         )
 
 
-async def apply(
-    session: AsyncSession,
-    *,
-    snapshot: Snapshot,
-    namespace: str,
-    desired: DesiredRecord,
-    planned: DesiredState,
-    plan: Plan,
-    new_ids: Sequence[uuid.UUID],
-    status: DeploymentStatus,
-    reason: str,
-    actor: str,
-) -> uuid.UUID:
-    """Write the spec, the plan (made for `planned`) and the new status; return the id."""
-    stored = await _write_deployment(session, snapshot, namespace, desired, actor)
-    next_ordinal = await _insert_replicas(session, stored, plan, new_ids, planned, actor)
-    await _assign(session, plan)
-    await transition(session, plan.transitions, actor)
+def _status_change(
+    stored: StoredDeployment, write: Write, next_ordinal: int
+) -> _StatusChange | None:
+    """The deployment's status write, or None if its row already says it all."""
     # Ready again: the crash-loop count starts over (model/restarts.py).
-    reset = status is DeploymentStatus.RUNNING and stored.consecutive_failures > 0
+    reset = write.status is DeploymentStatus.RUNNING and stored.consecutive_failures > 0
     # Waiting on a quota, or no longer: migration 0007's wakeups look for this reason.
-    quota_wait = (reason == QUOTA_EXCEEDED) != (stored.status_reason == QUOTA_EXCEEDED)
-    if status != stored.status or next_ordinal != stored.next_ordinal or reset or quota_wait:
-        extra: dict[str, Any] = {"next_ordinal": next_ordinal}
-        if reset:
-            extra["consecutive_failures"] = 0
-        await set_status(
-            session,
-            stored.id,
-            old=stored.status,
-            new=status,
-            reason=reason,
-            actor=actor,
-            extra=extra,
-        )
-    return stored.id
+    quota_wait = (write.reason == QUOTA_EXCEEDED) != (stored.status_reason == QUOTA_EXCEEDED)
+    if not (
+        write.status != stored.status or next_ordinal != stored.next_ordinal or reset or quota_wait
+    ):
+        return None
+    return _StatusChange(
+        deployment_id=stored.id,
+        steps=deployment_path(old=stored.status, new=write.status) or (stored.status,),
+        reason=write.reason,
+        next_ordinal=next_ordinal,
+        reset_failures=reset,
+    )
+
+
+async def apply_many(
+    session: AsyncSession, writes: Sequence[Write], *, actor: str
+) -> list[uuid.UUID]:
+    """Write every deployment's spec, plan and status; return their ids, in order.
+
+    A fixed number of statements for any batch: one INSERT per table for new deployments
+    (plus a spec UPDATE per edited one), one INSERT of replicas, one UPDATE of assignments,
+    one per kind of replica transition, one per status step depth.
+    """
+    stored_rows = await _write_deployments(session, writes, actor)
+    replica_rows: list[dict[str, Any]] = []
+    changes: list[_StatusChange] = []
+    for stored, write in zip(stored_rows, writes, strict=True):
+        rows = _replica_rows(stored, write, actor)
+        replica_rows += rows
+        change = _status_change(stored, write, stored.next_ordinal + len(rows))
+        if change is not None:
+            changes.append(change)
+    await _insert_replicas(session, replica_rows)
+    await _assign(session, [a for write in writes for a in write.plan.assign])
+    await transition(session, [t for write in writes for t in write.plan.transitions], actor)
+    await _set_statuses(session, changes, actor)
+    return [stored.id for stored in stored_rows]
 
 
 async def soft_delete(
@@ -636,12 +778,9 @@ async def soft_delete(
     if stored is None:
         return
     await transition(session, transitions, actor)
-    await set_status(
+    steps = deployment_path(old=stored.status, new=DeploymentStatus.DELETED) or (stored.status,)
+    await _set_statuses(
         session,
-        stored.id,
-        old=stored.status,
-        new=DeploymentStatus.DELETED,
-        reason="Deleted",
-        actor=actor,
-        extra={"deleted_at": func.now()},
+        [_StatusChange(deployment_id=stored.id, steps=steps, reason="Deleted", deleted=True)],
+        actor,
     )

@@ -5,31 +5,36 @@ undo` reads the template it goes back to.
 
 The reconcile reads the rows (one statement) and applies model/revisions.py's decision in the
 same transaction as the placement, so a revision number and the replicas created for it are
-committed together. A deployment has few rows (spec.revisionHistoryLimit, 10 by default, plus
-those still running), so each write is a statement of its own.
+committed together. A batched reconcile reads the rows of all its deployments in one statement
+and writes the common changes (a first revision, a completed rollout) in one statement each.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import Integer, any_, delete, func, insert, select, update
+from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from controller.db.queries import array_param, unnested
 from controller.db.tables import Deployment, DeploymentReplica, DeploymentRevision, User
 from controller.model.revisions import KnownRevision, RevisionPlan
 from controller.model.states import CAPACITY_HOLDING_STATUSES
 
 
-async def known(session: AsyncSession, deployment_id: uuid.UUID) -> tuple[KnownRevision, ...]:
-    """The deployment's revision rows, oldest number first."""
+async def known_many(
+    session: AsyncSession, deployment_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, tuple[KnownRevision, ...]]:
+    """Each deployment's revision rows, oldest number first: one statement for the batch."""
     rows = await session.execute(
         select(
+            DeploymentRevision.deployment_id,
             DeploymentRevision.number,
             DeploymentRevision.hash,
             DeploymentRevision.completed_at.is_not(None).label("completed"),
@@ -37,77 +42,120 @@ async def known(session: AsyncSession, deployment_id: uuid.UUID) -> tuple[KnownR
             DeploymentRevision.abort_reason,
             DeploymentRevision.template,
         )
-        .where(DeploymentRevision.deployment_id == deployment_id)
-        .order_by(DeploymentRevision.number)
-    )
-    return tuple(
-        KnownRevision(
-            row.number,
-            row.hash,
-            row.completed,
-            promoted=row.promoted,
-            aborted=row.abort_reason,
-            template=row.template,
+        .where(
+            DeploymentRevision.deployment_id
+            == any_(array_param("revision_owners", list(deployment_ids), UUID()))
         )
-        for row in rows
+        .order_by(DeploymentRevision.deployment_id, DeploymentRevision.number)
     )
+    known: dict[uuid.UUID, list[KnownRevision]] = {owner: [] for owner in deployment_ids}
+    for row in rows:
+        known[row.deployment_id].append(
+            KnownRevision(
+                row.number,
+                row.hash,
+                row.completed,
+                promoted=row.promoted,
+                aborted=row.abort_reason,
+                template=row.template,
+            )
+        )
+    return {owner: tuple(revisions) for owner, revisions in known.items()}
 
 
-async def record(
-    session: AsyncSession,
-    *,
-    deployment_id: uuid.UUID,
-    plan: RevisionPlan,
-    revision: str,
-    template: Mapping[str, Any],
-    actor: str | None,
-) -> None:
-    """Apply `plan` to the rows: prune, then create or renumber, then complete.
+async def known(session: AsyncSession, deployment_id: uuid.UUID) -> tuple[KnownRevision, ...]:
+    """The deployment's revision rows, oldest number first (`known_many` of one)."""
+    return (await known_many(session, [deployment_id]))[deployment_id]
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One deployment's revision-row plan, for `record_many`."""
+
+    deployment_id: uuid.UUID
+    plan: RevisionPlan
+    revision: str
+    template: Mapping[str, Any]
+    actor: str | None
+
+
+async def record_many(session: AsyncSession, records: Sequence[Record]) -> None:
+    """Apply each plan to its deployment's rows: prune, then create or renumber, then complete.
 
     Pruned rows go first: the number they free is never the one given out (always the highest
-    plus one), but deleting first keeps each statement's view simple.
+    plus one), but deleting first keeps each statement's view simple. The new rows of the
+    whole batch are one INSERT and the completions one UPDATE (a first reconcile creates, a
+    finished rollout completes: the common writes); a prune or a renumber (an undo, a return to
+    an older template) is a statement per deployment.
     """
-    own = (DeploymentRevision.deployment_id == deployment_id,)
-    if plan.prune:
-        await session.execute(
-            delete(DeploymentRevision).where(*own, DeploymentRevision.number.in_(plan.prune))
-        )
-    if plan.create:
-        await session.execute(
-            insert(DeploymentRevision).values(
-                deployment_id=deployment_id,
-                number=plan.number,
-                hash=revision,
-                template=dict(template),
-                created_by=actor,
+    for record in records:
+        if record.plan.prune:
+            await session.execute(
+                delete(DeploymentRevision).where(
+                    DeploymentRevision.deployment_id == record.deployment_id,
+                    DeploymentRevision.number.in_(record.plan.prune),
+                )
             )
+    created = [
+        {
+            "deployment_id": record.deployment_id,
+            "number": record.plan.number,
+            "hash": record.revision,
+            "template": dict(record.template),
+            "created_by": record.actor,
+        }
+        for record in records
+        if record.plan.create
+    ]
+    if created:
+        await session.execute(insert(DeploymentRevision), created)
+    for record in records:
+        if not record.plan.create and record.plan.renumber_from is not None:
+            await _renumber(session, record)
+    completed = sorted((r for r in records if r.plan.complete), key=lambda r: str(r.deployment_id))
+    if completed:
+        rows = unnested(
+            "completed",
+            {
+                "deployment_id": ([r.deployment_id for r in completed], UUID()),
+                "number": ([r.plan.number for r in completed], Integer()),
+            },
         )
-    elif plan.renumber_from is not None:
-        # Reused: renumbered as the newest, its rollout not completed (nor promoted, nor
-        # aborted: this is a new rollout of it, model/canary.py) yet. Created and by whom
-        # become this return's (history lists when and by whom each revision last became the
-        # spec's), and the template is refreshed: the same hash may be spelled differently.
         await session.execute(
             update(DeploymentRevision)
-            .where(*own, DeploymentRevision.number == plan.renumber_from)
-            .values(
-                number=plan.number,
-                template=dict(template),
-                created_at=func.now(),
-                created_by=actor,
-                completed_at=None,
-                promoted_at=None,
-                promoted_by=None,
-                aborted_at=None,
-                abort_reason=None,
+            .where(
+                DeploymentRevision.deployment_id == rows.c.deployment_id,
+                DeploymentRevision.number == rows.c.number,
             )
-        )
-    if plan.complete:
-        await session.execute(
-            update(DeploymentRevision)
-            .where(*own, DeploymentRevision.number == plan.number)
             .values(completed_at=func.now())
         )
+
+
+async def _renumber(session: AsyncSession, record: Record) -> None:
+    """Renumber a reused row as the newest, its rollout not completed yet.
+
+    Nor promoted, nor aborted: this is a new rollout of it (model/canary.py). Created and by
+    whom become this return's (history lists when and by whom each revision last became the
+    spec's), and the template is refreshed: the same hash may be spelled differently.
+    """
+    await session.execute(
+        update(DeploymentRevision)
+        .where(
+            DeploymentRevision.deployment_id == record.deployment_id,
+            DeploymentRevision.number == record.plan.renumber_from,
+        )
+        .values(
+            number=record.plan.number,
+            template=dict(record.template),
+            created_at=func.now(),
+            created_by=record.actor,
+            completed_at=None,
+            promoted_at=None,
+            promoted_by=None,
+            aborted_at=None,
+            abort_reason=None,
+        )
+    )
 
 
 async def stamp(

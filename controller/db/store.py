@@ -71,15 +71,17 @@ class Transaction:
     """One open transaction of a reconcile: the deployment functions bound to its session.
 
     The operator calls these without ever holding the session itself; each is the function
-    of the same name in deployments.py (revisions.py's `known` and `record` for the revision
-    rows, and its `stamp` of a promotion or an abort, issue 16 item 5) with the session
-    filled in.
+    of the same name in deployments.py (revisions.py's `known_many` and `record_many` for the
+    revision rows, and its `stamp` of a promotion or an abort, issue 16 item 5) with the
+    session filled in. The `_many` ones take a batch of deployments (issue 15 item 1) in a
+    fixed number of statements; a single reconcile passes a batch of one.
     """
 
     __slots__ = (
-        "apply",
+        "apply_many",
         "candidate_nodes",
         "observe",
+        "observe_many",
         "quota_gate",
         "record_revisions",
         "revisions",
@@ -89,12 +91,13 @@ class Transaction:
 
     def __init__(self, session: AsyncSession) -> None:
         self.observe = functools.partial(deployments.observe, session)
+        self.observe_many = functools.partial(deployments.observe_many, session)
         self.quota_gate = functools.partial(deployments.quota_gate, session)
         self.candidate_nodes = functools.partial(deployments.candidate_nodes, session)
-        self.apply = functools.partial(deployments.apply, session)
+        self.apply_many = functools.partial(deployments.apply_many, session)
         self.soft_delete = functools.partial(deployments.soft_delete, session)
-        self.revisions = functools.partial(revisions.known, session)
-        self.record_revisions = functools.partial(revisions.record, session)
+        self.revisions = functools.partial(revisions.known_many, session)
+        self.record_revisions = functools.partial(revisions.record_many, session)
         self.stamp_revision = functools.partial(revisions.stamp, session)
 
 
@@ -155,13 +158,19 @@ class Store:
         if self._engine is not None:
             await self._engine.dispose()
 
-    async def transaction(self, work: Callable[[Transaction], Awaitable[T]]) -> T:
+    async def transaction(
+        self,
+        work: Callable[[Transaction], Awaitable[T]],
+        *,
+        attempts: int = MAX_CONFLICT_ATTEMPTS,
+    ) -> T:
         """Run `work` in one transaction; re-run it from scratch after a conflict.
 
         `work` must be safe to repeat: it is called again with a fresh transaction when the
-        last one rolled back on a conflict.
+        last one rolled back on a conflict, up to `attempts` times in all (a batched reconcile
+        passes 1: its keys fall back to one transaction each instead).
         """
-        for tries in range(1, MAX_CONFLICT_ATTEMPTS + 1):
+        for tries in range(1, attempts + 1):
             try:
                 async with self._slots, self._sessions() as session, session.begin():
                     await self._prove_leadership(session)
@@ -173,9 +182,11 @@ class Store:
                     if isinstance(exc, OperationalError | InterfaceError):
                         raise unavailable(exc) from exc
                     raise
+            if tries == attempts:
+                break
             # Writers that collided would collide again if they retried in step.
             await asyncio.sleep(random.uniform(0, CONFLICT_JITTER_SECONDS * tries))  # noqa: S311
-        raise WriteConflictError(f"{MAX_CONFLICT_ATTEMPTS} conflicting writes in a row")
+        raise WriteConflictError(f"{attempts} conflicting writes in a row")
 
     async def save_quota(self, record: quotas.QuotaRecord) -> QuotaAmounts:
         """Store a FogQuota's limits; return its namespace's usage (quotas.save)."""

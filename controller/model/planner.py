@@ -13,7 +13,7 @@ from enum import StrEnum
 from operator import attrgetter
 
 from controller.model import restarts
-from controller.model.placement import NodeCapacity, Strategy, place
+from controller.model.placement import NodeCapacity, Placement, Strategy, place
 from controller.model.replicas import ReplicaState
 from controller.model.resources import Resources
 from controller.model.states import ACTIVE_REPLICA_STATUSES, ReplicaStatus, check_replica_transition
@@ -378,6 +378,32 @@ def plan(
         allocated=placement.allocated,
         quota_held=wanted - placeable,
     )
+
+
+def plan_many(
+    *,
+    wants: Sequence[tuple[DesiredState, Sequence[ReplicaState]]],
+    nodes: Sequence[NodeCapacity],
+) -> tuple[list[Plan], tuple[NodeCapacity, ...]]:
+    """Plan several deployments against one snapshot of node capacity, in order.
+
+    Each plan sees the nodes as the plans before it left them (their allocations folded in, as
+    Placement.apply_to does), so together they never hold more of a node than it has: the
+    batched reconcile (issue 15 item 1) places many deployments from one node read. A plan that
+    leaves a replica without a place takes nothing from the snapshot, because the caller does
+    not apply it: it plans that deployment again on its own, with the wider node read a lone
+    reconcile makes. Returns the plans, in order, and the nodes as the accepted plans left them.
+    """
+    current = tuple(nodes)
+    plans: list[Plan] = []
+    for desired, replicas in wants:
+        made = plan(desired=desired, replicas=replicas, nodes=current)
+        if not made.unplaced:
+            current = Placement(
+                node_ids=(), unplaced=0, shortfall=None, allocated=made.allocated
+            ).apply_to(nodes=current)
+        plans.append(made)
+    return plans, current
 
 
 def outcome(

@@ -1,28 +1,42 @@
-"""One reconcile of one FogDeployment: observe -> plan -> apply -> status.
+"""Reconciles of FogDeployments: observe -> plan -> apply -> status.
 
 The same idempotent function serves create, update, startup, the periodic resync and database
 notifications: it compares what the spec wants with what Postgres records and closes the gap
 by one step. It knows nothing of kopf or of the work queue; the workers turn its errors into
 retry decisions.
+
+A worker hands over every key it took from the queue at once (`reconcile_many`, issue 15
+item 1, as Nomad's plan applier batches plans): the batch is one transaction with a fixed
+number of statements (one lock statement, one read per table, one write per table), and the
+decisions per deployment are the same pure steps a lone reconcile takes (`_intend`,
+`_conclude`). The rare and complex cases take the lone path after the batch, each in its own
+transaction: a namespace with a FogQuota (the quota gate), a deployment the batch's node read
+left without room (the lone path reads again, unlocked, and names the closest node), and every
+key of a batch whose transaction conflicted.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
-from controller.db.deployments import DesiredRecord, Snapshot
+from controller.db.deployments import DesiredRecord, Snapshot, Write
+from controller.db.errors import WriteConflictError
+from controller.db.revisions import Record
 from controller.db.store import Store, Transaction
 from controller.kube.resource import DeploymentSpec, ObjectRef
 from controller.model import actors, canary, planner, quota, restarts
 from controller.model.events import Event, events_for
+from controller.model.placement import NodeCapacity
 from controller.model.progress import deadline_exceeded
 from controller.model.replicas import ReplicaState
+from controller.model.resources import Resources
 from controller.model.restarts import RestartPolicy
-from controller.model.revisions import plan_revisions
+from controller.model.revisions import KnownRevision, RevisionPlan, plan_revisions
 from controller.model.status import compute_status, settled_usage, status_body
 from controller.model.usage import current_usage
 from controller.operator.metrics import Metrics
@@ -33,6 +47,11 @@ from controller.operator.metrics import Metrics
 # 16 reconciles in flight on 100 nodes, 8 per reconcile left the others nothing to lock.
 CANDIDATES_PER_REPLICA = 2
 MIN_CANDIDATES = 2
+# At most this many candidate nodes locked by one group of a batch: a batch of 32 new
+# 10-replica deployments would otherwise lock 640, every node of a 500-node cluster, and
+# leave the other workers' batches nothing to lock (they would all fall back to the lone
+# path). Keys the group's nodes cannot take take the lone path.
+MAX_BATCH_CANDIDATES = 128
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +66,37 @@ class Outcome:
     # Replicas the plan could not place, and the condition reason the status gave for it.
     unplaced: int = 0
     reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One object to reconcile: its identity, spec, and the status it shows now."""
+
+    ref: ObjectRef
+    spec: DeploymentSpec
+    live_status: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class _Intent:
+    """What one reconcile aims at, decided from its snapshot before any node is read."""
+
+    request: Request
+    snapshot: Snapshot
+    known: tuple[KnownRevision, ...]
+    restart: restarts.RestartDecision
+    verdict: canary.Verdict
+    desired: planner.DesiredState
+
+
+@dataclass(frozen=True, slots=True)
+class _Decision:
+    """What one reconcile writes, and the outcome it reports once that is committed."""
+
+    intent: _Intent
+    write: Write
+    revisions: RevisionPlan
+    outcome: Outcome
 
 
 def _stalled(
@@ -75,9 +125,46 @@ class Reconciler:
         self, *, ref: ObjectRef, spec: DeploymentSpec, live_status: Mapping[str, Any]
     ) -> Outcome:
         """Make Postgres match the spec by one step; return the status that results."""
-        outcome = await self._store.transaction(
-            lambda tx: self._reconcile_once(tx, ref, spec, live_status)
-        )
+        request = Request(ref=ref, spec=spec, live_status=live_status)
+        outcome = await self._store.transaction(lambda tx: self._reconcile_once(tx, request))
+        return self._committed(outcome, live_status)
+
+    async def reconcile_many(self, requests: Sequence[Request]) -> list[Outcome | Exception]:
+        """Reconcile every request; each gets its outcome, or the error that stopped it.
+
+        One transaction for the batch, tried once: if it conflicts (an over-commit the node
+        CHECK constraints refused, a deadlock, a replica an agent moved), every key is
+        reconciled again alone, through `reconcile` and its retries. An outage or a bug in the
+        batch's transaction is every key's error. Never a key without exactly one result.
+        """
+        if len(requests) == 1:  # a batch of one buys nothing: the lone path
+            return [await self._alone(requests[0])]
+        try:
+            batched = await self._store.transaction(
+                lambda tx: self._reconcile_batch(tx, requests), attempts=1
+            )
+        except WriteConflictError:
+            batched = {}
+        except Exception as exc:  # each key's caller decides what it means (controller.decide)
+            return [exc] * len(requests)
+        results: list[Outcome | Exception] = []
+        for index, request in enumerate(requests):
+            if index in batched:
+                results.append(self._committed(batched[index], request.live_status))
+            else:
+                results.append(await self._alone(request))
+        return results
+
+    async def _alone(self, request: Request) -> Outcome | Exception:
+        try:
+            return await self.reconcile(
+                ref=request.ref, spec=request.spec, live_status=request.live_status
+            )
+        except Exception as exc:  # the caller's `decide` maps it
+            return exc
+
+    def _committed(self, outcome: Outcome, live_status: Mapping[str, Any]) -> Outcome:
+        """The outcome once its transaction committed: usage settled, failures counted."""
         # New samples alone are not worth a status write each (model/status.py settled_usage).
         outcome.status["usage"] = settled_usage(outcome.status, live_status)
         # Counted once the transaction committed: a conflict re-runs the plan, and only the
@@ -100,23 +187,6 @@ class Reconciler:
             )
 
         await self._store.transaction(once)
-
-    @staticmethod
-    async def _stamp(
-        tx: Transaction, *, deployment_id: uuid.UUID, verdict: canary.Verdict, revision: str
-    ) -> None:
-        """Store an automatic promotion or an abort on the revision row (model/canary.py).
-
-        Stored, not kept in memory: an abort must outlive the operator, and the next
-        reconcile of a promoted revision must not put its canaries back to waiting.
-        """
-        if verdict.promote or verdict.abort is not None:
-            await tx.stamp_revision(
-                deployment_id=deployment_id,
-                revision=revision,
-                promoted_by=canary.OPERATOR if verdict.promote else None,
-                abort_reason=verdict.abort,
-            )
 
     @staticmethod
     async def _plan(
@@ -150,24 +220,93 @@ class Reconciler:
                 node_selector=desired.node_selector,
                 request=desired.request,
                 strategy=desired.strategy,
-                limit=max(
-                    MIN_CANDIDATES, CANDIDATES_PER_REPLICA * (plan.unplaced - plan.quota_held)
-                ),
+                limit=_candidates(plan.unplaced - plan.quota_held),
                 lock=lock,
                 closest=not lock,
             )
             plan = planner.plan(desired=desired, replicas=snapshot.replicas, nodes=nodes)
         return plan, held_by if plan.quota_held else None
 
-    async def _reconcile_once(
-        self,
-        tx: Transaction,
-        ref: ObjectRef,
-        spec: DeploymentSpec,
-        live_status: Mapping[str, Any],
-    ) -> Outcome:
-        previous = list(live_status.get("conditions") or [])
+    async def _reconcile_once(self, tx: Transaction, request: Request) -> Outcome:
+        ref = request.ref
         snapshot = await tx.observe(namespace=ref.namespace, name=ref.name)
+        stored = snapshot.deployment
+        known = (await tx.revisions([stored.id]))[stored.id] if stored else ()
+        intent = self._intend(request, snapshot, known)
+        plan, held_by = await self._plan(tx, intent.desired, snapshot)
+        decision = self._conclude(intent, plan, held_by)
+        await self._write(tx, [decision])
+        return decision.outcome
+
+    async def _reconcile_batch(
+        self, tx: Transaction, requests: Sequence[Request]
+    ) -> dict[int, Outcome]:
+        """The batch's transaction: the outcomes it wrote, by index; the others go alone.
+
+        Three statements observe every key, one reads their revision rows; the plans that need
+        no node are final at once, the others are planned per group of keys with the same node
+        selector and strategy, on one locked node read per group and one in-memory capacity
+        snapshot that every accepted plan takes its room from (planner.plan_many), shared
+        across groups (a node two selectors match is read twice but planned on once).
+        """
+        keys = [(request.ref.namespace, request.ref.name) for request in requests]
+        snapshots = await tx.observe_many(keys)
+        ids = [s.deployment.id for s in snapshots.values() if s.deployment is not None]
+        known = await tx.revisions(ids) if ids else {}
+        plans: dict[int, planner.Plan] = {}
+        nodeless: dict[int, planner.Plan] = {}
+        groups: dict[tuple[tuple[tuple[str, str], ...], str], list[int]] = defaultdict(list)
+        intents: dict[int, _Intent] = {}
+        for index, (request, key) in enumerate(zip(requests, keys, strict=True)):
+            snapshot = snapshots[key]
+            if snapshot.quota_limited:  # the quota gate locks and counts: the lone path
+                continue
+            stored = snapshot.deployment
+            intent = intents[index] = self._intend(
+                request, snapshot, known[stored.id] if stored else ()
+            )
+            plan = planner.plan(desired=intent.desired, replicas=snapshot.replicas, nodes=())
+            if plan.unplaced:
+                nodeless[index] = plan
+                desired = intent.desired
+                groups[(tuple(sorted(desired.node_selector.items())), desired.strategy)].append(
+                    index
+                )
+            else:
+                plans[index] = plan
+        taken: dict[uuid.UUID, NodeCapacity] = {}  # nodes as this batch's plans left them
+        for members in groups.values():
+            wanted = [intents[index] for index in members]
+            limit = sum(_candidates(nodeless[index].unplaced) for index in members)
+            first = wanted[0].desired
+            read = await tx.candidate_nodes(
+                node_selector=first.node_selector,
+                request=_smallest(intent.desired.request for intent in wanted),
+                strategy=first.strategy,
+                limit=min(MAX_BATCH_CANDIDATES, limit),
+                lock=True,
+            )
+            made, left = planner.plan_many(
+                wants=[(intent.desired, intent.snapshot.replicas) for intent in wanted],
+                nodes=[taken.get(node.node_id, node) for node in read],
+            )
+            taken.update((node.node_id, node) for node in left)
+            plans.update(
+                (index, plan)
+                for index, plan in zip(members, made, strict=True)
+                if not plan.unplaced
+            )
+        decisions = {
+            index: self._conclude(intents[index], plan, None) for index, plan in plans.items()
+        }
+        await self._write(tx, list(decisions.values()))
+        return {index: decision.outcome for index, decision in decisions.items()}
+
+    def _intend(
+        self, request: Request, snapshot: Snapshot, known: tuple[KnownRevision, ...]
+    ) -> _Intent:
+        """What the planner aims at: the restart backoff, the canary verdict, the spec."""
+        ref, spec, live_status = request.ref, request.spec, request.live_status
         # The database's clock: failure times were stamped with it (one clock, see Snapshot).
         now = snapshot.now
         stored = snapshot.deployment
@@ -179,7 +318,6 @@ class Reconciler:
             now=now,
             policy=self._restarts,
         )
-        known = await tx.revisions(stored.id) if stored else ()
         verdict = canary.decide(
             canary.Facts(
                 rollout=spec.desired.rollout,
@@ -200,15 +338,30 @@ class Reconciler:
             ),
             aborted_revision=spec.revision,
         )
-        plan, held_by = await self._plan(tx, desired, snapshot)
+        return _Intent(
+            request=request,
+            snapshot=snapshot,
+            known=known,
+            restart=restart,
+            verdict=verdict,
+            desired=desired,
+        )
+
+    @staticmethod
+    def _conclude(intent: _Intent, plan: planner.Plan, held_by: str | None) -> _Decision:
+        """The status, events, revision rows and writes that follow from the plan."""
+        ref, spec, live_status = intent.request.ref, intent.request.spec, intent.request.live_status
+        snapshot, desired, verdict = intent.snapshot, intent.desired, intent.verdict
+        previous = list(live_status.get("conditions") or [])
+        now = snapshot.now
+        stored = snapshot.deployment
         new_ids = [uuid.uuid4() for _ in plan.create]
-        first_seq = stored.next_ordinal if stored else 0
         after = planner.outcome(
             replicas=snapshot.replicas,
             plan=plan,
             revision=desired.revision,
             new_ids=new_ids,
-            first_seq=first_seq,
+            first_seq=stored.next_ordinal if stored else 0,
         )
         status = compute_status(
             generation=ref.generation,
@@ -218,7 +371,7 @@ class Reconciler:
             unplaced=plan.unplaced,
             shortfall=plan.shortfall,
             previous_conditions=previous,
-            stalled_reason=_stalled(restart.stalled_reason, after, spec),
+            stalled_reason=_stalled(intent.restart.stalled_reason, after, spec),
             stage=verdict,
             now=now,
             quota=held_by,
@@ -228,32 +381,12 @@ class Reconciler:
         )
         reason = next(c.reason for c in status.conditions if c.status)
         revisions = plan_revisions(
-            known=known,
+            known=intent.known,
             revision=spec.revision,
             live={replica.revision for replica in after if replica.is_active},
             limit=spec.desired.revision_history_limit,
             rolled_out=status.rolled_out,
         )
-        deployment_id = await tx.apply(
-            snapshot=snapshot,
-            namespace=ref.namespace,
-            desired=DesiredRecord(spec=spec.desired, k8s_uid=ref.uid, generation=ref.generation),
-            planned=desired,
-            plan=plan,
-            new_ids=new_ids,
-            status=status.deployment_status,
-            reason=reason,
-            actor=actors.OPERATOR,
-        )
-        if revisions.changes_rows:
-            await tx.record_revisions(
-                deployment_id=deployment_id,
-                plan=revisions,
-                revision=spec.revision,
-                template=spec.desired.template.as_spec(),
-                actor=ref.manager,
-            )
-        await self._stamp(tx, deployment_id=deployment_id, verdict=verdict, revision=spec.revision)
         body = status_body(
             status,
             name=ref.name,
@@ -268,16 +401,78 @@ class Reconciler:
             revision=desired.revision,
             previous_replicas=stored.target_replicas if stored else None,
         )
+        restart = intent.restart
         hold = restart.hold_until if restart.holds(now) else None
         # Nothing is written when a replica crosses minReadySeconds: wake up for it then.
         ready = spec.desired.readiness.next_crossing(after, now=now)
         # Nor when the progress deadline passes: the Progressing condition must turn then.
         due = status.progress_due
         wake = min((moment for moment in (hold, ready, due) if moment is not None), default=None)
-        return Outcome(
-            status=body,
-            events=events,
-            requeue_after=(wake - now).total_seconds() if wake else None,
-            unplaced=plan.unplaced,
-            reason=reason,
+        return _Decision(
+            intent=intent,
+            write=Write(
+                snapshot=snapshot,
+                namespace=ref.namespace,
+                desired=DesiredRecord(
+                    spec=spec.desired, k8s_uid=ref.uid, generation=ref.generation
+                ),
+                planned=desired,
+                plan=plan,
+                new_ids=new_ids,
+                status=status.deployment_status,
+                reason=reason,
+            ),
+            revisions=revisions,
+            outcome=Outcome(
+                status=body,
+                events=events,
+                requeue_after=(wake - now).total_seconds() if wake else None,
+                unplaced=plan.unplaced,
+                reason=reason,
+            ),
         )
+
+    @staticmethod
+    async def _write(tx: Transaction, decisions: Sequence[_Decision]) -> None:
+        """Write the decisions: rows, plans and statuses, revision rows, canary stamps.
+
+        A promotion or an abort (model/canary.py) is stored on the revision row, not kept in
+        memory: an abort must outlive the operator, and the next reconcile of a promoted
+        revision must not put its canaries back to waiting. Rare, so one statement each.
+        """
+        if not decisions:
+            return
+        ids = await tx.apply_many([d.write for d in decisions], actor=actors.OPERATOR)
+        await tx.record_revisions(
+            [
+                Record(
+                    deployment_id=deployment_id,
+                    plan=decision.revisions,
+                    revision=decision.intent.request.spec.revision,
+                    template=decision.intent.request.spec.desired.template.as_spec(),
+                    actor=decision.intent.request.ref.manager,
+                )
+                for deployment_id, decision in zip(ids, decisions, strict=True)
+                if decision.revisions.changes_rows
+            ]
+        )
+        for deployment_id, decision in zip(ids, decisions, strict=True):
+            verdict = decision.intent.verdict
+            if verdict.promote or verdict.abort is not None:
+                await tx.stamp_revision(
+                    deployment_id=deployment_id,
+                    revision=decision.intent.request.spec.revision,
+                    promoted_by=canary.OPERATOR if verdict.promote else None,
+                    abort_reason=verdict.abort,
+                )
+
+
+def _candidates(unplaced: int) -> int:
+    """How many candidate nodes to read for `unplaced` replicas (CANDIDATES_PER_REPLICA)."""
+    return max(MIN_CANDIDATES, CANDIDATES_PER_REPLICA * unplaced)
+
+
+def _smallest(requests: Iterable[Resources]) -> Resources:
+    """The least of each dimension: a node read with room for it has room for any of them."""
+    amounts = [request.as_tuple() for request in requests]
+    return Resources(*(min(dimension) for dimension in zip(*amounts, strict=True)))

@@ -10,7 +10,9 @@ reconcile already running finishes first and one that comes later finds the obje
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+import contextlib
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,8 +23,8 @@ from controller.kube.resource import InvalidSpecError, ObjectRef
 from controller.model.events import failure_events
 from controller.model.status import Phase, failure_status, status_changed
 from controller.operator.locks import KeyedLocks
-from controller.operator.objects import Key, ObservedObjects
-from controller.operator.reconciler import Reconciler
+from controller.operator.objects import Key, Observed, ObservedObjects
+from controller.operator.reconciler import Outcome, Reconciler, Request
 from controller.operator.recorder import EventRecorder
 
 # How long a new object's first status waits for its agents' first reports (see
@@ -147,44 +149,99 @@ class Syncer:
         DatabaseUnavailableError after saying so in the status; `retry_delay` is what the
         caller will wait before retrying, for the message.
         """
-        async with self._locks.hold(key):
-            observed = self._objects.get(key)
-            if observed is None:
-                return None
-            ref = observed.ref
-            live = self._live(key, observed.status)
-            try:
-                spec = resource.read_spec(ref.name, observed.spec)
-                outcome = await self._reconciler.reconcile(ref=ref, spec=spec, live_status=live)
-            except InvalidSpecError as exc:
-                await self._fail(
-                    key,
-                    live,
-                    ref,
-                    reason="InvalidSpec",
-                    message=str(exc),
-                    stalled=True,
-                    desired_replicas=resource.declared_replicas(observed.spec),
-                )
-                raise
-            except DatabaseUnavailableError as exc:
-                message = f"{exc}; retrying in {retry_delay:.0f} s"
-                await self._fail(
-                    key,
-                    live,
-                    ref,
-                    reason="DatabaseUnavailable",
-                    message=message,
-                    stalled=False,
-                )
-                raise
-            first = not observed.status and key not in self._written and key not in self._held
-            hold = first_status_hold(first=first, status=outcome.status)
-            if hold is None:
-                self._held.discard(key)
-                await self._write(key, live, outcome.status)
-            else:
-                self._held.add(key)
+        (result,) = await self.sync_many([key], retry_delays=[retry_delay])
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    async def sync_many(
+        self, keys: Sequence[Key], *, retry_delays: Sequence[float]
+    ) -> list[float | Exception | None]:
+        """`sync` of every key, reconciled in one batch (Reconciler.reconcile_many).
+
+        Each key's result is what `sync` would return or raise for it alone: statuses, events
+        and errors stay per object. The keys' locks are held for the whole batch, taken in
+        one order.
+        """
+        async with contextlib.AsyncExitStack() as held:
+            for key in sorted(keys):
+                await held.enter_async_context(self._locks.hold(key))
+            results: list[float | Exception | None] = [None] * len(keys)
+            ready: list[tuple[int, Observed, dict[str, Any], Request]] = []
+            for index, key in enumerate(keys):
+                observed = self._objects.get(key)
+                if observed is None:
+                    continue
+                live = self._live(key, observed.status)
+                try:
+                    spec = resource.read_spec(observed.ref.name, observed.spec)
+                except InvalidSpecError as exc:
+                    results[index] = await self._failed(key, observed, live, exc, 0.0)
+                    continue
+                ready.append((index, observed, live, Request(observed.ref, spec, live)))
+            outcomes = await self._reconciler.reconcile_many([item[3] for item in ready])
+            published = await asyncio.gather(
+                *(
+                    self._publish(keys[index], observed, live, outcome, retry_delays[index])
+                    for (index, observed, live, _), outcome in zip(ready, outcomes, strict=True)
+                ),
+                return_exceptions=True,
+            )
+        for (index, _, _, _), result in zip(ready, published, strict=True):
+            if isinstance(result, BaseException) and not isinstance(result, Exception):
+                raise result  # a cancellation is the caller's, not a key's
+            results[index] = result
+        return results
+
+    async def _publish(
+        self,
+        key: Key,
+        observed: Observed,
+        live: dict[str, Any],
+        outcome: Outcome | Exception,
+        retry_delay: float,
+    ) -> float | None:
+        """Write one object's status and events, or say why its reconcile failed (and raise)."""
+        if isinstance(outcome, Exception):
+            raise await self._failed(key, observed, live, outcome, retry_delay)
+        first = not observed.status and key not in self._written and key not in self._held
+        hold = first_status_hold(first=first, status=outcome.status)
+        if hold is None:
+            self._held.discard(key)
+            await self._write(key, live, outcome.status)
+        else:
+            self._held.add(key)
         for event in outcome.events:
-            self._events.record(ref, event)
+            self._events.record(observed.ref, event)
         return _sooner(outcome.requeue_after, hold)
+
+    async def _failed(
+        self,
+        key: Key,
+        observed: Observed,
+        live: dict[str, Any],
+        error: Exception,
+        retry_delay: float,
+    ) -> Exception:
+        """Say in the status why the reconcile failed, where a person can act on it; `error`."""
+        ref = observed.ref
+        if isinstance(error, InvalidSpecError):
+            await self._fail(
+                key,
+                live,
+                ref,
+                reason="InvalidSpec",
+                message=str(error),
+                stalled=True,
+                desired_replicas=resource.declared_replicas(observed.spec),
+            )
+        elif isinstance(error, DatabaseUnavailableError):
+            await self._fail(
+                key,
+                live,
+                ref,
+                reason="DatabaseUnavailable",
+                message=f"{error}; retrying in {retry_delay:.0f} s",
+                stalled=False,
+            )
+        return error

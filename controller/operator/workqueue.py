@@ -150,16 +150,29 @@ class WorkQueue(Generic[K]):
 
         ShutDownError once `shut_down` was called, however long the caller waited.
         """
+        return (await self.get_batch(1))[0]
+
+    async def get_batch(self, limit: int) -> list[K]:
+        """Wait for one key, then take every further ready key, `limit` in all at most.
+
+        Each is handed out as `get` hands out one (never to two workers at once); call
+        `done(key)` for each. A batch is reconciled in one transaction (issue 15 item 1).
+        ShutDownError once `shut_down` was called, however long the caller waited.
+        """
         if self._shutting_down:
             raise ShutDownError
-        key = await self._ready.get()
+        first = await self._ready.get()
         if self._shutting_down:
-            self._ready.put_nowait(key)  # left for nobody, but the queue stays consistent
+            self._ready.put_nowait(first)  # left for nobody, but the queue stays consistent
             raise ShutDownError
-        self._dirty.discard(key)
-        self._processing.add(key)
-        self._observer.get(key)
-        return key
+        keys = [first]
+        while len(keys) < limit and not self._ready.empty():
+            keys.append(self._ready.get_nowait())
+        for key in keys:
+            self._dirty.discard(key)
+            self._processing.add(key)
+            self._observer.get(key)
+        return keys
 
     def done(self, key: K) -> None:
         """The worker is finished with `key`; hand it out again if it was added meanwhile."""

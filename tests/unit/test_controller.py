@@ -8,6 +8,7 @@ which the db and kube suites test for real.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -54,12 +55,11 @@ class FakeSyncer:
         self.calls: list[tuple[tuple[str, str], float]] = []
         self.forgotten: list[tuple[str, str]] = []
 
-    async def sync(self, key: tuple[str, str], *, retry_delay: float = 0.0) -> float | None:
-        self.calls.append((key, retry_delay))
-        result = self.results.pop(0)
-        if isinstance(result, Exception):
-            raise result
-        return result
+    async def sync_many(
+        self, keys: Sequence[tuple[str, str]], *, retry_delays: Sequence[float]
+    ) -> list[float | Exception | None]:
+        self.calls += zip(keys, retry_delays, strict=True)
+        return [self.results.pop(0) for _ in keys]
 
     def forget(self, key: tuple[str, str]) -> None:
         self.forgotten.append(key)
@@ -156,12 +156,9 @@ class FakeReconciler:
         self.results = list(results)
         self.calls = 0
 
-    async def reconcile(self, **_: Any) -> Outcome:
-        self.calls += 1
-        result = self.results.pop(0)
-        if isinstance(result, Exception):
-            raise result
-        return result
+    async def reconcile_many(self, requests: Sequence[Any]) -> list[Outcome | Exception]:
+        self.calls += len(requests)
+        return [self.results.pop(0) for _ in requests]
 
 
 def observed(spec: dict[str, Any], generation: int = 1) -> ObservedObjects:
