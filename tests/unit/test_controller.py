@@ -81,6 +81,23 @@ async def test_retryable_failures_back_off_and_a_success_resets_the_count() -> N
     queue.close()
 
 
+async def test_each_key_of_a_batch_gets_its_own_decision() -> None:
+    queue: WorkQueue[tuple[str, str]] = WorkQueue()
+    syncer = FakeSyncer(None, RetryableError("throttled"), 30.0)
+    controller = Controller(syncer=syncer, queue=queue)  # type: ignore[arg-type]
+    keys = [("team-a", "one"), ("team-a", "two"), ("team-b", "three")]
+    for key in keys:
+        queue.add(key)
+    batch = await queue.get_batch(8)
+    assert batch == keys
+    assert [d.action for d in await controller.process_batch(batch)] == [
+        Action.DONE,
+        Action.RETRY,
+        Action.REQUEUE_AFTER,
+    ]
+    assert syncer.calls == [(key, 1.0) for key in keys]  # each key's own next backoff
+
+
 async def test_a_suggested_delay_is_used_for_the_retry() -> None:
     queue: WorkQueue[tuple[str, str]] = WorkQueue()
     controller = Controller(

@@ -130,3 +130,53 @@ async def test_a_worker_waiting_for_a_key_when_the_queue_shuts_down_gets_none() 
     with pytest.raises(ShutDownError):
         await asyncio.wait_for(waiting, 1)
     await asyncio.wait_for(queue.drained(), 1)  # nothing was in flight
+
+
+class Recorded:
+    """An observer that keeps the moves it is told of."""
+
+    def __init__(self) -> None:
+        self.moves: list[tuple[str, str]] = []
+
+    def add(self, key: str) -> None:
+        self.moves.append(("add", key))
+
+    def get(self, key: str) -> None:
+        self.moves.append(("get", key))
+
+    def done(self, key: str) -> None:
+        self.moves.append(("done", key))
+
+    def retry(self) -> None:
+        self.moves.append(("retry", ""))
+
+
+async def test_a_batch_takes_the_ready_keys_up_to_the_bound_each_in_flight() -> None:
+    observer = Recorded()
+    queue: WorkQueue[str] = WorkQueue(observer)
+    for key in ("a", "b", "c"):
+        queue.add(key)
+    assert await queue.get_batch(2) == ["a", "b"]
+    assert queue.in_flight() == 2
+    assert len(queue) == 1
+    queue.add("a")  # added while in flight: not handed out again until done
+    assert await queue.get_batch(5) == ["c"]
+    queue.done("a")
+    queue.done("b")
+    queue.done("c")
+    assert await queue.get_batch(5) == ["a"]
+    assert [move for move in observer.moves if move[0] == "get"] == [
+        ("get", "a"),
+        ("get", "b"),
+        ("get", "c"),
+        ("get", "a"),
+    ]
+
+
+async def test_a_batch_waits_for_its_first_key() -> None:
+    queue: WorkQueue[str] = WorkQueue()
+    waiting = asyncio.create_task(queue.get_batch(4))
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    queue.add("a")
+    assert await asyncio.wait_for(waiting, timeout=2) == ["a"]
