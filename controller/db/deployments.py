@@ -601,12 +601,21 @@ def _replica_rows(stored: StoredDeployment, write: Write, actor: str) -> list[di
 
 
 async def _insert_replicas(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
-    """Insert every new replica of the batch in one statement."""
+    """Insert every new replica of the batch in one INSERT ... SELECT FROM unnest(...).
+
+    One statement on the server, of one shape for any batch size: an executemany would be a
+    statement per row (the allocation trigger runs per row either way).
+    """
     if not rows:
         return
-    # Sorted by node so concurrent reconciles lock node rows (via the trigger) in one order.
+    # Sorted by node so concurrent reconciles lock node rows (via the trigger) in one order;
+    # unnest() yields the rows in array order.
     rows.sort(key=lambda row: str(row["node_id"]))
-    await session.execute(insert(DeploymentReplica), rows)
+    table = DeploymentReplica.__table__.c
+    new = queries.unnested(
+        "new_replica", {key: ([row[key] for row in rows], table[key].type) for key in rows[0]}
+    )
+    await session.execute(insert(DeploymentReplica).from_select(list(rows[0]), select(*new.c)))
 
 
 async def _assign(session: AsyncSession, assignments: Sequence[Assignment]) -> None:

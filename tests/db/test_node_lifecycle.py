@@ -30,6 +30,7 @@ from controller.model.protocol import Report
 from controller.model.restarts import RestartPolicy
 from controller.model.simulation import Simulator
 from controller.model.states import ReplicaStatus
+from controller.operator.reconciler import Outcome, Request
 from controller.sandbox.dbagent import tick
 
 GRACE = timedelta(seconds=40)
@@ -394,8 +395,11 @@ async def test_crash_backoff_grows_then_stalled_then_recovers(
         assert await session.scalar(select(Deployment.consecutive_failures)) == 0
 
 
+# Batched: the drivers reconcile in batches of four (Reconciler.reconcile_many, issue 15
+# item 1), two batches and the agents racing; lone: each driver on its own.
+@pytest.mark.parametrize("batched", [False, True], ids=["lone", "batched"])
 async def test_capacity_is_never_overcommitted_with_concurrent_agents_and_reconciles(
-    sessions: async_sessionmaker[AsyncSession],
+    sessions: async_sessionmaker[AsyncSession], batched: bool
 ) -> None:
     names = [f"edge-{i}" for i in range(6)]
     for name in names:
@@ -416,9 +420,21 @@ async def test_capacity_is_never_overcommitted_with_concurrent_agents_and_reconc
     async with asyncio.TaskGroup() as group:  # a failure cancels the rest: nothing leaks
         for name in names:
             group.create_task(agent_loop(name))
-        for driver, body in zip(drivers, bodies, strict=True):
-            steps = [rng.choice([-1, 0, 1]) for _ in range(rounds)]
-            group.create_task(_operator_loop(driver, body, steps, gave_up, excess))
+        steps = [[rng.choice([-1, 0, 1]) for _ in range(rounds)] for _ in drivers]
+        if batched:
+            for first in range(0, len(drivers), 4):
+                group.create_task(
+                    _batch_loop(
+                        drivers[first : first + 4],
+                        bodies[first : first + 4],
+                        steps[first : first + 4],
+                        gave_up,
+                        excess,
+                    )
+                )
+        else:
+            for driver, body, moves in zip(drivers, bodies, steps, strict=True):
+                group.create_task(_operator_loop(driver, body, moves, gave_up, excess))
     # Conflicts are retried inside the store; giving up must stay the exception.
     assert len(gave_up) <= len(drivers) * rounds // 10, gave_up
     assert excess == [], "replicas created twice over"
@@ -452,6 +468,38 @@ async def _operator_loop(
         except WriteConflictError:  # kopf would retry it a second later
             gave_up.append(driver.ref.name)
         else:  # agents only move replicas on, so the count stays as the reconcile left it
+            active = await driver.active()
+            if active > body["replicas"]:
+                excess.append((driver.ref.name, active, body["replicas"]))
+        await asyncio.sleep(0)
+
+
+async def _batch_loop(
+    drivers: list[Driver],
+    bodies: list[dict[str, Any]],
+    steps: list[list[int]],
+    gave_up: list[str],
+    excess: list[tuple[str, int, int]],
+) -> None:
+    """`_operator_loop` for several drivers at once: one batch per step."""
+    reconciler = drivers[0].reconciler
+    for moves in zip(*steps, strict=True):
+        bodies = [
+            {**body, "replicas": max(0, body["replicas"] + move)}
+            for body, move in zip(bodies, moves, strict=True)
+        ]
+        results = await reconciler.reconcile_many(
+            [
+                Request(driver.ref, parse_spec(driver.ref.name, body), driver.status)
+                for driver, body in zip(drivers, bodies, strict=True)
+            ]
+        )
+        for driver, body, result in zip(drivers, bodies, results, strict=True):
+            if isinstance(result, WriteConflictError):  # kopf would retry it a second later
+                gave_up.append(driver.ref.name)
+                continue
+            assert isinstance(result, Outcome), result
+            driver.status = result.status
             active = await driver.active()
             if active > body["replicas"]:
                 excess.append((driver.ref.name, active, body["replicas"]))

@@ -1,0 +1,217 @@
+"""Batched reconciles (issue 15 item 1) against real PostgreSQL.
+
+A batch must leave the same rows as reconciling each object alone, in a number of statements
+that does not grow with the batch, and a batch whose transaction conflicts must still place
+every key (each one alone). Concurrent batches racing the agents are in
+test_node_lifecycle.py's capacity stress test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from sqlalchemy import event, func, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from test_reconciler import Driver, add_node, agents, condition, spec
+
+from controller.db import engine as db_engine
+from controller.db.tables import (
+    Deployment,
+    DeploymentReplica,
+    DeploymentRevision,
+    DeploymentStatusHistory,
+    User,
+)
+from controller.kube.resource import parse_spec
+from controller.operator.reconciler import Outcome, Request
+
+
+@pytest.fixture
+def sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return db_engine.make_sessions(engine)
+
+
+class Fleet:
+    """Objects reconciled in one batch, each with its live status fed back."""
+
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], names: list[str], ns: str
+    ) -> None:
+        self.drivers = [Driver(sessions, name=name, ns=ns) for name in names]
+        self.reconciler = self.drivers[0].reconciler
+
+    async def reconcile(self, bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        results = await self.reconciler.reconcile_many(
+            [
+                Request(driver.ref, parse_spec(driver.ref.name, body), driver.status)
+                for driver, body in zip(self.drivers, bodies, strict=True)
+            ]
+        )
+        for driver, result in zip(self.drivers, results, strict=True):
+            assert isinstance(result, Outcome), result
+            driver.status = result.status
+        return [driver.status for driver in self.drivers]
+
+
+async def rows_of(sessions: async_sessionmaker[AsyncSession], ns: str) -> dict[str, Any]:
+    """What the database says of each deployment of `ns`, without ids, nodes and times."""
+    async with sessions() as session:
+        deployments = (
+            await session.execute(
+                select(
+                    Deployment.id,
+                    Deployment.name,
+                    Deployment.status,
+                    Deployment.status_reason,
+                    Deployment.next_ordinal,
+                    Deployment.target_replicas,
+                    Deployment.revision,
+                    Deployment.observed_generation,
+                )
+                .join(User, User.id == Deployment.user_id)
+                .where(User.name == ns)
+            )
+        ).all()
+        found: dict[str, Any] = {}
+        for row in deployments:
+            replicas = (
+                await session.execute(
+                    select(
+                        DeploymentReplica.ordinal,
+                        DeploymentReplica.status,
+                        DeploymentReplica.revision,
+                        DeploymentReplica.node_id.is_not(None),
+                    )
+                    .where(DeploymentReplica.deployment_id == row.id)
+                    .order_by(DeploymentReplica.ordinal)
+                )
+            ).all()
+            revisions = (
+                await session.execute(
+                    select(
+                        DeploymentRevision.number,
+                        DeploymentRevision.hash,
+                        DeploymentRevision.completed_at.is_not(None),
+                    )
+                    .where(DeploymentRevision.deployment_id == row.id)
+                    .order_by(DeploymentRevision.number)
+                )
+            ).all()
+            history = (
+                await session.execute(
+                    select(
+                        DeploymentStatusHistory.old_status,
+                        DeploymentStatusHistory.new_status,
+                        DeploymentStatusHistory.reason,
+                    ).where(DeploymentStatusHistory.deployment_id == row.id)
+                )
+            ).all()
+            found[row.name] = (
+                tuple(row[2:]),
+                [tuple(replica) for replica in replicas],
+                [tuple(revision) for revision in revisions],
+                sorted(tuple(map(str, step)) for step in history),  # one clock per commit
+            )
+    return found
+
+
+def summary(status: dict[str, Any]) -> tuple[Any, ...]:
+    """A status without its times and messages: phase, counts and condition reasons."""
+    return (
+        status.get("phase"),
+        status.get("replicas"),
+        status.get("readyReplicas"),
+        sorted((c["type"], c["status"], c["reason"]) for c in status["conditions"]),
+    )
+
+
+BODIES = [spec(replicas, cpu=0.5) for replicas in (1, 3, 0, 5, 2, 4)]
+NAMES = [f"app-{index}" for index in range(len(BODIES))]
+
+
+async def test_a_batch_leaves_the_same_rows_and_statuses_as_reconciling_each_alone(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    for index in range(4):
+        await add_node(sessions, f"edge-{index}", cpu=16, memory=65536)
+    alone = [Driver(sessions, name=name, ns="alone") for name in NAMES]
+    batch = Fleet(sessions, NAMES, ns="batch")
+    for _ in range(3):  # create; agents start them; Ready and the revision completed
+        statuses_alone = [
+            await driver.reconcile(body) for driver, body in zip(alone, BODIES, strict=True)
+        ]
+        statuses_batch = await batch.reconcile(BODIES)
+        assert [summary(s) for s in statuses_batch] == [summary(s) for s in statuses_alone]
+        await agents(sessions)
+    assert [condition(s, "Ready")["status"] for s in statuses_batch] == ["True"] * len(NAMES)
+    by_alone, by_batch = await rows_of(sessions, "alone"), await rows_of(sessions, "batch")
+    assert sorted(by_batch) == NAMES
+    assert by_batch == by_alone
+    assert sum(len(replicas) for _, replicas, _, _ in by_batch.values()) == 15
+
+
+@contextmanager
+def counted(engine: AsyncEngine) -> Iterator[list[str]]:
+    """The statements sent to the database while the block runs."""
+    issued: list[str] = []
+
+    def count(*args: Any) -> None:
+        issued.append(args[2])
+
+    event.listen(engine.sync_engine, "before_cursor_execute", count)
+    try:
+        yield issued
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", count)
+
+
+async def test_a_batch_costs_the_same_statements_for_two_objects_as_for_twelve(
+    engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    for index in range(6):
+        await add_node(sessions, f"edge-{index}", cpu=64, memory=131072)
+    small = Fleet(sessions, [f"s-{index}" for index in range(2)], ns="small")
+    large = Fleet(sessions, [f"l-{index}" for index in range(12)], ns="large")
+    figures: dict[str, list[int]] = {"small": [], "large": []}
+    for _ in range(3):  # create (new namespace, rows, replicas, revisions); started; at rest
+        for label, fleet in (("small", small), ("large", large)):
+            with counted(engine) as issued:
+                await fleet.reconcile([spec(3, cpu=0.5)] * len(fleet.drivers))
+            figures[label].append(len(issued))
+        await agents(sessions)
+    assert figures["small"] == figures["large"], figures
+    # Lock, deployments, replicas and failure counts, revisions: four reads at rest.
+    assert figures["large"][-1] == 4, figures
+
+
+async def test_a_batch_whose_transaction_conflicts_places_every_key_alone(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    await add_node(sessions, "edge-0", cpu=16, memory=65536)
+    # The first INSERT of replicas after this fails as a serialization failure would (a
+    # conflict the store retries); a sequence counts the INSERTs, whatever rolls back.
+    async with sessions() as session, session.begin():
+        for statement in (
+            "CREATE SEQUENCE replica_inserts",
+            "CREATE FUNCTION conflict_once() RETURNS trigger LANGUAGE plpgsql AS $$"
+            " BEGIN IF nextval('replica_inserts') = 1 THEN"
+            " RAISE EXCEPTION 'injected conflict' USING ERRCODE = 'serialization_failure';"
+            " END IF; RETURN NULL; END $$",
+            "CREATE TRIGGER conflict_once BEFORE INSERT ON deployment_replicas"
+            " FOR EACH STATEMENT EXECUTE FUNCTION conflict_once()",
+        ):
+            await session.execute(text(statement))
+    fleet = Fleet(sessions, ["a", "b", "c"], ns="team-c")
+    statuses = await fleet.reconcile([spec(2, cpu=0.5)] * 3)
+
+    assert [s["phase"] for s in statuses] == ["Scheduled"] * 3
+    async with sessions() as session:
+        # The batch's INSERT, rolled back, then one per key alone.
+        assert await session.scalar(text("SELECT last_value FROM replica_inserts")) == 4
+        placed = await session.scalar(
+            select(func.count()).where(DeploymentReplica.node_id.is_not(None))
+        )
+    assert placed == 6
