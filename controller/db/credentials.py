@@ -13,11 +13,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import any_, bindparam, delete, func, insert, select
-from sqlalchemy.dialects.postgresql import ARRAY, BYTEA
+from sqlalchemy import any_, delete, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from controller.db.nodes import NodeNotFoundError
+from controller.db.queries import bytea_array, bytea_array_slot, core
 from controller.db.tables import Node, NodeCredential
 from controller.model.credentials import TokenKind, digest, kind_of, new_token
 
@@ -138,6 +138,19 @@ async def revoke(session: AsyncSession, *, node: str) -> int:
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
+_credentials, _nodes = core(NodeCredential), core(Node)
+# Built once, at Core level (table columns, not ORM attributes: no ORM loading of the rows),
+# and executed with the digests as its one parameter: every request of the agent API runs it.
+_AUTHENTICATE = (
+    select(_credentials.c.token_digest, _nodes.c.id, _nodes.c.name)
+    .join(_nodes, _nodes.c.id == _credentials.c.node_id)
+    .where(
+        _credentials.c.token_digest == any_(bytea_array_slot("digests")),
+        _credentials.c.kind == TokenKind.NODE,
+    )
+)
+
+
 async def authenticate(
     session: AsyncSession, digests: Sequence[bytes]
 ) -> dict[bytes, NodeIdentity]:
@@ -149,14 +162,6 @@ async def authenticate(
     """
     if not digests:
         return {}
-    rows = await session.execute(
-        select(NodeCredential.token_digest, Node.id, Node.name)
-        .join(Node, Node.id == NodeCredential.node_id)
-        .where(
-            # One array parameter, not an IN list of thousands (see nodes.heartbeat).
-            NodeCredential.token_digest
-            == any_(bindparam("digests", value=list(digests), type_=ARRAY(BYTEA()))),
-            NodeCredential.kind == TokenKind.NODE,
-        )
-    )
-    return {row.token_digest: NodeIdentity(node_id=row.id, node=row.name) for row in rows}
+    # all(): one fetch, where iterating the result fetches row by row through the async adapter.
+    rows = (await session.execute(_AUTHENTICATE, {"digests": bytea_array(digests)})).all()
+    return {token: NodeIdentity(node_id=node_id, node=name) for token, node_id, name in rows}

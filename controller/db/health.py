@@ -14,13 +14,18 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 
-from sqlalchemy import String, any_, case, cast, func, select, update
-from sqlalchemy.dialects.postgresql import UUID
+from sqlalchemy import String, Update, case, cast, func, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from controller.db.queries import array_param, unnested
-from controller.db.reports import agent_actor, bad_text, refusals
-from controller.db.tables import K8S_NAME_MAX, DeploymentReplica, Node, replica_health_enum
+from controller.db.queries import core, unnested_slots, unnested_values
+from controller.db.reports import (
+    AGENT_COLUMNS,
+    agent_columns,
+    bad_text,
+    locked_replicas,
+    refusals,
+)
+from controller.db.tables import K8S_NAME_MAX, DeploymentReplica, replica_health_enum
 from controller.model.protocol import REASON_MAX, HealthReport, ReportResult
 from controller.model.states import ReplicaHealth, ReplicaStatus
 
@@ -54,13 +59,7 @@ async def record(session: AsyncSession, reports: Sequence[HealthReport]) -> Repo
     if not reports:
         return ReportResult(accepted=0)
     ids = sorted({item.replica_id for item in reports if isinstance(item.replica_id, uuid.UUID)})
-    rows = await session.execute(
-        select(DeploymentReplica.id, Node.name, DeploymentReplica.status)
-        .outerjoin(Node, Node.id == DeploymentReplica.node_id)
-        .where(DeploymentReplica.id == any_(array_param("health_ids", ids, UUID(as_uuid=True))))
-        .with_for_update(of=DeploymentReplica)
-    )
-    current = {row.id: (row.name, row.status) for row in rows}
+    current = await locked_replicas(session, ids)
     refused = refusals(
         reports, lambda item: _why_refused(item, current.get(item.replica_id)), noun="health report"
     )
@@ -71,25 +70,27 @@ async def record(session: AsyncSession, reports: Sequence[HealthReport]) -> Repo
 
 
 async def _write(session: AsyncSession, reports: Sequence[HealthReport]) -> None:
-    changes = unnested(
-        "report",
-        {
-            "replica_id": ([item.replica_id for item in reports], UUID(as_uuid=True)),
-            "health": ([str(item.health) for item in reports], String()),
-            "reason": ([item.reason for item in reports], String()),
-            "actor": ([agent_actor(item.node) for item in reports], String()),
-        },
-    )
+    columns = {**agent_columns(reports), "health": [str(item.health) for item in reports]}
+    await session.execute(_WRITE, unnested_values("report", columns))
+
+
+def _write_statement() -> Update:
+    """The UPDATE of a batch of health reports, built once at Core level (unnested_slots)."""
+    replicas = core(DeploymentReplica)
+    changes = unnested_slots("report", {**AGENT_COLUMNS, "health": String()})
     health = cast(changes.c.health, replica_health_enum)
     # SET reads the row as it was: `changed` compares the recorded health with the new one.
-    changed = DeploymentReplica.health.is_distinct_from(health)
-    await session.execute(
-        update(DeploymentReplica)
-        .where(DeploymentReplica.id == changes.c.replica_id)
+    changed = replicas.c.health.is_distinct_from(health)
+    return (
+        update(replicas)
+        .where(replicas.c.id == changes.c.replica_id)
         .values(
             health=health,
             health_reason=changes.c.reason,
-            health_since=case((changed, func.now()), else_=DeploymentReplica.health_since),
-            status_actor=case((changed, changes.c.actor), else_=DeploymentReplica.status_actor),
+            health_since=case((changed, func.now()), else_=replicas.c.health_since),
+            status_actor=case((changed, changes.c.actor), else_=replicas.c.status_actor),
         )
     )
+
+
+_WRITE = _write_statement()

@@ -14,8 +14,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Interval, String, any_, bindparam, delete, func, select, type_coerce, update
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import (
+    Interval,
+    Select,
+    String,
+    any_,
+    delete,
+    func,
+    select,
+    type_coerce,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -23,6 +32,7 @@ from sqlalchemy.sql.selectable import ScalarSelect
 
 from controller.db.errors import DatabaseError, InvalidValueError, refused
 from controller.db.notify import notify, notify_waiting
+from controller.db.queries import array_slot, core
 from controller.db.tables import ACTOR_MAX, DeploymentReplica, Node, NodeLease
 from controller.model import actors
 from controller.model.nodes import NodeStatus
@@ -133,27 +143,43 @@ async def heartbeat(session: AsyncSession, *, names: Sequence[str]) -> int:
     never locks an offline node, which is not a candidate), and deployments waiting for room
     are woken, since room has just come back.
     """
-    # One array parameter, not an IN list: an agent API heartbeating 5,000 nodes at once spent
-    # most of its time building and parsing 5,000 bind parameters per statement (make bench).
-    # No ORM session to synchronize: these rows are never loaded as objects.
-    named = Node.name == any_(bindparam("names", value=list(names), type_=ARRAY(String())))
-    unsynchronized = {"synchronize_session": False}
-    renewed = await session.execute(
-        update(NodeLease)
-        .where(NodeLease.node_id == Node.id, named)
-        .values(renewed_at=func.now())
-        .execution_options(**unsynchronized)
-    )
-    returned = await session.execute(
-        update(Node)
-        .where(named, Node.status == NodeStatus.OFFLINE)
-        .values(status=NodeStatus.ONLINE)
-        .returning(Node.id)
-        .execution_options(**unsynchronized)
-    )
-    if returned.first() is not None:
+    renewed, woken = (await session.execute(_HEARTBEAT, {"names": list(names)})).one()
+    if woken:
         await notify_waiting(session)
-    return int(renewed.rowcount)  # type: ignore[attr-defined]
+    return int(renewed)
+
+
+def _heartbeat_statement() -> Select[int, int]:
+    """One statement renewing the named nodes' leases and bringing offline ones back online.
+
+    Built once, at Core level, executed with the names as its one parameter: an agent API
+    heartbeating 500 nodes twice a second runs it constantly. One array, not an IN list (5,000
+    bind parameters per statement were most of the heartbeat's time in `make bench`), sent
+    once for both updates; each update is a data-modifying CTE, and the select counts their rows.
+    """
+    leases, nodes = core(NodeLease), core(Node)
+    named = nodes.c.name == any_(array_slot("names", String()))
+    renewed = (
+        update(leases)
+        .where(leases.c.node_id == nodes.c.id, named)
+        .values(renewed_at=func.now())
+        .returning(leases.c.node_id)
+        .cte("renewed")
+    )
+    woken = (
+        update(nodes)
+        .where(named, nodes.c.status == NodeStatus.OFFLINE)
+        .values(status=NodeStatus.ONLINE)
+        .returning(nodes.c.id)
+        .cte("woken")
+    )
+    return select(
+        select(func.count()).select_from(renewed).scalar_subquery(),
+        select(func.count()).select_from(woken).scalar_subquery(),
+    )
+
+
+_HEARTBEAT = _heartbeat_statement()
 
 
 async def node_names(session: AsyncSession) -> list[str]:

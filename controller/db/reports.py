@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import String, case, cast, func, select, update
+from sqlalchemy import Select, String, Update, any_, case, cast, func, select, update
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from controller.db.queries import unnested
+from controller.db.queries import array_slot, core, unnested_slots, unnested_values
 from controller.db.tables import (
     CONTAINER_ID_MAX,
     K8S_NAME_MAX,
@@ -59,42 +60,56 @@ async def assignments(
     starting, to stop): cheap to poll often when a node runs many replicas. The complete list
     is what tells an agent which of the replicas it runs are no longer its own.
     """
-    statuses = [
-        status
-        for status in CAPACITY_HOLDING_STATUSES
-        if include_running or status is not ReplicaStatus.RUNNING
-    ]
-    statement = (
+    statement = _ASSIGNMENTS if include_running else _TO_DO
+    rows = (await session.execute(statement, {"nodes": list(nodes)})).all()
+    return [_assignment(row) for row in rows]
+
+
+def _assignments_statement(statuses: AbstractSet[ReplicaStatus]) -> Select[Any]:
+    """The replicas in `statuses` on the nodes named by the parameter `nodes`, by node.
+
+    Built once per status set, at Core level, with the nodes as one array: a push of one node's
+    list and a refresh of 500 run the same compiled (and server-prepared) statement.
+    """
+    replicas, nodes, deployments = core(DeploymentReplica), core(Node), core(Deployment)
+    revisions, users = core(DeploymentRevision), core(User)
+    return (
         select(
-            DeploymentReplica.id,
-            Node.name.label("node"),
-            DeploymentReplica.status,
-            User.name.label("namespace"),
-            Deployment.name.label("deployment"),
-            DeploymentReplica.ordinal,
-            Deployment.container_image,
-            Deployment.container_spec,
-            DeploymentReplica.container_id,
-            *REPLICA_REQUEST,
-            Deployment.health_check,
-            DeploymentReplica.health,
-            DeploymentRevision.template,
+            replicas.c.id,
+            nodes.c.name.label("node"),
+            replicas.c.status,
+            users.c.name.label("namespace"),
+            deployments.c.name.label("deployment"),
+            replicas.c.ordinal,
+            deployments.c.container_image,
+            deployments.c.container_spec,
+            replicas.c.container_id,
+            *(replicas.c[column.key] for column in REPLICA_REQUEST),
+            deployments.c.health_check,
+            replicas.c.health,
+            revisions.c.template,
         )
-        .join(Node, Node.id == DeploymentReplica.node_id)
-        .join(Deployment, Deployment.id == DeploymentReplica.deployment_id)
+        .join(nodes, nodes.c.id == replicas.c.node_id)
+        .join(deployments, deployments.c.id == replicas.c.deployment_id)
         # A replica of another revision than the spec's (one an automatic revert went back
         # to, model/canary.py) runs that revision's template, not the spec's.
         .outerjoin(
-            DeploymentRevision,
-            (DeploymentRevision.deployment_id == DeploymentReplica.deployment_id)
-            & (DeploymentRevision.hash == DeploymentReplica.revision)
-            & (DeploymentReplica.revision != Deployment.revision),
+            revisions,
+            (revisions.c.deployment_id == replicas.c.deployment_id)
+            & (revisions.c.hash == replicas.c.revision)
+            & (replicas.c.revision != deployments.c.revision),
         )
-        .join(User, User.id == Deployment.user_id)
-        .where(Node.name.in_(nodes), DeploymentReplica.status.in_(statuses))
-        .order_by(Node.name, DeploymentReplica.created_at)
+        .join(users, users.c.id == deployments.c.user_id)
+        .where(
+            nodes.c.name == any_(array_slot("nodes", String())),
+            replicas.c.status.in_(sorted(statuses)),
+        )
+        .order_by(nodes.c.name, replicas.c.created_at)
     )
-    return [_assignment(row) for row in await session.execute(statement)]
+
+
+_ASSIGNMENTS = _assignments_statement(CAPACITY_HOLDING_STATUSES)
+_TO_DO = _assignments_statement(CAPACITY_HOLDING_STATUSES - {ReplicaStatus.RUNNING})
 
 
 def _assignment(row: Any) -> Assignment:
@@ -182,7 +197,7 @@ def _garbage(report: Report) -> str | None:
 
 def _check(
     report: Report,
-    current: Mapping[uuid.UUID, tuple[str, ReplicaStatus]],
+    current: Mapping[uuid.UUID, tuple[str | None, ReplicaStatus]],
     transitions: Mapping[ReplicaStatus, frozenset[ReplicaStatus]],
 ) -> str | None:
     """Why a report is refused (its values first, then its replica's state), or None."""
@@ -219,13 +234,7 @@ async def report(
         return ReportResult(accepted=0)
     # Only well-formed ids reach the query: a malformed one would fail the whole statement.
     ids = [item.replica_id for item in reports if isinstance(item.replica_id, uuid.UUID)]
-    rows = await session.execute(
-        select(DeploymentReplica.id, Node.name, DeploymentReplica.status)
-        .outerjoin(Node, Node.id == DeploymentReplica.node_id)
-        .where(DeploymentReplica.id.in_(ids))
-        .with_for_update(of=DeploymentReplica)
-    )
-    current = {row.id: (row.name, row.status) for row in rows}
+    current = await locked_replicas(session, ids)
     refused: list[tuple[uuid.UUID, str]] = []
     accepted: list[Report] = []
     accepted_ids: set[uuid.UUID] = set()
@@ -243,36 +252,90 @@ async def report(
     return ReportResult(accepted=len(accepted), refused=refused)
 
 
+async def locked_replicas(
+    session: AsyncSession, ids: list[uuid.UUID]
+) -> dict[uuid.UUID, tuple[str | None, ReplicaStatus]]:
+    """The node and status of each of these replicas that exists, its row locked for update.
+
+    For the batches agents send (status and health reports): the rows are locked so that two
+    batches about one replica apply one after the other, each against what the other wrote.
+    """
+    rows = (await session.execute(_LOCKED_REPLICAS, {"replica_ids": ids})).all()
+    return {replica_id: (node, status) for replica_id, node, status in rows}
+
+
 async def _write(session: AsyncSession, accepted: Sequence[Report]) -> None:
-    # One array per column, unnested (queries.unnested): one statement for any batch size.
-    changes = unnested(
-        "report",
-        {
-            "replica_id": ([item.replica_id for item in accepted], UUID(as_uuid=True)),
-            "new_status": ([str(item.status) for item in accepted], String()),
-            "actor": ([agent_actor(item.node) for item in accepted], String()),
-            "reason": ([item.reason for item in accepted], String()),
-            "container_id": ([item.container_id for item in accepted], String()),
-        },
+    columns = {
+        **agent_columns(accepted),
+        "new_status": [str(item.status) for item in accepted],
+        "container_id": [item.container_id for item in accepted],
+    }
+    await session.execute(_WRITE, unnested_values("report", columns))
+
+
+class _AgentItem(Protocol):
+    @property
+    def node(self) -> str: ...
+    @property
+    def replica_id(self) -> uuid.UUID: ...
+    @property
+    def reason(self) -> str: ...
+
+
+AGENT_COLUMNS = {"replica_id": UUID(as_uuid=True), "reason": String(), "actor": String()}
+"""The columns every batch an agent sends writes (with `agent_columns`): whose, why, who."""
+
+
+def agent_columns(items: Sequence[_AgentItem]) -> dict[str, list[Any]]:
+    """The AGENT_COLUMNS of a batch of an agent's items, for `queries.unnested_values`."""
+    return {
+        "replica_id": [item.replica_id for item in items],
+        "reason": [item.reason for item in items],
+        "actor": [agent_actor(item.node) for item in items],
+    }
+
+
+def _write_statement() -> Update:
+    """The UPDATE of a batch of accepted reports: one array per column, unnested.
+
+    Built once, at Core level (queries.unnested_slots): one statement for any batch size.
+    """
+    replicas = core(DeploymentReplica)
+    changes = unnested_slots(
+        "report", {**AGENT_COLUMNS, "new_status": String(), "container_id": String()}
     )
     finished = (ReplicaStatus.STOPPED, ReplicaStatus.FAILED)
     # The status travels as text; the enum must be named for PostgreSQL.
     new_status = cast(changes.c.new_status, replica_status_enum)
-    await session.execute(
-        update(DeploymentReplica)
-        .where(DeploymentReplica.id == changes.c.replica_id)
+    return (
+        update(replicas)
+        .where(replicas.c.id == changes.c.replica_id)
         .values(
             status=new_status,
             status_actor=changes.c.actor,
             status_reason=changes.c.reason,
-            container_id=func.coalesce(changes.c.container_id, DeploymentReplica.container_id),
+            container_id=func.coalesce(changes.c.container_id, replicas.c.container_id),
             started_at=case(
                 (new_status == ReplicaStatus.RUNNING, func.now()),
-                else_=DeploymentReplica.started_at,
+                else_=replicas.c.started_at,
             ),
             stopped_at=case(
                 (new_status.in_(finished), func.now()),
-                else_=DeploymentReplica.stopped_at,
+                else_=replicas.c.stopped_at,
             ),
         )
     )
+
+
+def _locked_replicas_statement() -> Select[Any]:
+    replicas, nodes = core(DeploymentReplica), core(Node)
+    return (
+        select(replicas.c.id, nodes.c.name, replicas.c.status)
+        .outerjoin(nodes, nodes.c.id == replicas.c.node_id)
+        .where(replicas.c.id == any_(array_slot("replica_ids", UUID(as_uuid=True))))
+        .with_for_update(of=replicas)
+    )
+
+
+_WRITE = _write_statement()
+_LOCKED_REPLICAS = _locked_replicas_statement()
