@@ -1,4 +1,4 @@
-"""Sync one FogDeployment object: reconcile it and write its status, whoever asked.
+"""Sync FogDeployment objects: reconcile them and write their statuses, whoever asked.
 
 Watch events, agent reports, requeues and the resync all end here (through the controller's
 work queue), so there is one place that turns reconciler results and errors into status and
@@ -56,7 +56,7 @@ def _sooner(*delays: float | None) -> float | None:
 
 
 class Syncer:
-    """Reconcile + status + events for one object at a time per key."""
+    """Reconcile + status + events, one sync at a time per key, a worker's keys in one batch."""
 
     def __init__(
         self,
