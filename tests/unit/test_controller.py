@@ -159,10 +159,12 @@ class FakeKube:
 
     def __init__(self) -> None:
         self.patches: list[dict[str, Any]] = []
+        self.patched: list[tuple[str, str]] = []
         self.events: list[str] = []
 
     async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         self.patches.append(status)
+        self.patched.append((namespace, name))
 
     def record(self, ref: Any, event: Event) -> None:
         self.events.append(event.reason)
@@ -323,3 +325,37 @@ async def test_a_reconcile_with_nothing_pending_cancels_an_earlier_delayed_add()
     assert queue.pending_timers() == 1
     await controller.process(KEY)  # e.g. the agents' report came before the hold ended
     assert queue.pending_timers() == 0
+
+
+async def test_a_batch_keeps_statuses_events_and_errors_per_object() -> None:
+    objects = ObservedObjects()
+    for name, spec in (
+        ("good", SPEC),
+        ("bad", {**SPEC, "resources": {"cpuCores": 64, "memoryMB": 512}}),
+        ("down", SPEC),
+    ):
+        body = {
+            "metadata": {"namespace": "team-a", "name": name, "uid": name, "generation": 1},
+            "spec": spec,
+        }
+        objects.observe(body, deleted=False)
+    kube = FakeKube()
+    ready = {"observedGeneration": 1, "phase": "Running", "ready": "2/2"}
+    reconciler = FakeReconciler(
+        Outcome(status=ready, events=(Event(EventType.NORMAL, "Ready", "2 of 2"),)),
+        DatabaseUnavailableError("connection refused"),
+    )
+    keys = [("team-a", "good"), ("team-a", "bad"), ("team-a", "gone"), ("team-a", "down")]
+    results = await syncer(objects, reconciler, kube).sync_many(keys, retry_delays=[1, 2, 3, 4])
+
+    assert results[0] is None
+    assert isinstance(results[1], InvalidSpecError)
+    assert results[2] is None  # no such object: nothing to do
+    assert isinstance(results[3], DatabaseUnavailableError)
+    assert reconciler.calls == 2  # the invalid one never reached the reconciler
+    assert kube.patched == [keys[1], keys[0], keys[3]]
+    assert kube.patches[1] == ready
+    assert conditions(kube.patches[2])["Reconciling"] == ("True", "DatabaseUnavailable")
+    down = next(c for c in kube.patches[2]["conditions"] if c["type"] == "Reconciling")
+    assert down["message"] == "connection refused; retrying in 4 s"  # its own delay
+    assert kube.events == ["InvalidSpec", "Ready"]
