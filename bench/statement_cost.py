@@ -33,6 +33,7 @@ from pathlib import Path
 import psycopg
 from cpu import CLK_TCK, STIME, UTIME
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import create_async_engine
 
 import controller
 from controller.agentapi.service import AgentService
@@ -214,10 +215,20 @@ async def _measure(
     )
 
 
-async def _run(url: URL, only: str | None, profile: cProfile.Profile | None) -> list[Figures]:
+async def _run(
+    url: URL, only: str | None, profile: cProfile.Profile | None, prepare: str | None
+) -> list[Figures]:
     with psycopg.connect(_conninfo(url), autocommit=True) as admin:
         replicas = _populate(admin)
-        engine = db_engine.make_engine(url, application_name=APPLICATION)
+        if prepare is None:
+            engine = db_engine.make_engine(url, application_name=APPLICATION)
+        else:
+            # The product's engine, but for psycopg's prepare_threshold: "none" never prepares.
+            threshold = None if prepare == "none" else int(prepare)
+            engine = create_async_engine(
+                url,
+                connect_args={"application_name": APPLICATION, "prepare_threshold": threshold},
+            )
         sessions = db_engine.make_sessions(engine)
         try:
             async with sessions() as session, session.begin():
@@ -250,6 +261,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", help="run the workloads whose name contains this")
     parser.add_argument("--profile", action="store_true", help="print a cProfile of them")
+    parser.add_argument(
+        "--prepare-threshold",
+        help="psycopg's prepare_threshold for the engine: a number, or none (never prepare)",
+    )
     args = parser.parse_args()
     print(f"controller from {Path(controller.__file__).parent.parent}")
     server = postgres.start()
@@ -260,7 +275,7 @@ def main() -> None:
     try:
         url = harness.create_database(server_url, name)
         migrate.upgrade(url)
-        figures = asyncio.run(_run(url, args.only, profile))
+        figures = asyncio.run(_run(url, args.only, profile, args.prepare_threshold))
     finally:
         harness.drop_database(server_url, name)
         postgres.stop(server)
