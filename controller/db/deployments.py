@@ -1,8 +1,10 @@
-"""Observe and apply for one deployment: the reconcile's only database code.
+"""Observe and apply for deployments: the reconcile's only database code.
 
 One reconcile is one transaction: take the deployment's advisory lock, read a snapshot with a
 fixed number of statements, and write the plan back with a fixed number of batched statements,
-however many replicas are involved. History rows and node allocation totals are written by
+however many replicas are involved. A batch of reconciles (issue 15 item 1) is one transaction
+with the same statements, each for all its deployments (`observe_many`, `apply_many`); a lone
+reconcile is a batch of one. History rows and node allocation totals are written by
 triggers in the same statements (docs/design/capacity-and-history.md).
 
 Conflicts are expected and cheap: an agent may have moved a replica between our read and our

@@ -137,8 +137,8 @@ class Reconciler:
         reconciled again alone, through `reconcile` and its retries. An outage or a bug in the
         batch's transaction is every key's error. Never a key without exactly one result.
         """
-        if len(requests) == 1:  # a batch of one buys nothing: the lone path
-            return [await self._alone(requests[0])]
+        if len(requests) <= 1:  # a batch of one buys nothing: the lone path
+            return [await self._alone(request) for request in requests]
         try:
             batched = await self._store.transaction(
                 lambda tx: self._reconcile_batch(tx, requests), attempts=1
