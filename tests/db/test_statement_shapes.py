@@ -25,7 +25,7 @@ from controller.db import credentials, health, reports
 from controller.db import engine as db_engine
 from controller.db import nodes as db_nodes
 from controller.model.credentials import digest
-from controller.model.protocol import HealthReport, Report
+from controller.model.protocol import HealthReport, Report, ReportResult
 from controller.model.resources import Resources
 from controller.model.states import ReplicaHealth, ReplicaStatus
 
@@ -107,40 +107,42 @@ async def _each_size(
     return results
 
 
-async def test_reports_of_any_batch_size_send_one_statement_compiled_once(
-    sessions: async_sessionmaker[AsyncSession], sent: Sent, fleet: Any
+def _status_report(node: str, replica: uuid.UUID) -> Report:
+    return Report(node=node, replica_id=replica, status=ReplicaStatus.STARTING, reason="up")
+
+
+def _health_report(node: str, replica: uuid.UUID) -> HealthReport:
+    return HealthReport(node=node, replica_id=replica, health=ReplicaHealth.HEALTHY, reason="")
+
+
+# A batch an agent sends: of which replicas, made how, written by what.
+BATCHES: dict[
+    str,
+    tuple[
+        ReplicaStatus,
+        Callable[[str, uuid.UUID], Any],
+        Callable[[AsyncSession, list[Any]], Awaitable[ReportResult]],
+    ],
+] = {
+    "reports": (ReplicaStatus.PENDING, _status_report, reports.report),
+    "health": (ReplicaStatus.RUNNING, _health_report, health.record),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BATCHES))
+async def test_agent_batches_of_any_size_send_one_statement_compiled_once(
+    sessions: async_sessionmaker[AsyncSession], sent: Sent, fleet: Any, kind: str
 ) -> None:
-    _, placed = fleet
-    pending = placed[ReplicaStatus.PENDING]
+    status, make, write = BATCHES[kind]
+    pairs = fleet[1][status]
 
-    async def report(session: AsyncSession, offset: int, size: int) -> int:
-        batch = [
-            Report(node=node, replica_id=replica, status=ReplicaStatus.STARTING, reason="up")
-            for node, replica in pending[offset : offset + size]
-        ]
-        result = await reports.report(session, batch)
+    async def send(session: AsyncSession, offset: int, size: int) -> int:
+        batch = [make(node, replica) for node, replica in pairs[offset : offset + size]]
+        result = await write(session, batch)
         assert not result.refused
-        return result.accepted
+        return int(result.accepted)
 
-    assert await _each_size(sessions, sent, report) == list(SIZES)
-
-
-async def test_health_batches_of_any_size_send_one_statement_compiled_once(
-    sessions: async_sessionmaker[AsyncSession], sent: Sent, fleet: Any
-) -> None:
-    _, placed = fleet
-    running = placed[ReplicaStatus.RUNNING]
-
-    async def record(session: AsyncSession, offset: int, size: int) -> int:
-        batch = [
-            HealthReport(node=node, replica_id=replica, health=ReplicaHealth.HEALTHY, reason="")
-            for node, replica in running[offset : offset + size]
-        ]
-        result = await health.record(session, batch)
-        assert not result.refused
-        return result.accepted
-
-    assert await _each_size(sessions, sent, record) == list(SIZES)
+    assert await _each_size(sessions, sent, send) == list(SIZES)
 
 
 async def test_token_checks_heartbeats_and_lists_of_any_size_send_one_statement_each(
