@@ -40,8 +40,9 @@ from controller.agentapi.service import AgentService
 from controller.db import credentials, migrate
 from controller.db import engine as db_engine
 from controller.model.credentials import digest
-from controller.model.protocol import HealthReport, Report
+from controller.model.protocol import HealthReport, Report, UsageSample
 from controller.model.states import ReplicaHealth, ReplicaStatus
+from controller.model.usage import Usage
 from controller.sandbox import harness, postgres
 
 NODES = 500
@@ -161,6 +162,15 @@ def _workloads(
             ],
         )
 
+    def usage(size: int) -> Callable[[int], Awaitable[object]]:
+        chosen = running[:size]
+        keys = sorted({digests[node] for node, _ in chosen})
+        batch = [
+            UsageSample(node=node, replica_id=replica, usage=Usage(cpu_millis=100, memory_mb=64))
+            for node, replica in chosen
+        ]
+        return lambda _: service.usage(keys, batch)
+
     calls = DEFAULT_CALLS
     return [
         Workload("token check (500 tokens)", lambda _: service.authenticate(every), calls),
@@ -177,6 +187,7 @@ def _workloads(
         ),
         *(Workload(f"report batch of {n}", report(n), calls, reset=True) for n in BATCH_SIZES),
         *(Workload(f"health batch of {n}", health(n), calls) for n in BATCH_SIZES),
+        *(Workload(f"usage batch of {n}", usage(n), calls) for n in BATCH_SIZES),
     ]
 
 

@@ -17,12 +17,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Integer, and_, any_, column, func, select
+from sqlalchemy import BigInteger, Insert, Integer, Select, and_, any_, func, select
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from controller.db.queries import array_param
+from controller.db.queries import array_slot, core, unnested_slots, unnested_values
 from controller.db.reports import refusals
 from controller.db.tables import (
     K8S_NAME_MAX,
@@ -75,40 +75,19 @@ async def record(session: AsyncSession, samples: Sequence[UsageSample]) -> Repor
     """
     if not samples:
         return ReportResult(accepted=0)
-    rows = await session.execute(
-        select(
-            DeploymentReplica.id,
-            DeploymentReplica.deployment_id,
-            DeploymentReplica.node_id,
-            DeploymentReplica.status,
-            Node.name,
-            Node.cpu_cores,
-            Node.memory_mb,
-        )
-        .outerjoin(Node, Node.id == DeploymentReplica.node_id)
-        # One array, not an IN list of thousands of parameters: one statement shape.
-        .where(
-            DeploymentReplica.id
-            == any_(
-                array_param(
-                    "sampled_ids",
-                    sorted({sample.replica_id for sample in samples}),
-                    UUID(as_uuid=True),
-                )
-            )
-        )
-    )
+    ids = sorted({sample.replica_id for sample in samples})
+    rows = (await session.execute(_SAMPLED, {"sampled_ids": ids})).all()
     replicas = {
-        row.id: _Replica(
-            deployment_id=row.deployment_id,
-            node_id=row.node_id,
-            node=row.name,
-            status=row.status,
+        replica_id: _Replica(
+            deployment_id=deployment_id,
+            node_id=node_id,
+            node=node,
+            status=status,
             node_capacity=None
-            if row.name is None
-            else Usage.from_cores(cpu_cores=row.cpu_cores, memory_mb=row.memory_mb),
+            if node is None
+            else Usage.from_cores(cpu_cores=cpu_cores, memory_mb=memory_mb),
         )
-        for row in rows
+        for replica_id, deployment_id, node_id, status, node, cpu_cores, memory_mb in rows
     }
     refused = refusals(
         samples, lambda sample: _why_refused(sample, replicas.get(sample.replica_id)), noun="sample"
@@ -118,13 +97,10 @@ async def record(session: AsyncSession, samples: Sequence[UsageSample]) -> Repor
     await _write_latest(session, samples, replicas)
     located = [(replicas[s.replica_id], s.usage) for s in samples]
     await _upsert_rollups(
-        session,
-        DeploymentUsageHourly,
-        "deployment_id",
-        fold((r.deployment_id, u) for r, u in located),
+        session, _DEPLOYMENT_ROLLUPS, fold((r.deployment_id, u) for r, u in located)
     )
     await _upsert_rollups(
-        session, NodeUsageHourly, "node_id", fold((r.node_id, u) for r, u in located if r.node_id)
+        session, _NODE_ROLLUPS, fold((r.node_id, u) for r, u in located if r.node_id)
     )
     return ReportResult(accepted=len(samples))
 
@@ -132,40 +108,72 @@ async def record(session: AsyncSession, samples: Sequence[UsageSample]) -> Repor
 async def _write_latest(
     session: AsyncSession, samples: Sequence[UsageSample], replicas: dict[uuid.UUID, _Replica]
 ) -> None:
-    """Upsert each replica's latest sample.
-
-    Arrays and unnest(), as reports are written: one statement shape for any batch size.
-    """
+    """Upsert each replica's latest sample."""
     ordered = sorted(samples, key=lambda sample: sample.replica_id)  # lock rows in one order
-    batch = (
-        func.unnest(
-            array_param("replica_ids", [s.replica_id for s in ordered], UUID(as_uuid=True)),
-            array_param(
-                "deployment_ids",
-                [replicas[s.replica_id].deployment_id for s in ordered],
-                UUID(as_uuid=True),
-            ),
-            array_param(
-                "node_ids", [replicas[s.replica_id].node_id for s in ordered], UUID(as_uuid=True)
-            ),
-            array_param("cpu", [s.usage.cpu_millis for s in ordered], Integer()),
-            array_param("memory", [s.usage.memory_mb for s in ordered], Integer()),
+    columns: dict[str, list[Any]] = {
+        "replica_id": [s.replica_id for s in ordered],
+        "deployment_id": [replicas[s.replica_id].deployment_id for s in ordered],
+        "node_id": [replicas[s.replica_id].node_id for s in ordered],
+        "cpu_millicores": [s.usage.cpu_millis for s in ordered],
+        "memory_mb": [s.usage.memory_mb for s in ordered],
+    }
+    await session.execute(_LATEST, unnested_values("sample", columns))
+
+
+async def _upsert_rollups(session: AsyncSession, statement: Insert, rollups: list[Rollup]) -> None:
+    """Add `rollups` to the current hour's rows (Rollup.merge, in SQL): `_rollups_statement`."""
+    if not rollups:
+        return
+    columns: dict[str, list[Any]] = {
+        "key": [r.key for r in rollups],
+        "samples": [r.samples for r in rollups],
+        "cpu_sum": [r.cpu_millis_sum for r in rollups],
+        "cpu_max": [r.cpu_millis_max for r in rollups],
+        "memory_sum": [r.memory_mb_sum for r in rollups],
+        "memory_max": [r.memory_mb_max for r in rollups],
+    }
+    await session.execute(statement, unnested_values("rollup", columns))
+
+
+# The statements of `record`, built once at Core level (queries.core, unnested_slots), executed
+# with a batch's values as parameters: an agent API records every running replica's samples.
+
+
+def _sampled_statement() -> Select[Any]:
+    """The sampled replicas (parameter `sampled_ids`), each with its node's name and size."""
+    replicas, nodes = core(DeploymentReplica), core(Node)
+    return (
+        select(
+            replicas.c.id,
+            replicas.c.deployment_id,
+            replicas.c.node_id,
+            replicas.c.status,
+            nodes.c.name,
+            nodes.c.cpu_cores,
+            nodes.c.memory_mb,
         )
-        .table_valued(
-            column("replica_id", UUID(as_uuid=True)),
-            column("deployment_id", UUID(as_uuid=True)),
-            column("node_id", UUID(as_uuid=True)),
-            column("cpu_millicores", Integer()),
-            column("memory_mb", Integer()),
-        )
-        .render_derived(name="sample")
+        .outerjoin(nodes, nodes.c.id == replicas.c.node_id)
+        .where(replicas.c.id == any_(array_slot("sampled_ids", UUID(as_uuid=True))))
     )
-    statement = pg_insert(ReplicaUsage).from_select(
-        ["replica_id", "deployment_id", "node_id", "cpu_millicores", "memory_mb"],
-        select(batch),
+
+
+def _latest_statement() -> Insert:
+    """The upsert of each replica's latest sample: arrays unnested, one shape for any batch."""
+    batch = unnested_slots(
+        "sample",
+        {
+            "replica_id": UUID(as_uuid=True),
+            "deployment_id": UUID(as_uuid=True),
+            "node_id": UUID(as_uuid=True),
+            "cpu_millicores": Integer(),
+            "memory_mb": Integer(),
+        },
     )
-    upsert = statement.on_conflict_do_update(
-        index_elements=[ReplicaUsage.replica_id],
+    statement = pg_insert(core(ReplicaUsage)).from_select(
+        [batch_column.key for batch_column in batch.c], select(batch)
+    )
+    return statement.on_conflict_do_update(
+        index_elements=["replica_id"],
         set_={
             "node_id": statement.excluded.node_id,
             "cpu_millicores": statement.excluded.cpu_millicores,
@@ -173,36 +181,23 @@ async def _write_latest(
             "sampled_at": func.now(),
         },
     )
-    await session.execute(upsert)
 
 
-async def _upsert_rollups(
-    session: AsyncSession,
-    table: type[DeploymentUsageHourly] | type[NodeUsageHourly],
-    key: str,
-    rollups: list[Rollup],
-) -> None:
-    """Add `rollups` to the current hour's rows of `table`, by `key` (Rollup.merge, in SQL)."""
-    if not rollups:
-        return
-    batch = (
-        func.unnest(
-            array_param("keys", [r.key for r in rollups], UUID(as_uuid=True)),
-            array_param("samples", [r.samples for r in rollups], Integer()),
-            array_param("cpu_sum", [r.cpu_millis_sum for r in rollups], BigInteger()),
-            array_param("cpu_max", [r.cpu_millis_max for r in rollups], Integer()),
-            array_param("memory_sum", [r.memory_mb_sum for r in rollups], BigInteger()),
-            array_param("memory_max", [r.memory_mb_max for r in rollups], Integer()),
-        )
-        .table_valued(
-            column("key", UUID(as_uuid=True)),
-            column("samples", Integer()),
-            column("cpu_sum", BigInteger()),
-            column("cpu_max", Integer()),
-            column("memory_sum", BigInteger()),
-            column("memory_max", Integer()),
-        )
-        .render_derived(name="rollup")
+def _rollups_statement(
+    entity: type[DeploymentUsageHourly] | type[NodeUsageHourly], key: str
+) -> Insert:
+    """The upsert adding a batch's rollups to the current hour's rows of `entity`, by `key`."""
+    table = core(entity)
+    batch = unnested_slots(
+        "rollup",
+        {
+            "key": UUID(as_uuid=True),
+            "samples": Integer(),
+            "cpu_sum": BigInteger(),
+            "cpu_max": Integer(),
+            "memory_sum": BigInteger(),
+            "memory_max": Integer(),
+        },
     )
     # The hour on the database's clock, as sampled_at: one clock for every stored time.
     hour = func.date_trunc("hour", func.now())
@@ -226,21 +221,25 @@ async def _upsert_rollups(
             batch.c.memory_max,
         ),
     )
-    excluded = statement.excluded
-    await session.execute(
-        statement.on_conflict_do_update(
-            index_elements=[key, "hour"],
-            set_={
-                "samples": table.samples + excluded.samples,
-                "cpu_millicores_sum": table.cpu_millicores_sum + excluded.cpu_millicores_sum,
-                "cpu_millicores_max": func.greatest(
-                    table.cpu_millicores_max, excluded.cpu_millicores_max
-                ),
-                "memory_mb_sum": table.memory_mb_sum + excluded.memory_mb_sum,
-                "memory_mb_max": func.greatest(table.memory_mb_max, excluded.memory_mb_max),
-            },
-        )
+    excluded, current = statement.excluded, table.c
+    return statement.on_conflict_do_update(
+        index_elements=[key, "hour"],
+        set_={
+            "samples": current.samples + excluded.samples,
+            "cpu_millicores_sum": current.cpu_millicores_sum + excluded.cpu_millicores_sum,
+            "cpu_millicores_max": func.greatest(
+                current.cpu_millicores_max, excluded.cpu_millicores_max
+            ),
+            "memory_mb_sum": current.memory_mb_sum + excluded.memory_mb_sum,
+            "memory_mb_max": func.greatest(current.memory_mb_max, excluded.memory_mb_max),
+        },
     )
+
+
+_SAMPLED = _sampled_statement()
+_LATEST = _latest_statement()
+_DEPLOYMENT_ROLLUPS = _rollups_statement(DeploymentUsageHourly, "deployment_id")
+_NODE_ROLLUPS = _rollups_statement(NodeUsageHourly, "node_id")
 
 
 # -- reading ---------------------------------------------------------------------------------

@@ -1,12 +1,12 @@
 """The agent API's hot statements: one statement for any batch size, compiled once.
 
-Every request of the agent API checks tokens, and agents send heartbeats, reports and health
-verdicts in batches of any size, and ask for the lists of any number of nodes. Each of those
-must send PostgreSQL the same SQL text whatever the size (so psycopg prepares it once) and find
-SQLAlchemy's compiled form in its cache after the first call (docs/design/performance.md,
-"Issue 15 item 2"). An IN list, a VALUES list or a statement rebuilt with its values baked in
-would pass every behaviour test and silently cost a compile, or a prepare, per size: these
-tests watch what is sent, against the real database.
+Every request of the agent API checks tokens, and agents send heartbeats, reports, health
+verdicts and usage samples in batches of any size, and ask for the lists of any number of
+nodes. Each of those must send PostgreSQL the same SQL text whatever the size (so psycopg
+prepares it once) and find SQLAlchemy's compiled form in its cache after the first call
+(docs/design/performance.md, "Issue 15 item 2"). An IN list, a VALUES list or a statement
+rebuilt with its values baked in would pass every behaviour test and silently cost a compile,
+or a prepare, per size: these tests watch what is sent, against the real database.
 """
 
 from __future__ import annotations
@@ -21,13 +21,14 @@ from sqlalchemy import event
 from sqlalchemy.engine.default import CACHE_HIT
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from controller.db import credentials, health, reports
+from controller.db import credentials, health, reports, usage
 from controller.db import engine as db_engine
 from controller.db import nodes as db_nodes
 from controller.model.credentials import digest
-from controller.model.protocol import HealthReport, Report, ReportResult
+from controller.model.protocol import HealthReport, Report, ReportResult, UsageSample
 from controller.model.resources import Resources
 from controller.model.states import ReplicaHealth, ReplicaStatus
+from controller.model.usage import Usage
 
 NODES = [f"edge-{i}" for i in range(5)]
 # Batch sizes, each call on rows of its own: 1 + 2 + 5 replicas per status and operation.
@@ -115,6 +116,10 @@ def _health_report(node: str, replica: uuid.UUID) -> HealthReport:
     return HealthReport(node=node, replica_id=replica, health=ReplicaHealth.HEALTHY, reason="")
 
 
+def _usage_sample(node: str, replica: uuid.UUID) -> UsageSample:
+    return UsageSample(node=node, replica_id=replica, usage=Usage(cpu_millis=100, memory_mb=64))
+
+
 # A batch an agent sends: of which replicas, made how, written by what.
 BATCHES: dict[
     str,
@@ -126,6 +131,7 @@ BATCHES: dict[
 ] = {
     "reports": (ReplicaStatus.PENDING, _status_report, reports.report),
     "health": (ReplicaStatus.RUNNING, _health_report, health.record),
+    "usage": (ReplicaStatus.RUNNING, _usage_sample, usage.record),
 }
 
 
