@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import Select, String, Update, any_, case, cast, func, select, update
+from sqlalchemy import Select, String, Update, any_, bindparam, case, cast, func, select, update
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -60,16 +60,23 @@ async def assignments(
     starting, to stop): cheap to poll often when a node runs many replicas. The complete list
     is what tells an agent which of the replicas it runs are no longer its own.
     """
-    statement = _ASSIGNMENTS if include_running else _TO_DO
-    rows = (await session.execute(statement, {"nodes": list(nodes)})).all()
+    # One node's list (a push, the common case) has a statement of its own: PostgreSQL's generic
+    # plan for `= ANY($1)` assumes ten names and scanned every replica (1.7 ms of the server's
+    # time at 10,000 replicas, where one name's plan takes 0.2 ms).
+    names: dict[str, Any]
+    if len(nodes) == 1:
+        statement, names = _ONE_NODE[include_running], {"node": nodes[0]}
+    else:
+        statement, names = _NODES[include_running], {"nodes": list(nodes)}
+    rows = (await session.execute(statement, names)).all()
     return [_assignment(row) for row in rows]
 
 
-def _assignments_statement(statuses: AbstractSet[ReplicaStatus]) -> Select[Any]:
-    """The replicas in `statuses` on the nodes named by the parameter `nodes`, by node.
+def _assignments_statement(statuses: AbstractSet[ReplicaStatus], *, one_node: bool) -> Select[Any]:
+    """The replicas in `statuses` on the node named by the parameter `node`, or `nodes`, by node.
 
-    Built once per status set, at Core level, with the nodes as one array: a push of one node's
-    list and a refresh of 500 run the same compiled (and server-prepared) statement.
+    Built once per status set, at Core level; the nodes as one array, so that the lists of 2
+    nodes and of 500 run the same compiled (and server-prepared) statement.
     """
     replicas, nodes, deployments = core(DeploymentReplica), core(Node), core(Deployment)
     revisions, users = core(DeploymentRevision), core(User)
@@ -101,15 +108,25 @@ def _assignments_statement(statuses: AbstractSet[ReplicaStatus]) -> Select[Any]:
         )
         .join(users, users.c.id == deployments.c.user_id)
         .where(
-            nodes.c.name == any_(array_slot("nodes", String())),
+            nodes.c.name
+            == (
+                bindparam("node", type_=String())
+                if one_node
+                else any_(array_slot("nodes", String()))
+            ),
             replicas.c.status.in_(sorted(statuses)),
         )
         .order_by(nodes.c.name, replicas.c.created_at)
     )
 
 
-_ASSIGNMENTS = _assignments_statement(CAPACITY_HOLDING_STATUSES)
-_TO_DO = _assignments_statement(CAPACITY_HOLDING_STATUSES - {ReplicaStatus.RUNNING})
+# By include_running: every replica holding capacity, or only those the agent must act on.
+_LISTED = {
+    True: CAPACITY_HOLDING_STATUSES,
+    False: CAPACITY_HOLDING_STATUSES - {ReplicaStatus.RUNNING},
+}
+_ONE_NODE = {key: _assignments_statement(value, one_node=True) for key, value in _LISTED.items()}
+_NODES = {key: _assignments_statement(value, one_node=False) for key, value in _LISTED.items()}
 
 
 def _assignment(row: Any) -> Assignment:
