@@ -245,11 +245,15 @@ class Stream:
         started = time.perf_counter()
         name, code = "invalid", "400"
         async with self._slots:
+            raw: Any = None
             try:
-                op = StreamOp.model_validate({"body": json.loads(text)}).body
+                raw = json.loads(text)
+                op = StreamOp.model_validate({"body": raw}).body
             except (ValueError, ValidationError) as exc:
                 why = problem(exc) if isinstance(exc, ValidationError) else "not JSON"
-                await self.refuse(m.INVALID, why)
+                # With the op's id where it can be read: the client awaits the answer to it
+                # (without, an agent waited its 30 s reply timeout and reconnected).
+                await self.refuse(m.INVALID, why, op_id=_op_id(raw))
             else:
                 name, code = op.op, "200"
                 try:
@@ -295,6 +299,12 @@ class Stream:
                 self._watcher, [i.node_id for i in self._nodes.values()], self._nodes
             )
             self._app[METRICS].stream_nodes.dec(len(self._nodes))
+
+
+def _op_id(raw: Any) -> int | None:
+    """The id of an op that did not validate, if it has a usable one."""
+    op_id = raw.get("id") if isinstance(raw, dict) else None
+    return op_id if isinstance(op_id, int) and not isinstance(op_id, bool) else None
 
 
 async def stream(request: web.Request) -> web.StreamResponse:

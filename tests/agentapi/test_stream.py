@@ -131,11 +131,17 @@ def test_a_malformed_op_is_refused_naming_the_field(api: AgentApi) -> None:
         refused = await client.next("refused")
         assert refused["error"] == "invalid"
         assert "id" in refused["message"]
+        assert refused["id"] is None  # no usable id to answer
+        # A usable id is answered, so that the agent is not left waiting for its reply.
+        await client.send(op="report", id=7, reports="many")
+        refused = await client.next("refused")
+        assert (refused["id"], refused["error"]) == (7, "invalid")
+        assert "reports" in refused["message"]
         await client.socket.send_str("{not json")
         assert (await client.next("refused"))["message"] == "not JSON"
 
     run(api, work)
-    assert api.metric("fog_agent_api_refused_total", reason="invalid") == 2
+    assert api.metric("fog_agent_api_refused_total", reason="invalid") == 3
 
 
 def test_a_long_poll_is_answered_when_its_node_gets_work(api: AgentApi) -> None:

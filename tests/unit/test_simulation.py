@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import uuid
 
+from controller.agent.simulate import batches
+from controller.agent.wire import MAX_REPORTS
 from controller.model.protocol import Assignment, Report
 from controller.model.simulation import TRUST_OWN_REPORT_SECONDS, NodeView, Simulator
 from controller.model.states import ReplicaStatus
@@ -89,3 +91,12 @@ def test_a_list_moves_on_from_what_we_reported_when_the_operator_acts() -> None:
     view.receive([item(replica, R.STOPPING)])  # the operator stops it
 
     assert view.items[replica].status is R.STOPPING
+
+
+def test_an_agents_reports_go_in_batches_the_server_takes() -> None:
+    """A round of 5,000 nodes' reports is split at wire.MAX_REPORTS, nothing lost or reordered."""
+    items = list(range(2 * MAX_REPORTS + 1))
+    sent = batches(items)
+    assert [len(batch) for batch in sent] == [MAX_REPORTS, MAX_REPORTS, 1]
+    assert [item for batch in sent for item in batch] == items
+    assert batches([]) == []
