@@ -175,9 +175,12 @@ class Controller:
         """Sync the keys in one batch; carry out what `decide` says about each key's result."""
         started = time.monotonic()
         reported = [self._reported.pop(key, None) for key in keys]
-        results = await self.syncer.sync_many(
-            keys, retry_delays=[self.queue.next_backoff(key) for key in keys]
-        )
+        try:
+            results = await self.syncer.sync_many(
+                keys, retry_delays=[self.queue.next_backoff(key) for key in keys]
+            )
+        except Exception as exc:  # a bug outside every key's own work: each key retries it
+            results = [exc] * len(keys)
         finished = time.monotonic()
         decisions: list[Decision] = []
         for key, at, result in zip(keys, reported, results, strict=True):

@@ -169,16 +169,15 @@ class Syncer:
             results: list[float | Exception | None] = [None] * len(keys)
             ready: list[tuple[int, Observed, dict[str, Any], Request]] = []
             for index, key in enumerate(keys):
-                observed = self._objects.get(key)
-                if observed is None:
-                    continue
-                live = self._live(key, observed.status)
                 try:
-                    spec = resource.read_spec(observed.ref.name, observed.spec)
-                except InvalidSpecError as exc:
-                    results[index] = await self._failed(key, observed, live, exc, 0.0)
+                    prepared = await self._prepare(key)
+                except Exception as exc:  # this key's alone (its invalid spec's patch refused)
+                    results[index] = exc
                     continue
-                ready.append((index, observed, live, Request(observed.ref, spec, live)))
+                if isinstance(prepared, Exception) or prepared is None:
+                    results[index] = prepared
+                    continue
+                ready.append((index, *prepared))
             outcomes = await self._reconciler.reconcile_many([item[3] for item in ready])
             published = await asyncio.gather(
                 *(
@@ -192,6 +191,20 @@ class Syncer:
                 raise result  # a cancellation is the caller's, not a key's
             results[index] = result
         return results
+
+    async def _prepare(
+        self, key: Key
+    ) -> tuple[Observed, dict[str, Any], Request] | Exception | None:
+        """What to reconcile for `key`: None if gone, its InvalidSpecError once said in status."""
+        observed = self._objects.get(key)
+        if observed is None:
+            return None
+        live = self._live(key, observed.status)
+        try:
+            spec = resource.read_spec(observed.ref.name, observed.spec)
+        except InvalidSpecError as exc:
+            return await self._failed(key, observed, live, exc, 0.0)
+        return observed, live, Request(observed.ref, spec, live)
 
     async def _publish(
         self,

@@ -359,3 +359,47 @@ async def test_a_batch_keeps_statuses_events_and_errors_per_object() -> None:
     down = next(c for c in kube.patches[2]["conditions"] if c["type"] == "Reconciling")
     assert down["message"] == "connection refused; retrying in 4 s"  # its own delay
     assert kube.events == ["InvalidSpec", "Ready"]
+
+
+class RefusingKube(FakeKube):
+    """The API server refuses the status patch of one object (a 429, a 500, a timeout)."""
+
+    async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        if name == "bad":
+            raise KubeApiError(f"patching {namespace}/{name}: 429 Too Many Requests", delay=1.0)
+        await super().patch_status(namespace, name, status)
+
+
+async def test_an_invalid_spec_whose_status_patch_fails_is_that_keys_error_alone() -> None:
+    objects = ObservedObjects()
+    for name, spec in (("bad", {**SPEC, "resources": {"cpuCores": 64}}), ("good", SPEC)):
+        body = {
+            "metadata": {"namespace": "team-a", "name": name, "uid": name, "generation": 1},
+            "spec": spec,
+        }
+        objects.observe(body, deleted=False)
+    kube = RefusingKube()
+    reconciler = FakeReconciler(Outcome(status={"phase": "Running"}, events=()))
+    queue: WorkQueue[tuple[str, str]] = WorkQueue()
+    controller = Controller(syncer=syncer(objects, reconciler, kube), queue=queue)
+    decisions = await controller.process_batch([("team-a", "bad"), ("team-a", "good")])
+    # The refused patch is retried as the API server asked; the valid key is reconciled.
+    assert decisions == [Decision(Action.RETRY, 1.0), Decision(Action.DONE)]
+    assert (reconciler.calls, kube.patched) == (1, [("team-a", "good")])
+    queue.close()
+
+
+class BrokenSyncer(FakeSyncer):
+    async def sync_many(
+        self, keys: Sequence[tuple[str, str]], *, retry_delays: Sequence[float]
+    ) -> list[float | Exception | None]:
+        raise ZeroDivisionError("a bug in the batch")
+
+
+async def test_a_bug_that_escapes_the_batch_is_every_keys_error_and_retried() -> None:
+    queue: WorkQueue[tuple[str, str]] = WorkQueue()
+    controller = Controller(syncer=BrokenSyncer(), queue=queue)  # type: ignore[arg-type]
+    keys = [("team-a", "one"), ("team-a", "two")]
+    assert await controller.process_batch(keys) == [Decision(Action.RETRY)] * 2
+    assert queue.pending_timers() == 2  # each key's retry is scheduled: none is lost
+    queue.close()
