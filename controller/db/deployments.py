@@ -173,8 +173,9 @@ async def lock(session: AsyncSession, keys: Sequence[Key]) -> datetime:
 
     One statement for any number of keys, taken in the order of their lock ids (the inner
     ORDER BY feeds the aggregate in that order): two batches that share keys wait for each
-    other in one order and cannot deadlock. Returns the transaction's now() from the same
-    statement, the one clock of a reconcile.
+    other in one order and cannot deadlock on these locks. The rows a batch writes are
+    ordered elsewhere (new namespaces' rows: `queries.ensure_users`). Returns the
+    transaction's now() from the same statement, the one clock of a reconcile.
     """
     wanted = queries.unnested("locked", {"key": ([lock_key(*key) for key in keys], String())})
     ids = (
@@ -505,17 +506,16 @@ async def _write_deployments(
     stored_rows: list[StoredDeployment] = []
     new_rows: list[dict[str, Any]] = []
     new_resources: list[dict[str, Any]] = []
-    users: dict[str, uuid.UUID] = {}
+    # The new namespaces' tenant rows before any other row, in one statement in name order
+    # (queries.ensure_users): one per namespace in batch order deadlocked two batches.
+    unknown = [w.namespace for w in writes if w.snapshot.user_id is None]
+    users = await queries.ensure_users(session, unknown) if unknown else {}
     for write in writes:
         stored = write.snapshot.deployment
         values = write.desired.row_values()
         resources = write.desired.resource_values()
         if stored is None:
-            user_id = write.snapshot.user_id or users.get(write.namespace)
-            if user_id is None:  # the namespace's first deployment: once per namespace
-                user_id = users[write.namespace] = await queries.ensure_user(
-                    session, write.namespace
-                )
+            user_id = write.snapshot.user_id or users[write.namespace]
             deployment_id = uuid.uuid4()
             new_rows.append(
                 {"id": deployment_id, "user_id": user_id, "name": write.desired.spec.name, **values}

@@ -11,8 +11,10 @@ from sqlalchemy import (
     BindParameter,
     ColumnElement,
     Select,
+    String,
     Table,
     and_,
+    any_,
     bindparam,
     cast,
     column,
@@ -47,20 +49,38 @@ def active_deployments(user_id: uuid.UUID) -> Select[Deployment]:
 
 
 async def ensure_user(session: AsyncSession, namespace: str) -> uuid.UUID:
-    """The tenant row of a namespace, created on first use.
+    """The tenant row of a namespace, created on first use (`ensure_users` of one)."""
+    return (await ensure_users(session, [namespace]))[namespace]
 
-    ON CONFLICT DO NOTHING, then a read: an upsert that updates would lock the row and make
-    every first reconcile of a namespace's deployments queue (and deadlock) on it.
+
+async def ensure_users(session: AsyncSession, namespaces: Sequence[str]) -> dict[str, uuid.UUID]:
+    """The tenant rows of the namespaces, those missing created: their ids by namespace.
+
+    One INSERT ... ON CONFLICT DO NOTHING for all, then a read of those it did not insert: an
+    upsert that updates would lock the row and make every first reconcile of a namespace's
+    deployments queue (and deadlock) on it. The rows go in in name order: an insert waits for
+    another transaction's uncommitted insert of the same name, so two batches creating the
+    same new namespaces in opposite orders would each wait for the other (a deadlock); in one
+    order the second just waits for the first.
     """
-    inserted: uuid.UUID | None = await session.scalar(
-        pg_insert(User).values(name=namespace).on_conflict_do_nothing().returning(User.id)
+    names = sorted(set(namespaces))
+    wanted = unnested("wanted", {"name": (names, String())})
+    inserted = await session.execute(
+        pg_insert(User)
+        .from_select(["name"], select(wanted.c.name).order_by(wanted.c.name))
+        .on_conflict_do_nothing()
+        .returning(User.name, User.id)
     )
-    if inserted is not None:
-        return inserted
-    existing: uuid.UUID = (
-        await session.execute(select(User.id).where(User.name == namespace))
-    ).scalar_one()
-    return existing
+    ids: dict[str, uuid.UUID] = {name: user_id for name, user_id in inserted}
+    missing = [name for name in names if name not in ids]
+    if missing:
+        existing = await session.execute(
+            select(User.name, User.id).where(
+                User.name == any_(array_param("names", missing, String()))
+            )
+        )
+        ids.update((name, user_id) for name, user_id in existing)
+    return ids
 
 
 def core(entity: type[Base]) -> Table:

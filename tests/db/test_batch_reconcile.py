@@ -8,6 +8,7 @@ test_node_lifecycle.py's capacity stress test.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -18,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from test_reconciler import Driver, add_node, agents, condition, spec
 
 from controller.db import engine as db_engine
+from controller.db import queries
 from controller.db.tables import (
     Deployment,
     DeploymentReplica,
@@ -215,3 +217,43 @@ async def test_a_batch_whose_transaction_conflicts_places_every_key_alone(
             select(func.count()).where(DeploymentReplica.node_id.is_not(None))
         )
     assert placed == 6
+
+
+async def test_two_batches_creating_the_same_namespaces_in_opposite_orders_both_commit(
+    engine: AsyncEngine,
+    sessions: async_sessionmaker[AsyncSession],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for index in range(10):  # more than both batches lock (4 each): neither is short of room
+        await add_node(sessions, f"edge-{index}", cpu=64, memory=262144)
+    # Where a batch creates a namespace's row alone, each waits once it has created its
+    # first, so that both hold an uncommitted row the other is about to insert.
+    real = queries.ensure_user
+    both = asyncio.Barrier(2)
+    waited: set[int] = set()
+
+    async def ensure_user(session: Any, namespace: str) -> Any:
+        user = await real(session, namespace)
+        if len(waited) < 2 and id(session) not in waited:
+            waited.add(id(session))
+            await asyncio.wait_for(both.wait(), 10)  # a bound for a broken test, not a timing
+        return user
+
+    monkeypatch.setattr(queries, "ensure_user", ensure_user)
+    first = [Driver(sessions, name="a1", ns="ns1"), Driver(sessions, name="a2", ns="ns2")]
+    second = [Driver(sessions, name="b2", ns="ns2"), Driver(sessions, name="b1", ns="ns1")]
+
+    async def batch(drivers: list[Driver]) -> list[Outcome | Exception]:
+        return await drivers[0].reconciler.reconcile_many(
+            [Request(d.ref, parse_spec(d.ref.name, spec(1, cpu=0.5)), {}) for d in drivers]
+        )
+
+    with counted(engine) as issued:
+        results = await asyncio.gather(batch(first), batch(second))
+    assert all(isinstance(r, Outcome) for r in results[0] + results[1]), results
+    # Each batch's one INSERT of deployments: neither deadlocked and went alone.
+    inserts = [s for s in issued if s.startswith("INSERT INTO deployments ")]
+    assert len(inserts) == 2, inserts
+    async with sessions() as session:
+        names = (await session.scalars(select(User.name).order_by(User.name))).all()
+    assert names == ["ns1", "ns2"]
