@@ -10,9 +10,10 @@ item 1, as Nomad's plan applier batches plans): the batch is one transaction wit
 number of statements (one lock statement, one read per table, one write per table), and the
 decisions per deployment are the same pure steps a lone reconcile takes (`_intend`,
 `_conclude`). The rare and complex cases take the lone path after the batch, each in its own
-transaction: a namespace with a FogQuota (the quota gate), a deployment the batch's node read
-left without room (the lone path reads again, unlocked, and names the closest node), and every
-key of a batch whose transaction conflicted.
+transaction: a deployment that needs the quota gate (in a namespace with a FogQuota, one that
+places or is new), a deployment the batch's node read left without room (the lone path reads
+again, unlocked, and names the closest node), and every key of a batch whose transaction
+conflicted.
 """
 
 from __future__ import annotations
@@ -259,13 +260,12 @@ class Reconciler:
         intents: dict[int, _Intent] = {}
         for index, (request, key) in enumerate(zip(requests, keys, strict=True)):
             snapshot = snapshots[key]
-            if snapshot.quota_limited:  # the quota gate locks and counts: the lone path
-                continue
             stored = snapshot.deployment
-            intent = intents[index] = self._intend(
-                request, snapshot, known[stored.id] if stored else ()
-            )
+            intent = self._intend(request, snapshot, known[stored.id] if stored else ())
             plan = planner.plan(desired=intent.desired, replicas=snapshot.replicas, nodes=())
+            if snapshot.quota_limited and (plan.unplaced or stored is None):
+                continue  # the quota gate (`_plan`) locks and counts: the lone path
+            intents[index] = intent
             if plan.unplaced:
                 nodeless[index] = plan
                 desired = intent.desired

@@ -20,6 +20,8 @@ from test_reconciler import Driver, add_node, agents, condition, spec
 
 from controller.db import engine as db_engine
 from controller.db import queries
+from controller.db.quotas import QuotaRecord
+from controller.db.store import Store
 from controller.db.tables import (
     Deployment,
     DeploymentReplica,
@@ -28,6 +30,7 @@ from controller.db.tables import (
     User,
 )
 from controller.kube.resource import parse_spec
+from controller.model.quota import QuotaAmounts
 from controller.operator.reconciler import Outcome, Request
 
 
@@ -257,3 +260,26 @@ async def test_two_batches_creating_the_same_namespaces_in_opposite_orders_both_
     async with sessions() as session:
         names = (await session.scalars(select(User.name).order_by(User.name))).all()
     assert names == ["ns1", "ns2"]
+
+
+async def test_keys_at_rest_in_a_quota_namespace_are_batched(
+    engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    await add_node(sessions, "edge-0", cpu=64, memory=262144)
+    await Store(sessions).save_quota(
+        QuotaRecord(
+            namespace="limited",
+            name="q",
+            uid="u",
+            generation=1,
+            hard=QuotaAmounts(replicas=1000),
+            actor="test",
+        )
+    )
+    fleet = Fleet(sessions, [f"d-{index}" for index in range(8)], ns="limited")
+    for driver in fleet.drivers:  # created alone: a new deployment goes through the quota gate
+        await driver.reconcile(spec(1, cpu=0.5))
+    with counted(engine) as issued:
+        await fleet.reconcile([spec(1, cpu=0.5)] * 8)
+    # Nothing to place, so no quota gate: the batch's four reads, as in any namespace.
+    assert len(issued) == 4, issued
