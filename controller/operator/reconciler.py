@@ -18,6 +18,7 @@ conflicted.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -26,7 +27,7 @@ from functools import partial
 from typing import Any
 
 from controller.db.deployments import DesiredRecord, Snapshot, Write
-from controller.db.errors import WriteConflictError
+from controller.db.errors import DatabaseUnavailableError, FencedError, WriteConflictError
 from controller.db.revisions import Record
 from controller.db.store import Store, Transaction
 from controller.kube.resource import DeploymentSpec, ObjectRef
@@ -41,6 +42,8 @@ from controller.model.revisions import KnownRevision, RevisionPlan, plan_revisio
 from controller.model.status import compute_status, settled_usage, status_body
 from controller.model.usage import current_usage
 from controller.operator.metrics import Metrics
+
+logger = logging.getLogger(__name__)
 
 # Candidate nodes read (and locked) for a placement: two per replica to place, so Spread can
 # put each on a different node and the planner's exact scoring (which also weighs GPU and
@@ -133,30 +136,47 @@ class Reconciler:
     async def reconcile_many(self, requests: Sequence[Request]) -> list[Outcome | Exception]:
         """Reconcile every request; each gets its outcome, or the error that stopped it.
 
-        One transaction for the batch, tried once: if it conflicts (an over-commit the node
-        CHECK constraints refused, a deadlock, a replica an agent moved), every key is
-        reconciled again alone, through `reconcile` and its retries. An outage or a bug in the
-        batch's transaction is every key's error. Never a key without exactly one result.
+        `reconcile_batch`, then `reconcile_alone` for each key it left. Never a key without
+        exactly one result.
+        """
+        batched = await self.reconcile_batch(requests)
+        return [
+            await self.reconcile_alone(request) if result is None else result
+            for request, result in zip(requests, batched, strict=True)
+        ]
+
+    async def reconcile_batch(
+        self, requests: Sequence[Request]
+    ) -> list[Outcome | Exception | None]:
+        """Reconcile the requests in one transaction; None for a key that must go alone.
+
+        Tried once. A key left None takes `reconcile_alone` afterwards: one the batch did not
+        decide (the quota gate, no room on the group's nodes), and every key if the batch's
+        transaction conflicted (an over-commit the node CHECK constraints refused, a deadlock,
+        a replica an agent moved) or raised anything unexpected, so that one key's bug fails
+        that key alone. An outage or a lost lease is every key's error: alone, each would
+        meet it again at once.
         """
         if len(requests) <= 1:  # a batch of one buys nothing: the lone path
-            return [await self._alone(request) for request in requests]
+            return [None] * len(requests)
         try:
             batched = await self._store.transaction(
                 lambda tx: self._reconcile_batch(tx, requests), attempts=1
             )
+        except (DatabaseUnavailableError, FencedError) as exc:  # each key's caller decides
+            return [exc] * len(requests)
         except WriteConflictError:
             batched = {}
-        except Exception as exc:  # each key's caller decides what it means (controller.decide)
-            return [exc] * len(requests)
-        results: list[Outcome | Exception] = []
-        for index, request in enumerate(requests):
-            if index in batched:
-                results.append(self._committed(batched[index], request.live_status))
-            else:
-                results.append(await self._alone(request))
-        return results
+        except Exception:  # with its traceback: each key alone finds whose it is
+            logger.exception("a batch of %d reconciles failed; each goes alone", len(requests))
+            batched = {}
+        return [
+            self._committed(batched[index], request.live_status) if index in batched else None
+            for index, request in enumerate(requests)
+        ]
 
-    async def _alone(self, request: Request) -> Outcome | Exception:
+    async def reconcile_alone(self, request: Request) -> Outcome | Exception:
+        """`reconcile` of one request, with the error that stopped it as its result."""
         try:
             return await self.reconcile(
                 ref=request.ref, spec=request.spec, live_status=request.live_status

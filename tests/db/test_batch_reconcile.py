@@ -31,7 +31,7 @@ from controller.db.tables import (
 )
 from controller.kube.resource import parse_spec
 from controller.model.quota import QuotaAmounts
-from controller.operator.reconciler import Outcome, Request
+from controller.operator.reconciler import Outcome, Reconciler, Request
 
 
 @pytest.fixture
@@ -283,3 +283,25 @@ async def test_keys_at_rest_in_a_quota_namespace_are_batched(
         await fleet.reconcile([spec(1, cpu=0.5)] * 8)
     # Nothing to place, so no quota gate: the batch's four reads, as in any namespace.
     assert len(issued) == 4, issued
+
+
+async def test_one_keys_bug_in_a_batch_fails_that_key_alone(
+    sessions: async_sessionmaker[AsyncSession], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await add_node(sessions, "edge-0", cpu=16, memory=65536)
+    intend = Reconciler._intend
+
+    def buggy(self: Reconciler, request: Request, *args: Any) -> Any:
+        if request.ref.name == "poison":  # a bug one object's data trips (in the model, say)
+            raise ValueError("bug in poison's data")
+        return intend(self, request, *args)
+
+    monkeypatch.setattr(Reconciler, "_intend", buggy)
+    drivers = [Driver(sessions, name=name, ns="team") for name in ("a", "poison", "c")]
+    results = await drivers[0].reconciler.reconcile_many(
+        [Request(d.ref, parse_spec(d.ref.name, spec(2, cpu=0.5)), {}) for d in drivers]
+    )
+    assert isinstance(results[0], Outcome), results
+    assert isinstance(results[1], ValueError), results
+    assert isinstance(results[2], Outcome), results
+    assert [results[0].status["phase"], results[2].status["phase"]] == ["Scheduled"] * 2
