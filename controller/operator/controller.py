@@ -172,32 +172,50 @@ class Controller:
         return decision
 
     async def process_batch(self, keys: Sequence[Key]) -> list[Decision]:
-        """Sync the keys in one batch; carry out what `decide` says about each key's result."""
+        """Sync the keys in one batch; carry out what `decide` says about each key's result.
+
+        Each key is decided as soon as its status is published (Syncer.sync_many's
+        `on_result`), not once the whole batch is over: a key the batch's transaction placed
+        does not wait for the keys that go alone after it.
+        """
         started = time.monotonic()
         reported = [self._reported.pop(key, None) for key in keys]
+        decisions: dict[int, Decision] = {}
+
+        def settle(index: int, result: float | Exception | None) -> None:
+            decisions[index] = self._settle(keys[index], reported[index], result)
+
         try:
-            results = await self.syncer.sync_many(
-                keys, retry_delays=[self.queue.next_backoff(key) for key in keys]
+            await self.syncer.sync_many(
+                keys,
+                retry_delays=[self.queue.next_backoff(key) for key in keys],
+                on_result=settle,
             )
-        except Exception as exc:  # a bug outside every key's own work: each key retries it
-            results = [exc] * len(keys)
-        finished = time.monotonic()
-        decisions: list[Decision] = []
-        for key, at, result in zip(keys, reported, results, strict=True):
-            with logs.reconciling(*key):
-                if isinstance(result, Exception):
-                    decision = decide(error=result)
-                    self._log(key, result, decision)
-                    if at is not None:  # not reflected yet: the retry will be timed
-                        self._reported.setdefault(key, at)
-                else:
-                    decision = decide(requeue_after=result)
-                    if at is not None:
-                        self.metrics.report_to_status.observe(finished - at)
-            self.metrics.reconciled(RESULTS[decision.action], finished - started)
-            self._carry_out(key, decision)
-            decisions.append(decision)
-        return decisions
+        except Exception as exc:  # a bug outside every key's own work: each key left retries it
+            for index, key in enumerate(keys):
+                if index not in decisions:
+                    with logs.reconciling(*key):
+                        settle(index, exc)
+        # The batch's time divided among its keys (the keys shared one transaction): summed,
+        # the figures are the workers' busy time, as they are for lone reconciles.
+        share = (time.monotonic() - started) / max(1, len(keys))
+        for index in range(len(keys)):
+            self.metrics.reconciled(RESULTS[decisions[index].action], share)
+        return [decisions[index] for index in range(len(keys))]
+
+    def _settle(self, key: Key, at: float | None, result: float | Exception | None) -> Decision:
+        """Decide one key's result and carry it out; time its report to status."""
+        if isinstance(result, Exception):
+            decision = decide(error=result)
+            self._log(key, result, decision)
+            if at is not None:  # not reflected yet: the retry will be timed
+                self._reported.setdefault(key, at)
+        else:
+            decision = decide(requeue_after=result)
+            if at is not None:
+                self.metrics.report_to_status.observe(time.monotonic() - at)
+        self._carry_out(key, decision)
+        return decision
 
     def _carry_out(self, key: Key, decision: Decision) -> None:
         if decision.action is Action.RETRY:

@@ -42,9 +42,12 @@ _context: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVa
 
 
 @contextlib.contextmanager
-def reconciling(namespace: str, name: str) -> Iterator[str]:
-    """Every log line inside names this object and a fresh reconcile id (returned)."""
-    reconcile_id = str(uuid.uuid4())
+def reconciling(namespace: str, name: str, reconcile_id: str | None = None) -> Iterator[str]:
+    """Every log line inside names this object and its reconcile id (returned; fresh if None).
+
+    A batch's key is in several such blocks (checked, published, decided): one id for all.
+    """
+    reconcile_id = str(uuid.uuid4()) if reconcile_id is None else reconcile_id
     token = _context.set((f"{namespace}/{name}", reconcile_id))
     try:
         yield reconcile_id

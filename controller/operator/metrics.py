@@ -6,7 +6,9 @@ means the same thing it has the same name, labels and unit:
 
 * `controller_runtime_reconcile_total{controller,result}` (result: success, error,
   requeue_after), `controller_runtime_reconcile_errors_total{controller}`,
-  `controller_runtime_reconcile_time_seconds{controller}`;
+  `controller_runtime_reconcile_time_seconds{controller}` (a batch's keys share one transaction:
+  each key observes the batch's time divided among its keys, so that the sum is the workers'
+  busy time, not up to 32 times it);
 * client-go's work-queue metrics, `workqueue_*{name}`: depth, adds, queue and work duration,
   retries, longest running processor, unfinished work;
 * `leader_election_master_status{name}`: 1 while this process leads (always 1 without election).

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping, Sequence
+import uuid
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,6 +23,7 @@ from controller.kube.client import KubeClient
 from controller.kube.resource import InvalidSpecError, ObjectRef
 from controller.model.events import failure_events
 from controller.model.status import Phase, failure_status, status_changed
+from controller.operator import logs
 from controller.operator.locks import KeyedLocks
 from controller.operator.objects import Key, Observed, ObservedObjects
 from controller.operator.reconciler import Outcome, Reconciler, Request
@@ -155,42 +157,76 @@ class Syncer:
         return result
 
     async def sync_many(
-        self, keys: Sequence[Key], *, retry_delays: Sequence[float]
+        self,
+        keys: Sequence[Key],
+        *,
+        retry_delays: Sequence[float],
+        on_result: Callable[[int, float | Exception | None], None] = lambda index, result: None,
     ) -> list[float | Exception | None]:
-        """`sync` of every key, reconciled in one batch (Reconciler.reconcile_many).
+        """`sync` of every key, reconciled in one batch (Reconciler.reconcile_batch).
 
         Each key's result is what `sync` would return or raise for it alone: statuses, events
-        and errors stay per object. The keys' locks are held for the whole batch, taken in
-        one order.
+        and errors stay per object. `on_result(index, result)` hears each key's result as soon
+        as it is published, once, inside the key's log context (logs.reconciling): the keys
+        the batch's transaction decided are published before the keys that go alone run, so
+        they do not wait for them (a batch's lone reconciles are one transaction each). The
+        keys' locks are held for the whole batch, taken in one order.
         """
+        ids = [str(uuid.uuid4()) for _ in keys]
+        results: list[float | Exception | None] = [None] * len(keys)
+
+        def report(index: int, result: float | Exception | None) -> None:
+            results[index] = result
+            on_result(index, result)
+
         async with contextlib.AsyncExitStack() as held:
             for key in sorted(keys):
                 await held.enter_async_context(self._locks.hold(key))
-            results: list[float | Exception | None] = [None] * len(keys)
             ready: list[tuple[int, Observed, dict[str, Any], Request]] = []
             for index, key in enumerate(keys):
-                try:
-                    prepared = await self._prepare(key)
-                except Exception as exc:  # this key's alone (its invalid spec's patch refused)
-                    results[index] = exc
-                    continue
-                if isinstance(prepared, Exception) or prepared is None:
-                    results[index] = prepared
-                    continue
+                with logs.reconciling(*key, ids[index]):
+                    try:
+                        prepared = await self._prepare(key)
+                    except Exception as exc:  # this key's alone (its invalid spec's patch refused)
+                        prepared = exc
+                    if isinstance(prepared, Exception) or prepared is None:
+                        report(index, prepared)
+                        continue
                 ready.append((index, *prepared))
-            outcomes = await self._reconciler.reconcile_many([item[3] for item in ready])
-            published = await asyncio.gather(
+            batched = await self._reconciler.reconcile_batch([item[3] for item in ready])
+            await asyncio.gather(
                 *(
-                    self._publish(keys[index], observed, live, outcome, retry_delays[index])
-                    for (index, observed, live, _), outcome in zip(ready, outcomes, strict=True)
-                ),
-                return_exceptions=True,
+                    self._settle(item, ids[item[0]], outcome, retry_delays[item[0]], report)
+                    for item, outcome in zip(ready, batched, strict=True)
+                    if outcome is not None
+                )
             )
-        for (index, _, _, _), result in zip(ready, published, strict=True):
-            if isinstance(result, BaseException) and not isinstance(result, Exception):
-                raise result  # a cancellation is the caller's, not a key's
-            results[index] = result
+            for item, outcome in zip(ready, batched, strict=True):
+                if outcome is None:
+                    with logs.reconciling(*keys[item[0]], ids[item[0]]):
+                        alone = await self._reconciler.reconcile_alone(item[3])
+                    await self._settle(item, ids[item[0]], alone, retry_delays[item[0]], report)
         return results
+
+    async def _settle(
+        self,
+        item: tuple[int, Observed, dict[str, Any], Request],
+        reconcile_id: str,
+        outcome: Outcome | Exception,
+        retry_delay: float,
+        report: Callable[[int, float | Exception | None], None],
+    ) -> None:
+        """Publish one key's outcome and report its result, in the key's log context."""
+        index, observed, live, _ = item
+        key = (observed.ref.namespace, observed.ref.name)
+        with logs.reconciling(*key, reconcile_id):
+            try:
+                result: float | Exception | None = await self._publish(
+                    key, observed, live, outcome, retry_delay
+                )
+            except Exception as exc:  # this key's: a refused patch, or its reconcile's error
+                result = exc
+            report(index, result)
 
     async def _prepare(
         self, key: Key

@@ -8,7 +8,8 @@ which the db and kube suites test for real.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
@@ -18,7 +19,9 @@ from controller.errors import RetryableError
 from controller.kube.client import KubeApiError
 from controller.kube.resource import InvalidSpecError
 from controller.model.events import Event, EventType
+from controller.operator import logs
 from controller.operator.controller import Action, Controller, Decision, decide
+from controller.operator.metrics import CONTROLLER, Metrics
 from controller.operator.objects import ObservedObjects
 from controller.operator.reconciler import Outcome
 from controller.operator.supervisor import Progress
@@ -48,18 +51,34 @@ def test_decide_maps_each_result_to_one_queue_action(
 
 
 class FakeSyncer:
-    """Returns or raises what the test says, and records what it was asked."""
+    """Returns or raises what the test says, and records what it was asked.
 
-    def __init__(self, *results: float | Exception | None) -> None:
+    `pause`: seconds a batch takes (its round trips); `bug`: raised by the whole batch.
+    """
+
+    def __init__(
+        self, *results: float | Exception | None, pause: float = 0.0, bug: Exception | None = None
+    ) -> None:
         self.results = list(results)
+        self.pause, self.bug = pause, bug
         self.calls: list[tuple[tuple[str, str], float]] = []
         self.forgotten: list[tuple[str, str]] = []
 
     async def sync_many(
-        self, keys: Sequence[tuple[str, str]], *, retry_delays: Sequence[float]
+        self,
+        keys: Sequence[tuple[str, str]],
+        *,
+        retry_delays: Sequence[float],
+        on_result: Callable[[int, float | Exception | None], None],
     ) -> list[float | Exception | None]:
         self.calls += zip(keys, retry_delays, strict=True)
-        return [self.results.pop(0) for _ in keys]
+        await asyncio.sleep(self.pause)
+        if self.bug is not None:
+            raise self.bug
+        results = [self.results.pop(0) for _ in keys]
+        for index, result in enumerate(results):
+            on_result(index, result)
+        return results
 
     def forget(self, key: tuple[str, str]) -> None:
         self.forgotten.append(key)
@@ -171,13 +190,20 @@ class FakeKube:
 
 
 class FakeReconciler:
-    def __init__(self, *results: Outcome | Exception) -> None:
+    """Gives the results the test says, in order; None from the batch sends a key alone."""
+
+    def __init__(self, *results: Outcome | Exception | None) -> None:
         self.results = list(results)
         self.calls = 0
 
-    async def reconcile_many(self, requests: Sequence[Any]) -> list[Outcome | Exception]:
+    async def reconcile_batch(self, requests: Sequence[Any]) -> list[Outcome | Exception | None]:
         self.calls += len(requests)
         return [self.results.pop(0) for _ in requests]
+
+    async def reconcile_alone(self, request: Any) -> Outcome | Exception:
+        result = self.results.pop(0)
+        assert result is not None
+        return result
 
 
 def observed(spec: dict[str, Any], generation: int = 1) -> ObservedObjects:
@@ -389,17 +415,113 @@ async def test_an_invalid_spec_whose_status_patch_fails_is_that_keys_error_alone
     queue.close()
 
 
-class BrokenSyncer(FakeSyncer):
-    async def sync_many(
-        self, keys: Sequence[tuple[str, str]], *, retry_delays: Sequence[float]
-    ) -> list[float | Exception | None]:
-        raise ZeroDivisionError("a bug in the batch")
-
-
 async def test_a_bug_that_escapes_the_batch_is_every_keys_error_and_retried() -> None:
     queue: WorkQueue[tuple[str, str]] = WorkQueue()
-    controller = Controller(syncer=BrokenSyncer(), queue=queue)  # type: ignore[arg-type]
+    controller = Controller(
+        syncer=FakeSyncer(bug=ZeroDivisionError("a bug in the batch")), queue=queue
+    )  # type: ignore[arg-type]
     keys = [("team-a", "one"), ("team-a", "two")]
     assert await controller.process_batch(keys) == [Decision(Action.RETRY)] * 2
     assert queue.pending_timers() == 2  # each key's retry is scheduled: none is lost
+    queue.close()
+
+
+def observed_many(*names: str) -> ObservedObjects:
+    objects = ObservedObjects()
+    for name in names:
+        body = {
+            "metadata": {"namespace": "team-a", "name": name, "uid": name, "generation": 1},
+            "spec": SPEC,
+        }
+        objects.observe(body, deleted=False)
+    return objects
+
+
+class WatchedReconciler(FakeReconciler):
+    """Notes what was already patched and decided when a lone reconcile starts."""
+
+    def __init__(self, queue: WorkQueue[tuple[str, str]], kube: FakeKube) -> None:
+        running = {"observedGeneration": 1, "phase": "Running", "ready": "2/2"}
+        super().__init__(Outcome(status=running, events=()), None, Outcome(status={}, events=()))
+        self.queue, self.kube = queue, kube
+        self.seen: list[tuple[list[tuple[str, str]], int]] = []
+
+    async def reconcile_alone(self, request: Any) -> Outcome | Exception:
+        self.seen.append((list(self.kube.patched), self.queue.pending_timers()))
+        return await super().reconcile_alone(request)
+
+
+async def test_a_batch_publishes_and_decides_its_keys_before_the_lone_ones_run() -> None:
+    queue: WorkQueue[tuple[str, str]] = WorkQueue()
+    kube = FakeKube()
+    reconciler = WatchedReconciler(queue, kube)
+    sync = syncer(observed_many("placed", "alone"), reconciler, kube)
+    controller = Controller(syncer=sync, queue=queue)
+    queue.add_after(("team-a", "placed"), 30.0)  # an earlier delayed add its DONE cancels
+    decisions = await controller.process_batch([("team-a", "placed"), ("team-a", "alone")])
+    assert decisions == [Decision(Action.DONE)] * 2
+    # When the lone reconcile began, the batch's key was patched and decided (timer gone).
+    assert reconciler.seen == [([("team-a", "placed")], 0)]
+    queue.close()
+
+
+class ContextKube(FakeKube):
+    """Notes the log context (logs.reconciling) of each status patch and event."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.contexts: list[tuple[str, tuple[str, str] | None]] = []
+
+    async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        self.contexts.append(("patch", logs._context.get()))
+
+    def record(self, ref: Any, event: Event) -> None:
+        self.contexts.append(("event", logs._context.get()))
+
+
+async def test_a_keys_patch_event_and_decision_log_under_its_object_and_one_reconcile_id(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    kube = ContextKube()
+    ready = {"observedGeneration": 1, "phase": "Running", "ready": "2/2"}
+    reconciler = FakeReconciler(
+        Outcome(status=ready, events=(Event(EventType.NORMAL, "Ready", "2 of 2"),)),
+        RetryableError("throttled"),
+    )
+    queue: WorkQueue[tuple[str, str]] = WorkQueue()
+    controller = Controller(
+        syncer=syncer(observed_many("web", "api"), reconciler, kube), queue=queue
+    )
+    caplog.handler.addFilter(logs.ContextFilter())
+    await controller.process_batch([("team-a", "web"), ("team-a", "api")])
+    [(_, patched), (_, evented)] = kube.contexts
+    assert patched is not None
+    assert patched == evented
+    assert patched[0] == "team-a/web"
+    [line] = [r for r in caplog.records if "retrying" in r.getMessage()]
+    assert getattr(line, "object", None) == "team-a/api"
+    queue.close()
+
+
+async def test_a_batchs_reconcile_time_is_divided_among_its_keys() -> None:
+    metrics = Metrics()
+    queue: WorkQueue[tuple[str, str]] = WorkQueue()
+    controller = Controller(
+        syncer=FakeSyncer(None, None, None, None, pause=0.05), queue=queue, metrics=metrics
+    )  # type: ignore[arg-type]
+    keys = [("team-a", f"d-{index}") for index in range(4)]
+    began = time.monotonic()
+    await controller.process_batch(keys)
+    took = time.monotonic() - began
+    labels = {"controller": CONTROLLER}
+    count = metrics.registry.get_sample_value(
+        "controller_runtime_reconcile_time_seconds_count", labels
+    )
+    total = metrics.registry.get_sample_value(
+        "controller_runtime_reconcile_time_seconds_sum", labels
+    )
+    assert count == 4
+    # Summed, the keys' figures are the batch's time once, not four times.
+    assert total is not None
+    assert 0 < total <= took
     queue.close()
