@@ -51,7 +51,7 @@ logger = logging.getLogger(__name__)
 # 16 reconciles in flight on 100 nodes, 8 per reconcile left the others nothing to lock.
 CANDIDATES_PER_REPLICA = 2
 MIN_CANDIDATES = 2
-# At most this many candidate nodes locked by one group of a batch: a batch of 32 new
+# At most this many candidate nodes locked by one batch, all its groups together: 32 new
 # 10-replica deployments would otherwise lock 640, every node of a 500-node cluster, and
 # leave the other workers' batches nothing to lock (they would all fall back to the lone
 # path). Keys the group's nodes cannot take take the lone path.
@@ -295,15 +295,19 @@ class Reconciler:
             else:
                 plans[index] = plan
         taken: dict[uuid.UUID, NodeCapacity] = {}  # nodes as this batch's plans left them
+        budget = MAX_BATCH_CANDIDATES  # nodes the batch may still lock, all groups together
         for members in groups.values():
+            if budget <= 0:  # the remaining groups' keys take the lone path
+                break
             wanted = [intents[index] for index in members]
-            limit = sum(_candidates(nodeless[index].unplaced) for index in members)
+            limit = min(budget, sum(_candidates(nodeless[index].unplaced) for index in members))
+            budget -= limit
             first = wanted[0].desired
             read = await tx.candidate_nodes(
                 node_selector=first.node_selector,
                 request=_smallest(intent.desired.request for intent in wanted),
                 strategy=first.strategy,
-                limit=min(MAX_BATCH_CANDIDATES, limit),
+                limit=limit,
                 lock=True,
             )
             made, left = planner.plan_many(

@@ -31,6 +31,7 @@ from controller.db.tables import (
 )
 from controller.kube.resource import parse_spec
 from controller.model.quota import QuotaAmounts
+from controller.operator import reconciler as reconciler_module
 from controller.operator.reconciler import Outcome, Reconciler, Request
 
 
@@ -305,3 +306,25 @@ async def test_one_keys_bug_in_a_batch_fails_that_key_alone(
     assert isinstance(results[1], ValueError), results
     assert isinstance(results[2], Outcome), results
     assert [results[0].status["phase"], results[2].status["phase"]] == ["Scheduled"] * 2
+
+
+async def test_the_candidate_budget_is_the_batchs_not_each_groups(
+    engine: AsyncEngine,
+    sessions: async_sessionmaker[AsyncSession],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for zone in ("a", "b"):
+        for index in range(4):
+            await add_node(
+                sessions, f"{zone}-{index}", cpu=64, memory=131072, labels={"zone": zone}
+            )
+    # Two groups (one per selector) of 2 replicas want 4 candidates each; the batch may lock 4.
+    monkeypatch.setattr(reconciler_module, "MAX_BATCH_CANDIDATES", 4)
+    fleet = Fleet(sessions, ["in-a", "in-b"], ns="zones")
+    bodies = [{**spec(2, cpu=0.5), "nodeSelector": {"zone": zone}} for zone in ("a", "b")]
+    with counted(engine) as issued:
+        statuses = await fleet.reconcile(bodies)
+    assert [s["phase"] for s in statuses] == ["Scheduled"] * 2
+    # The batch placed the first group; the budget spent, the second went alone: two
+    # transactions, each with its lock statement.
+    assert sum("pg_advisory_xact_lock" in statement for statement in issued) == 2
