@@ -22,10 +22,12 @@ from sqlalchemy import Integer, any_, delete, func, insert, select, update
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from controller.db.queries import array_param, unnested
+from controller.db.queries import array_param, core, unnested
 from controller.db.tables import Deployment, DeploymentReplica, DeploymentRevision, User
 from controller.model.revisions import KnownRevision, RevisionPlan
 from controller.model.states import CAPACITY_HOLDING_STATUSES
+
+_revisions = core(DeploymentRevision)
 
 
 async def known_many(
@@ -108,7 +110,9 @@ async def record_many(session: AsyncSession, records: Sequence[Record]) -> None:
         if record.plan.create
     ]
     if created:
-        await session.execute(insert(DeploymentRevision), created)
+        # At Core level on the table, every column named: the ORM's bulk INSERT sent the rows
+        # with and without an actor (created_by NULL) as two statements of two shapes.
+        await session.execute(insert(_revisions), created)
     for record in records:
         if not record.plan.create and record.plan.renumber_from is not None:
             await _renumber(session, record)

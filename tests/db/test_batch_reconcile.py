@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -328,3 +329,21 @@ async def test_the_candidate_budget_is_the_batchs_not_each_groups(
     # The batch placed the first group; the budget spent, the second went alone: two
     # transactions, each with its lock statement.
     assert sum("pg_advisory_xact_lock" in statement for statement in issued) == 2
+
+
+async def test_new_revision_rows_with_and_without_an_actor_are_one_insert(
+    engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    await add_node(sessions, "edge-0", cpu=64, memory=131072)
+    fleet = Fleet(sessions, ["known", "unknown"], ns="actors")
+    known = fleet.drivers[0]
+    known.ref = replace(known.ref, manager="kubectl")  # the other's manager is None
+    with counted(engine) as issued:
+        await fleet.reconcile([spec(1, cpu=0.5)] * 2)
+    inserts = [s for s in issued if s.startswith("INSERT INTO deployment_revisions")]
+    assert len(inserts) == 1, inserts
+    async with sessions() as session:
+        actors = await session.scalars(
+            select(DeploymentRevision.created_by).order_by(DeploymentRevision.created_by)
+        )
+        assert list(actors) == ["kubectl", None]
