@@ -5,7 +5,7 @@ notifications: it compares what the spec wants with what Postgres records and cl
 by one step. It knows nothing of kopf or of the work queue; the workers turn its errors into
 retry decisions.
 
-A worker hands over every key it took from the queue at once (`reconcile_many`, issue 15
+A worker hands over every key it took from the queue at once (`reconcile_batch`, issue 15
 item 1, as Nomad's plan applier batches plans): the batch is one transaction with a fixed
 number of statements (one lock statement, one read per table, one write per table), and the
 decisions per deployment are the same pure steps a lone reconcile takes (`_intend`,
@@ -132,18 +132,6 @@ class Reconciler:
         request = Request(ref=ref, spec=spec, live_status=live_status)
         outcome = await self._store.transaction(lambda tx: self._reconcile_once(tx, request))
         return self._committed(outcome, live_status)
-
-    async def reconcile_many(self, requests: Sequence[Request]) -> list[Outcome | Exception]:
-        """Reconcile every request; each gets its outcome, or the error that stopped it.
-
-        `reconcile_batch`, then `reconcile_alone` for each key it left. Never a key without
-        exactly one result.
-        """
-        batched = await self.reconcile_batch(requests)
-        return [
-            await self.reconcile_alone(request) if result is None else result
-            for request, result in zip(requests, batched, strict=True)
-        ]
 
     async def reconcile_batch(
         self, requests: Sequence[Request]

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event, func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
-from test_reconciler import Driver, add_node, agents, condition, spec
+from test_reconciler import Driver, add_node, agents, condition, reconcile_many, spec
 
 from controller.db import engine as db_engine
 from controller.db import queries
@@ -51,11 +51,12 @@ class Fleet:
         self.reconciler = self.drivers[0].reconciler
 
     async def reconcile(self, bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        results = await self.reconciler.reconcile_many(
+        results = await reconcile_many(
+            self.reconciler,
             [
                 Request(driver.ref, parse_spec(driver.ref.name, body), driver.status)
                 for driver, body in zip(self.drivers, bodies, strict=True)
-            ]
+            ],
         )
         for driver, result in zip(self.drivers, results, strict=True):
             assert isinstance(result, Outcome), result
@@ -249,8 +250,9 @@ async def test_two_batches_creating_the_same_namespaces_in_opposite_orders_both_
     second = [Driver(sessions, name="b2", ns="ns2"), Driver(sessions, name="b1", ns="ns1")]
 
     async def batch(drivers: list[Driver]) -> list[Outcome | Exception]:
-        return await drivers[0].reconciler.reconcile_many(
-            [Request(d.ref, parse_spec(d.ref.name, spec(1, cpu=0.5)), {}) for d in drivers]
+        return await reconcile_many(
+            drivers[0].reconciler,
+            [Request(d.ref, parse_spec(d.ref.name, spec(1, cpu=0.5)), {}) for d in drivers],
         )
 
     with counted(engine) as issued:
@@ -300,8 +302,9 @@ async def test_one_keys_bug_in_a_batch_fails_that_key_alone(
 
     monkeypatch.setattr(Reconciler, "_intend", buggy)
     drivers = [Driver(sessions, name=name, ns="team") for name in ("a", "poison", "c")]
-    results = await drivers[0].reconciler.reconcile_many(
-        [Request(d.ref, parse_spec(d.ref.name, spec(2, cpu=0.5)), {}) for d in drivers]
+    results = await reconcile_many(
+        drivers[0].reconciler,
+        [Request(d.ref, parse_spec(d.ref.name, spec(2, cpu=0.5)), {}) for d in drivers],
     )
     assert isinstance(results[0], Outcome), results
     assert isinstance(results[1], ValueError), results

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
-from test_reconciler import Driver, add_node, condition, spec
+from test_reconciler import Driver, add_node, condition, reconcile_many, spec
 
 from controller.db import engine as db_engine
 from controller.db import nodes as db_nodes
@@ -395,8 +395,9 @@ async def test_crash_backoff_grows_then_stalled_then_recovers(
         assert await session.scalar(select(Deployment.consecutive_failures)) == 0
 
 
-# Batched: the drivers reconcile in batches of four (Reconciler.reconcile_many, issue 15
-# item 1), two batches and the agents racing; lone: each driver on its own.
+# Batched: the drivers reconcile in batches of four (Reconciler.reconcile_batch, then
+# reconcile_alone, issue 15 item 1), two batches and the agents racing; lone: each driver
+# on its own.
 @pytest.mark.parametrize("batched", [False, True], ids=["lone", "batched"])
 async def test_capacity_is_never_overcommitted_with_concurrent_agents_and_reconciles(
     sessions: async_sessionmaker[AsyncSession], batched: bool
@@ -488,11 +489,12 @@ async def _batch_loop(
             {**body, "replicas": max(0, body["replicas"] + move)}
             for body, move in zip(bodies, moves, strict=True)
         ]
-        results = await reconciler.reconcile_many(
+        results = await reconcile_many(
+            reconciler,
             [
                 Request(driver.ref, parse_spec(driver.ref.name, body), driver.status)
                 for driver, body in zip(drivers, bodies, strict=True)
-            ]
+            ],
         )
         for driver, body, result in zip(drivers, bodies, results, strict=True):
             if isinstance(result, WriteConflictError):  # kopf would retry it a second later

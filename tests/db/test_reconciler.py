@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -26,7 +27,7 @@ from controller.model.placement import Strategy
 from controller.model.resources import Resources
 from controller.model.simulation import Simulator
 from controller.model.states import DeploymentStatus, ReplicaStatus
-from controller.operator.reconciler import Reconciler
+from controller.operator.reconciler import Outcome, Reconciler, Request
 from controller.sandbox.dbagent import tick
 
 
@@ -106,6 +107,18 @@ class Driver:
             for status, _ in await self.replicas()
             if status in (ReplicaStatus.PENDING, ReplicaStatus.STARTING, ReplicaStatus.RUNNING)
         )
+
+
+async def reconcile_many(
+    reconciler: Reconciler, requests: Sequence[Request]
+) -> list[Outcome | Exception]:
+    """What the operator's worker does with a batch: `reconcile_batch`, then each key it left
+    alone (`reconcile_alone`); every key gets its outcome or its error."""
+    batched = await reconciler.reconcile_batch(requests)
+    return [
+        await reconciler.reconcile_alone(request) if result is None else result
+        for request, result in zip(requests, batched, strict=True)
+    ]
 
 
 async def agents(sessions: async_sessionmaker[AsyncSession], rounds: int = 1) -> None:
