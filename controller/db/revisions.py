@@ -65,11 +65,6 @@ async def known_many(
     return {owner: tuple(revisions) for owner, revisions in known.items()}
 
 
-async def known(session: AsyncSession, deployment_id: uuid.UUID) -> tuple[KnownRevision, ...]:
-    """The deployment's revision rows, oldest number first (`known_many` of one)."""
-    return (await known_many(session, [deployment_id]))[deployment_id]
-
-
 @dataclass(frozen=True, slots=True)
 class Record:
     """One deployment's revision-row plan, for `record_many`."""
