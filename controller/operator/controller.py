@@ -179,6 +179,7 @@ class Controller:
         does not wait for the keys that go alone after it.
         """
         started = time.monotonic()
+        self.metrics.batched(len(keys))
         reported = [self._reported.pop(key, None) for key in keys]
         decisions: dict[int, Decision] = {}
 

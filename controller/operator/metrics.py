@@ -15,7 +15,8 @@ means the same thing it has the same name, labels and unit:
 
 Ours, prefixed `fog_`: replicas and nodes by status (`fog_replicas`, `fog_nodes`, refreshed by
 the health loop, see health.py), placement failures by reason, the database round trip, and the
-time from an agent's report reaching the operator to the object's status saying so, and the
+time from an agent's report reaching the operator to the object's status saying so, the keys
+a worker took in one batch (`fog_reconcile_batch_keys`: how much batching shares), and the
 history partitions a retention dropped (`fog_history_partitions_dropped_total{table}`).
 
 One process-wide instance (`METRICS`), as prometheus-client's own default registry is, so that
@@ -54,6 +55,10 @@ ROUND_TRIP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25
 # An agent's report reaches status in well under a second (README); the long tail is a
 # reconcile that waited for a database retry or a busy queue.
 REPORT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+# Keys per batch, 1 to controller.BATCH (32): every size up to 4, where a batch saves little
+# and where the burst's batches were thought to be (docs/design/performance.md), then halfway
+# steps between powers of two.
+BATCH_KEY_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32)
 
 # Reconcile results, controller-runtime's label values.
 SUCCESS = "success"
@@ -218,6 +223,12 @@ class Metrics:
             buckets=REPORT_BUCKETS,
             registry=r,
         )
+        self.batch_keys = Histogram(
+            "fog_reconcile_batch_keys",
+            "Keys a worker took from the work queue at once and reconciled as one batch",
+            buckets=BATCH_KEY_BUCKETS,
+            registry=r,
+        )
         self.history_partitions_dropped = Counter(
             "fog_history_partitions_dropped_total",
             "Monthly history partitions dropped whole because every row was older than "
@@ -236,6 +247,10 @@ class Metrics:
         if result == ERROR:
             self.reconcile_errors.labels(controller=CONTROLLER).inc()
         self.reconcile_time.labels(controller=CONTROLLER).observe(seconds)
+
+    def batched(self, keys: int) -> None:
+        """A worker took `keys` keys from the queue as one batch."""
+        self.batch_keys.observe(keys)
 
     def counted(self, *, replicas: Mapping[str, int], nodes: Mapping[str, int]) -> None:
         """Set the replica and node gauges from one count.

@@ -525,3 +525,25 @@ async def test_a_batchs_reconcile_time_is_divided_among_its_keys() -> None:
     assert total is not None
     assert 0 < total <= took
     queue.close()
+
+
+async def test_each_batch_a_worker_takes_observes_its_number_of_keys_once() -> None:
+    metrics = Metrics()
+    queue: WorkQueue[tuple[str, str]] = WorkQueue()
+    syncer = FakeSyncer(None, None, None, None)
+    controller = Controller(syncer=syncer, queue=queue, metrics=metrics)  # type: ignore[arg-type]
+    for name in ("one", "two", "three"):
+        queue.add(("team-a", name))
+    worker = asyncio.create_task(controller.work(Progress()))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    queue.add(("team-a", "four"))  # after the first batch was taken: a batch of its own
+    for _ in range(20):
+        await asyncio.sleep(0)
+    worker.cancel()
+    queue.close()
+    sample = metrics.registry.get_sample_value
+    assert sample("fog_reconcile_batch_keys_count") == 2
+    assert sample("fog_reconcile_batch_keys_sum") == 4
+    assert sample("fog_reconcile_batch_keys_bucket", {"le": "1.0"}) == 1
+    assert sample("fog_reconcile_batch_keys_bucket", {"le": "3.0"}) == 2
