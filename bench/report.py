@@ -78,23 +78,30 @@ def _pair(scenario: str, first: Figure, second: Figure) -> list[str]:
     ]
 
 
+def _burst_rows(b: dict[str, Any]) -> list[str]:
+    """The burst: how fast, how many API writes, and how large the operator's batches were."""
+    label = f"Burst: {b['nodes']} nodes, {b['deployments']} x {b['replicas_each']} replicas"
+    lines = [
+        f"| {label} | seconds until all Ready | {cell(b['seconds_to_all_ready'])} | |",
+        row("", "replicas placed per second", cell(b["replicas_placed_per_second"]), ">= 1,000"),
+        f"| | replicas Ready per second | {cell(b['replicas_ready_per_second'])} | >= 700 |",
+        f"| | apply-to-Ready p50 (s) | {cell(b['apply_to_ready_p50_s'])} | |",
+        f"| | apply-to-Ready p99 (s) | {cell(b['apply_to_ready_p99_s'])} | <= 15 |",
+    ]
+    if "api_writes_per_object" in b:
+        writes = cell(b["api_writes_per_object"])
+        lines.append(row("", "API writes per object (FogDeployments, Events)", writes, ""))
+    if "batch_keys_until_placed" in b:
+        batches = b["batch_keys_until_placed"]
+        sizes = f"{cell(batches['mean'])}; p90 <= {cell(batches['p90_at_most'])}"
+        lines.append(row("", "operator keys per batch until placed: mean; p90", sizes, ""))
+    return lines
+
+
 def _latency_rows(s: dict[str, Any]) -> list[str]:
     lines: list[str] = []
     if "burst" in s:
-        b = s["burst"]
-        label = f"Burst: {b['nodes']} nodes, {b['deployments']} x {b['replicas_each']} replicas"
-        lines += [
-            f"| {label} | seconds until all Ready | {cell(b['seconds_to_all_ready'])} | |",
-            row(
-                "", "replicas placed per second", cell(b["replicas_placed_per_second"]), ">= 1,000"
-            ),
-            f"| | replicas Ready per second | {cell(b['replicas_ready_per_second'])} | >= 700 |",
-            f"| | apply-to-Ready p50 (s) | {cell(b['apply_to_ready_p50_s'])} | |",
-            f"| | apply-to-Ready p99 (s) | {cell(b['apply_to_ready_p99_s'])} | <= 15 |",
-        ]
-        if "api_writes_per_object" in b:
-            writes = cell(b["api_writes_per_object"])
-            lines.append(row("", "API writes per object (FogDeployments, Events)", writes, ""))
+        lines += _burst_rows(s["burst"])
     if "burst_quota" in s:
         lines += _quota_rows(s["burst_quota"], s.get("burst"))
     if "kubernetes" in s:

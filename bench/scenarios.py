@@ -30,6 +30,7 @@ from runs import (
     create_all,
     fresh_run,
     manifest,
+    metric_samples,
     node_name,
     probe_agent,
     register_nodes,
@@ -138,6 +139,54 @@ class BurstFigures:
     p99: float
     replicas: int
     cpu: dict[str, float]  # CPU seconds of each process until all were placed, when metered
+    # The operator's batches until all were placed, and until all were Ready, when scraped.
+    batches_placed: Batches | None = None
+    batches_ready: Batches | None = None
+
+
+# The operator's histogram of keys per batch (controller/operator/metrics.py).
+BATCH_KEYS = "fog_reconcile_batch_keys"
+
+
+@dataclass(frozen=True)
+class Batches:
+    """The operator's batches since it started, from its fog_reconcile_batch_keys histogram."""
+
+    count: int  # batches
+    keys: int  # keys in all of them
+    cumulative: dict[float, int]  # batches of at most `le` keys, by bucket bound `le`
+
+    @property
+    def mean(self) -> float:
+        return self.keys / self.count if self.count else 0.0
+
+    def quantile(self, fraction: float) -> float:
+        """The smallest bucket bound that `fraction` of the batches are within (an upper bound)."""
+        for bound, within in sorted(self.cumulative.items()):
+            if within >= fraction * self.count:
+                return bound
+        return float("inf")
+
+    def sizes(self) -> dict[str, int]:
+        """Batches per bucket, not cumulative: `le` (as text) -> batches in (previous, le]."""
+        out, below = {}, 0
+        for bound, within in sorted(self.cumulative.items()):
+            out[f"{bound:g}"] = within - below
+            below = within
+        return out
+
+
+def scrape_batches(metrics_url: str) -> Batches:
+    """The operator's batch-size histogram as its /metrics says now."""
+    with urllib.request.urlopen(metrics_url, timeout=METRICS_TIMEOUT_SECONDS) as page:
+        text = page.read().decode()
+    cumulative = {
+        float(labels["le"]): int(value)
+        for labels, value in metric_samples(text, f"{BATCH_KEYS}_bucket")
+    }
+    [(_, count)] = metric_samples(text, f"{BATCH_KEYS}_count")
+    [(_, keys)] = metric_samples(text, f"{BATCH_KEYS}_sum")
+    return Batches(count=int(count), keys=int(keys), cumulative=cumulative)
 
 
 def burst_meter(servers: Servers, current: Run) -> Meter:
@@ -158,13 +207,19 @@ def burst_meter(servers: Servers, current: Run) -> Meter:
 
 
 async def _burst_once(
-    api: client.CustomObjectsApi, current: Run, sizes: Sizes, meter: Meter | None = None
+    api: client.CustomObjectsApi,
+    current: Run,
+    sizes: Sizes,
+    meter: Meter | None = None,
+    metrics_url: str | None = None,
 ) -> BurstFigures:
     """Apply the burst's deployments at once into a running stack; time placement and Ready.
 
     Counts only its own replicas and deployments, so another scenario may run it on top of
     objects of its own (the fleet scenario's probe). With `meter`, the CPU each process spent
     from the first create until every replica was placed, the Kubernetes baseline's measure.
+    With `metrics_url` (the operator's /metrics), its batch sizes once all are placed (after
+    the meter stopped: the scrape is not counted) and once all are Ready.
     """
     watcher = current.watcher
     bodies = [manifest(f"d{i:04d}", sizes.burst_replicas) for i in range(sizes.burst_deployments)]
@@ -177,9 +232,11 @@ async def _burst_once(
     await _poll(current.url, placed_query, expected, BURST_LIMIT_SECONDS)
     placed_at = time.monotonic()
     cpu = meter.stop() if meter else {}
+    batches_placed = scrape_batches(metrics_url) if metrics_url else None
     await watcher.until(
         lambda: all(name in watcher.ready_at for name in created), limit=BURST_LIMIT_SECONDS
     )
+    batches_ready = scrape_batches(metrics_url) if metrics_url else None
     done = max(watcher.ready_at[name] for name in created)
     latencies = [watcher.ready_at[name] - created[name] for name in created]
     replicas = sizes.burst_deployments * sizes.burst_replicas
@@ -191,10 +248,26 @@ async def _burst_once(
         p99=percentile(latencies, 99),
         replicas=replicas,
         cpu=cpu,
+        batches_placed=batches_placed,
+        batches_ready=batches_ready,
     )
 
 
+def _batch_summary(runs: Sequence[Batches]) -> dict[str, Any]:
+    """The runs' batch counts and sizes; each run's batches per bucket, to read the shape."""
+    return {
+        "batches": summary([b.count for b in runs]),
+        "keys": summary([b.keys for b in runs]),
+        "mean": summary([b.mean for b in runs]),
+        "p50_at_most": summary([b.quantile(0.5) for b in runs]),
+        "p90_at_most": summary([b.quantile(0.9) for b in runs]),
+        "batches_by_size_per_run": [b.sizes() for b in runs],
+    }
+
+
 def _burst_summary(runs: list[BurstFigures]) -> dict[str, Any]:
+    placed = [r.batches_placed for r in runs if r.batches_placed is not None]
+    ready = [r.batches_ready for r in runs if r.batches_ready is not None]
     return {
         "seconds_to_all_ready": summary([r.seconds for r in runs]),
         "replicas_ready_per_second": summary([r.ready_rate for r in runs]),
@@ -209,6 +282,14 @@ def _burst_summary(runs: list[BurstFigures]) -> dict[str, Any]:
                 ),
             }
             if all(r.cpu for r in runs)
+            else {}
+        ),
+        **(
+            {
+                "batch_keys_until_placed": _batch_summary(placed),
+                "batch_keys_until_ready": _batch_summary(ready),
+            }
+            if len(placed) == len(ready) == len(runs)
             else {}
         ),
     }
@@ -228,6 +309,7 @@ async def burst(
     api = client.CustomObjectsApi(api_client)
     runs, writes = [], []
     for run in range(sizes.runs):
+        metrics_port = ports.free_port()
         async with fresh_run(
             servers,
             api_client,
@@ -236,14 +318,29 @@ async def burst(
             cpu=16,
             memory=32768,
             agents=ONE_AGENT,
+            operator_args=("--metrics-bind-address", f"127.0.0.1:{metrics_port}"),
         ) as current:
             if quota is not None:
                 await _apply_quota(api, current, quota)
             before = api_writes(servers.kubectl)
-            runs.append(await _burst_once(api, current, sizes, burst_meter(servers, current)))
+            runs.append(
+                await _burst_once(
+                    api,
+                    current,
+                    sizes,
+                    burst_meter(servers, current),
+                    f"http://127.0.0.1:{metrics_port}/metrics",
+                )
+            )
             await asyncio.sleep(SETTLE_SECONDS)  # the last events and patches after Ready
             writes.append((api_writes(servers.kubectl) - before) / sizes.burst_deployments)
-            print(f"  burst run {run + 1}: all Ready in {runs[-1].seconds:.1f} s", flush=True)
+            placed = runs[-1].batches_placed
+            assert placed is not None  # scraped: the operator serves its metrics
+            print(
+                f"  burst run {run + 1}: all Ready in {runs[-1].seconds:.1f} s; until placed"
+                f" {placed.count} batches of {placed.mean:.1f} keys on average",
+                flush=True,
+            )
     return {
         "nodes": sizes.burst_nodes,
         "deployments": sizes.burst_deployments,
