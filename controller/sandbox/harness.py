@@ -380,10 +380,25 @@ class Stack:
         logs.update({f"agent-{name}": agent.log for name, agent in self.extra_agents.items()})
         return logs
 
+    def _processes(self) -> tuple[FogctlProcess, ...]:
+        return (self.operator, self.agent, *self.extra_agents.values(), self.agent_api)
+
     def stop(self) -> None:
         """Stop every process of the stack (whichever run)."""
-        for process in (self.operator, self.agent, *self.extra_agents.values(), self.agent_api):
+        for process in self._processes():
             process.stop()
+
+    def kill(self) -> None:
+        """SIGKILL every running process of the stack, then reap them.
+
+        For a caller done with the run that has no use for a graceful stop (the benchmark
+        between runs): the operator's takes about 6 s, most of it kopf waiting 5 s for tasks
+        left over after its cleanup.
+        """
+        for process in self._processes():
+            if process.running():
+                process.signal(signal.SIGKILL)
+        self.stop()
 
 
 # --------------------------------------------------------------------------- all of it
