@@ -4,11 +4,15 @@ Runs against real parts only: a local kube-apiserver + etcd and a throwaway Post
 operator as a separate `fogctl run` process, the agent API as a `fogctl serve-agents` process and
 the simulated agent as a separate `fogctl agent simulate` process with zero start delay, which
 speaks only to the agent API, all started by the harness the end-to-end tests use
-(controller/sandbox/harness.py). Each scenario runs at least three times on fresh state (a new
-namespace and a new database copied from a migrated template, a new operator process); the
-report gives the median with min and max.
+(controller/sandbox/harness.py). Each scenario runs three times on fresh state (a new namespace
+and a new database copied from a migrated template, a new operator process); the report gives
+the median with min and max.
 
     python bench/fogbench.py [--quick] [--out bench/results/latest.json] [--markdown BENCHMARKS.md]
+
+--quick (`make bench-quick`) is a developer's check, in under two minutes, that every scenario
+still works end to end before an hour of `make bench`: small sizes, shorter waits where they
+only pad, and one run of each scenario, which the report calls one run, not a median.
 
 Figures are reported, never asserted: tests assert behaviour, benchmarks measure it. The
 scenarios are in bench/scenarios.py (one run's set-up in bench/runs.py), the table in
@@ -75,7 +79,9 @@ RUNNERS: dict[str, Runner] = {
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
-    sizes = dataclasses.replace(scenarios.QUICK if args.quick else scenarios.FULL, runs=args.runs)
+    sizes = scenarios.QUICK if args.quick else scenarios.FULL
+    if args.runs is not None:
+        sizes = dataclasses.replace(sizes, runs=args.runs)
     if args.history_rows is not None:
         sizes = dataclasses.replace(sizes, history_rows=args.history_rows)
     chosen = args.only or SCENARIOS
@@ -107,12 +113,17 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes, under two minutes")
+    parser.add_argument(
+        "--quick", action="store_true", help="small sizes, one run each: under two minutes"
+    )
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "latest.json")
     parser.add_argument("--markdown", type=Path, help="write the table to this file")
     parser.add_argument("--only", action="append", choices=SCENARIOS)
     parser.add_argument(
-        "--runs", type=int, default=scenarios.Sizes.runs, help="runs per scenario (>= 3 to report)"
+        "--runs",
+        type=int,
+        help=f"runs per scenario (>= 3 to report; default {scenarios.FULL.runs},"
+        f" --quick {scenarios.QUICK.runs})",
     )
     parser.add_argument(
         "--history-rows", type=int, help="history rows of the history scenario (a size between)"

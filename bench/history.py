@@ -2,7 +2,7 @@
 
 Every status change is kept, about five rows per replica lifetime, so a large fleet's history
 tables reach hundreds of millions of rows. The issue's target: `fogctl history NAMESPACE/NAME`
-answers in under 10 ms (p99) with 100 million history rows (`make bench`; --quick: 300,000).
+answers in under 10 ms (p99) with 100 million history rows (`make bench`; --quick: 100,000).
 
 What this scenario writes, straight into a fresh database with one INSERT ... SELECT over
 generate_series per table (the rows are the shape the triggers write, without running them):
@@ -62,8 +62,6 @@ ROWS_PER_DEPLOYMENT = ROWS_PER_LIFETIME * LIFETIMES_PER_DEPLOYMENT + DEPLOYMENT_
 MONTHS = 24
 # Nodes the replicas ran on (the history's node column, joined for its name).
 NODES = 1000
-# Queries timed per run: enough for a p99 that is not the single worst sample.
-SAMPLES = 500
 # Memory for the index builds after the load (PostgreSQL's default, 64 MB, spills to disk).
 MAINTENANCE_WORK_MEM = "512MB"
 
@@ -256,7 +254,7 @@ async def history_scale(servers: Servers, sizes: Sizes, _api: client.ApiClient) 
                 gc.collect()
                 gc.disable()
                 try:
-                    for _ in range(SAMPLES):
+                    for _ in range(sizes.history_samples):
                         name = f"d{chooser.randrange(figures['deployments'])}"
                         began = time.perf_counter()
                         found = await history.deployment_history(
@@ -282,7 +280,7 @@ async def history_scale(servers: Servers, sizes: Sizes, _api: client.ApiClient) 
             }
     finally:
         await engine.dispose()
-    figures["samples_per_run"] = SAMPLES
+    figures["samples_per_run"] = sizes.history_samples
     figures["entries_per_query"] = round(statistics.mean(entries))
     figures["first_query_on_a_new_connection_ms"] = summary([1000 * f for f in first])
     figures["p50_ms"] = summary(p50s)
