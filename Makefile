@@ -16,7 +16,7 @@ help:
 	@echo "make demo-node-loss  a node goes silent, its replicas move, it comes back"
 	@echo "make demo-down   stop what 'make demo' started"
 	@echo "make bench       benchmarks (an hour or more): bench/results/latest.json, BENCHMARKS.md"
-	@echo "make bench-quick a small version of every scenario"
+	@echo "make bench-quick every scenario small, one run each: a check, not figures to report"
 	@echo "make reliability the full fault suite (about 15 min): figures in RELIABILITY.md"
 
 $(STAMP): pyproject.toml

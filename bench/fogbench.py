@@ -10,9 +10,9 @@ the median with min and max.
 
     python bench/fogbench.py [--quick] [--out bench/results/latest.json] [--markdown BENCHMARKS.md]
 
---quick (`make bench-quick`) is a developer's check, in under two minutes, that every scenario
-still works end to end before an hour of `make bench`: small sizes, shorter waits where they
-only pad, and one run of each scenario, which the report calls one run, not a median.
+--quick (`make bench-quick`) is a developer's check, in minutes, that every scenario still works
+end to end before an hour of `make bench`: small sizes, shorter waits where they only pad, and
+one run of each scenario, which the report calls one run, not a median.
 
 Figures are reported, never asserted: tests assert behaviour, benchmarks measure it. The
 scenarios are in bench/scenarios.py (one run's set-up in bench/runs.py), the table in
@@ -113,9 +113,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--quick", action="store_true", help="small sizes, one run each: under two minutes"
-    )
+    parser.add_argument("--quick", action="store_true", help="small sizes, one run each")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "latest.json")
     parser.add_argument("--markdown", type=Path, help="write the table to this file")
     parser.add_argument("--only", action="append", choices=SCENARIOS)
