@@ -37,15 +37,19 @@ from controller.operator.workqueue import ShutDownError, WorkQueue
 
 logger = logging.getLogger(__name__)
 
-# Reconciles in flight at once (one per key, different keys in parallel). Enough to hide
-# database and API round trips on a small machine; fewer than the database pool (30
+# Batches in flight at once (different keys in parallel). 4, measured in the burst of 1,000
+# objects x 10 replicas (docs/design/performance.md, "Batch sizes in the burst"): 16 idle
+# workers each took the few keys ready when it came (5.8 a batch on average), 4 busy ones
+# leave the keys queued and take 27 (most a full BATCH), for 45% less operator CPU and 1.7
+# times the placement rate. Four batches still overlap the database's round trips; a lone
+# apply finds an idle worker and is not delayed. Fewer than the database pool (30
 # connections), so notification lookups and the node check always find a connection.
-WORKERS = 16
+WORKERS = 4
 # Keys a worker takes from the queue at once and reconciles in one transaction (issue 15
 # item 1). Per-object SQL round trips and their Python were half the operator's CPU in a
-# burst (docs/design/performance.md); a batch shares them. 32: at 16 workers that is 512 keys
-# in flight, half a burst of 1,000 objects, so the other half keeps the remaining workers
-# busy; a larger batch also holds its keys' locks and its candidate nodes longer.
+# burst (docs/design/performance.md); a batch shares them. 32: a larger batch holds its keys'
+# locks and its candidate nodes longer, and its keys that go alone (a quota's gate) run one
+# after another within it.
 BATCH = 32
 
 
