@@ -39,6 +39,9 @@ from controller.sandbox.harness import Kubectl, Servers, Stack
 PROCESS_START_SECONDS = 3.0
 # The server ends a watch after this; the watch is then opened again.
 WATCH_SECONDS = 300
+# A watch the API server refuses (429 "storage is (re)initializing" for a namespace's new
+# resources, 5xx under load) is opened again after this: the server's Retry-After is 1 s.
+WATCH_RETRY_SECONDS = 1.0
 # Creates the API server refuses under load (429, 5xx) are retried this many times.
 CREATE_ATTEMPTS = 5
 # The agent API imports, connects and listens in about 2 s; a minute means it is broken.
@@ -100,6 +103,11 @@ class ReadyWatch:
         self.changed.set()
 
     async def _run(self) -> None:
+        """Watch until stopped; a refused watch is opened again rather than ending the task.
+
+        Ended, the task would leave every later `until` waiting out its limit for changes that
+        happened: a single run failed so at its first object after the server's 429.
+        """
         while True:
             stream = watch.Watch().stream(
                 self.api.list_namespaced_custom_object,
@@ -109,8 +117,13 @@ class ReadyWatch:
                 PLURAL,
                 timeout_seconds=WATCH_SECONDS,
             )
-            async for item in stream:
-                self._record(item["object"])
+            try:
+                async for item in stream:
+                    self._record(item["object"])
+            except ApiException as exc:
+                if exc.status != 429 and (exc.status or 0) < 500:
+                    raise
+                await asyncio.sleep(WATCH_RETRY_SECONDS)
 
     def ready_again_after(self, name: str, since: float) -> float | None:
         """When `name` was Ready again after having been not Ready since `since`, if it was."""
@@ -134,6 +147,10 @@ class ReadyWatch:
         """Wait for `predicate`, looking again on each change; TimeoutError after `limit`."""
         deadline = time.monotonic() + limit
         while not predicate():
+            if self.task is not None and self.task.done():
+                # A watch that ended on an error raises it here, not a TimeoutError much later.
+                self.task.result()
+                raise RuntimeError("the Ready watch ended")
             self.changed.clear()
             remaining = deadline - time.monotonic()
             if remaining <= 0:
