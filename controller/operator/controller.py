@@ -40,10 +40,11 @@ logger = logging.getLogger(__name__)
 # Batches in flight at once (different keys in parallel). 4, measured in the burst of 1,000
 # objects x 10 replicas (docs/design/performance.md, "Batch sizes in the burst"): 16 idle
 # workers each took the few keys ready when it came (5.8 a batch on average), 4 busy ones
-# leave the keys queued and take 27 (most a full BATCH), for 45% less operator CPU and 1.7
-# times the placement rate. Four batches still overlap the database's round trips; a lone
-# apply finds an idle worker and is not delayed. Fewer than the database pool (30
-# connections), so notification lookups and the node check always find a connection.
+# leave the keys queued and take 27 (most a full BATCH), for about 30% less operator CPU (45%
+# unscaled: the machine's speed drifted) and a faster burst. Four batches still overlap the
+# database's round trips; a lone apply finds an idle worker and is not delayed. Fewer than
+# the database pool (30 connections), so notification lookups and the node check always find
+# a connection.
 WORKERS = 4
 # Keys a worker takes from the queue at once and reconciles in one transaction (issue 15
 # item 1). Per-object SQL round trips and their Python were half the operator's CPU in a
