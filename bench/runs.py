@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -42,6 +43,8 @@ WATCH_SECONDS = 300
 # A watch the API server refuses (429 "storage is (re)initializing" for a namespace's new
 # resources, 5xx under load) is opened again after this: the server's Retry-After is 1 s.
 WATCH_RETRY_SECONDS = 1.0
+# A scrape of a process's /metrics takes milliseconds; seconds means it is stuck.
+METRICS_TIMEOUT_SECONDS = 5.0
 # Creates the API server refuses under load (429, 5xx) are retried this many times.
 CREATE_ATTEMPTS = 5
 # The agent API imports, connects and listens in about 2 s; a minute means it is broken.
@@ -232,6 +235,12 @@ async def register_nodes(
 # The API writes an object costs: the object (create, finalizer), its status, its events.
 WRITE_VERBS = {"PATCH", "PUT", "POST", "UPDATE", "CREATE", "DELETE"}
 WRITTEN = {"fogdeployments", "events"}
+
+
+def scrape_metrics(url: str) -> str:
+    """A process's /metrics page as text (the operator's: its queue, batches, reconciles)."""
+    with urllib.request.urlopen(url, timeout=METRICS_TIMEOUT_SECONDS) as page:
+        return str(page.read().decode())
 
 
 def metric_samples(text: str, name: str) -> Iterator[tuple[dict[str, str], float]]:

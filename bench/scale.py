@@ -11,14 +11,21 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
-import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
 from cpu import usage
 from kubernetes_asyncio import client
 from report import summary
-from runs import api_writes, create_all, fresh_run, manifest, metric_samples, node_name
+from runs import (
+    api_writes,
+    create_all,
+    fresh_run,
+    manifest,
+    metric_samples,
+    node_name,
+    scrape_metrics,
+)
 from scenarios import IDLE_LIMIT_SECONDS, SETTLE_SECONDS, Sizes
 
 from controller.sandbox import ports
@@ -36,15 +43,8 @@ NODES_PER_AGENT = 500
 NODE_CPU, NODE_MEMORY_MB = 64, 131072
 # How often the restart's progress is read from the operator's /metrics.
 POLL_SECONDS = 0.5
-# A scrape takes milliseconds; seconds means the operator is stuck.
-SCRAPE_TIMEOUT_SECONDS = 5.0
 # Bounds a restart that never finishes its first pass; the target is 120 s.
 RESTART_LIMIT_SECONDS = 900
-
-
-def _scrape(url: str) -> str:
-    with urllib.request.urlopen(url, timeout=SCRAPE_TIMEOUT_SECONDS) as page:
-        return str(page.read().decode())
 
 
 def _first_pass_done(text: str, objects: int) -> bool:
@@ -67,7 +67,7 @@ async def _restart(
     deadline = began + RESTART_LIMIT_SECONDS
     while True:
         try:
-            if _first_pass_done(_scrape(metrics), objects):
+            if _first_pass_done(scrape_metrics(metrics), objects):
                 break
         except OSError:
             pass  # not listening yet

@@ -11,7 +11,6 @@ import contextlib
 import os
 import signal
 import time
-import urllib.request
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ from runs import (
     probe_agent,
     register_nodes,
     scalar,
+    scrape_metrics,
 )
 from sqlalchemy import event
 
@@ -204,8 +204,7 @@ class Batches:
 
 def scrape_batches(metrics_url: str) -> Batches:
     """The operator's batch-size histogram as its /metrics says now."""
-    with urllib.request.urlopen(metrics_url, timeout=METRICS_TIMEOUT_SECONDS) as page:
-        text = page.read().decode()
+    text = scrape_metrics(metrics_url)
     cumulative = {
         float(labels["le"]): int(value)
         for labels, value in metric_samples(text, f"{BATCH_KEYS}_bucket")
@@ -798,8 +797,6 @@ FLEET_WELCOME_SECONDS = 120
 PROBE_PACE_SECONDS = 0.5
 # How often connections are counted: often enough to see the pool's peak under the burst.
 CONNECTION_SAMPLE_SECONDS = 1.0
-# A scrape of the operator's /metrics takes milliseconds; seconds means it is stuck.
-METRICS_TIMEOUT_SECONDS = 5.0
 ESTABLISHED = "01"  # the state column of /proc/net/tcp
 
 
@@ -869,12 +866,11 @@ class Peaks:
         with psycopg.connect(dsn, application_name="fog-bench-count") as connection:
             for application, count in connection.execute(BY_APPLICATION.encode()).fetchall():
                 self._note(f"pg_stat_activity: {application}", int(count))
-        with urllib.request.urlopen(self.operator_metrics, timeout=METRICS_TIMEOUT_SECONDS) as page:
-            depth = sum(
-                float(line.rsplit(" ", 1)[1])
-                for line in page.read().decode().splitlines()
-                if line.startswith("workqueue_depth{")
-            )
+        depth = sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in scrape_metrics(self.operator_metrics).splitlines()
+            if line.startswith("workqueue_depth{")
+        )
         self._note("operator work queue depth", int(depth))
 
     async def run(self) -> None:
