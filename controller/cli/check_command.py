@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from controller.cli import database
 from controller.cli.db_commands import add_database_url
-from controller.cli.run_command import add_node_grace
+from controller.cli.node_grace import add_node_grace
 from controller.cli.tables import render
 from controller.db.audit import Audit, audit
 from controller.kube.inventory import live_objects

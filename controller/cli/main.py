@@ -10,23 +10,11 @@ never as a traceback; a command line that cannot be parsed gets one line too, wi
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 
-from controller.cli import (
-    agent_commands,
-    arguments,
-    check_command,
-    cost_command,
-    db_commands,
-    history_command,
-    node_commands,
-    rollout_commands,
-    run_command,
-    sandbox_commands,
-    serve_agents_command,
-    top_command,
-)
+from controller.cli import arguments
 from controller.errors import FogError
 from controller.sandbox.errors import SandboxError
 
@@ -34,25 +22,47 @@ from controller.sandbox.errors import SandboxError
 # state, an outage); anything else is a bug and keeps its traceback.
 USER_ERRORS = (FogError, SandboxError)
 
+# Each command and the module that holds it, in the order `fogctl --help` lists them. The
+# modules are imported only when their command is asked for: together they import kopf, the
+# Kubernetes client and the agent API, about 2.5 s of CPU that every fogctl process (each
+# simulated agent, each check) paid at start when main imported them all.
+COMMANDS = {
+    "db": "controller.cli.db_commands",
+    "sandbox": "controller.cli.sandbox_commands",
+    "run": "controller.cli.run_command",
+    "node": "controller.cli.node_commands",
+    "agent": "controller.cli.agent_commands",
+    "serve-agents": "controller.cli.serve_agents_command",
+    "history": "controller.cli.history_command",
+    "rollout": "controller.cli.rollout_commands",
+    "top": "controller.cli.top_command",
+    "cost": "controller.cli.cost_command",
+    "check": "controller.cli.check_command",
+}
 
-def build_parser() -> argparse.ArgumentParser:
-    """The whole command tree (also used by the docs and the CLI tests)."""
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The command tree: every command (the docs and the CLI tests use it), or `only` one.
+
+    A parser with one command parses that command's line exactly as the whole tree would;
+    help, a missing or an unknown command build the whole tree so they can list every command.
+    """
     parser = arguments.Parser(
         prog="fogctl", description="Operate fog-controller: database, sandbox, nodes, operator."
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    db_commands.register(commands)
-    sandbox_commands.register(commands)
-    run_command.register(commands)
-    node_commands.register(commands)
-    agent_commands.register(commands)
-    serve_agents_command.register(commands)
-    history_command.register(commands)
-    rollout_commands.register(commands)
-    top_command.register(commands)
-    cost_command.register(commands)
-    check_command.register(commands)
+    for name, module in COMMANDS.items():
+        if only in (None, name):
+            importlib.import_module(module).register(commands)
     return parser
+
+
+def command_of(argv: Sequence[str]) -> str | None:
+    """The command a command line asks for, if its first word names one.
+
+    fogctl has no options of its own before the command, only --help.
+    """
+    return argv[0] if argv and argv[0] in COMMANDS else None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -62,7 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     building the parser is inside the `try` because flag defaults read the environment.
     """
     try:
-        args = build_parser().parse_args(argv)
+        words = sys.argv[1:] if argv is None else argv
+        args = build_parser(command_of(words)).parse_args(words)
         result: int = args.handler(args)
     except USER_ERRORS as exc:
         print(f"fogctl: error: {exc}", file=sys.stderr)

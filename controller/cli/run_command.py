@@ -18,6 +18,7 @@ from sqlalchemy.engine import URL
 from controller.cli import arguments
 from controller.cli.db_commands import add_database_url
 from controller.cli.errors import CommandError
+from controller.cli.node_grace import add_node_grace
 from controller.db import migrate, urls
 from controller.db.errors import DatabaseUnavailableError, SchemaMismatchError
 from controller.kube import election
@@ -33,10 +34,6 @@ from controller.operator.handlers import (
 from controller.operator.logs import LogFormat
 
 RESYNC_ENV = "FOG_RESYNC_SECONDS"
-GRACE_ENV = "FOG_NODE_GRACE_SECONDS"
-# Nodes silent for longer are offline and their replicas replaced. 40 s tolerates a few lost
-# heartbeats on a flaky edge link (Kubernetes uses 50 s, Nomad 10 s TTL + 10 s grace).
-DEFAULT_NODE_GRACE_SECONDS = 40.0
 # How often every FogDeployment is reconciled even when nothing told us to. Watches, agent
 # notifications and node checks drive the real work; this is only the safety net for a
 # missed event. It walks the objects one at a time, evenly spread over the interval: every
@@ -198,17 +195,6 @@ def _own_namespace() -> str:
         return SERVICE_ACCOUNT_NAMESPACE.read_text().strip() or DEFAULT_ELECTION_NAMESPACE
     except OSError:
         return DEFAULT_ELECTION_NAMESPACE
-
-
-def add_node_grace(parser: argparse.ArgumentParser) -> None:
-    """The `--node-grace-seconds` option, shared by `run` and `check` so that they agree."""
-    parser.add_argument(
-        "--node-grace-seconds",
-        type=arguments.seconds(),
-        default=arguments.from_env(GRACE_ENV, arguments.seconds(), DEFAULT_NODE_GRACE_SECONDS),
-        help=f"heartbeat age after which a node is offline (default: ${GRACE_ENV} or "
-        f"{DEFAULT_NODE_GRACE_SECONDS:g})",
-    )
 
 
 def _run(args: argparse.Namespace) -> int:
