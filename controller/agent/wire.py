@@ -1,8 +1,9 @@
 """The agent API's JSON bodies, validated with Pydantic, and how values are written back.
 
 Field names are camelCase, as in the FogDeployment CRD and Kubernetes' own APIs. Limits are
-those of the columns (db/tables.py) and of a sane batch, so that a body is refused with 400
-naming the field before anything reaches the database.
+those of the columns (model/protocol.py holds the ones db/tables.py shares) and of a sane
+batch, so that a body is refused with 400 naming the field before anything reaches the
+database.
 """
 
 from __future__ import annotations
@@ -12,10 +13,17 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from controller.db.tables import CONTAINER_ID_MAX, K8S_NAME_MAX
 from controller.model.credentials import TOKEN_MAX
 from controller.model.health import HealthCheck
-from controller.model.protocol import REASON_MAX, Assignment, HealthReport, Report, UsageSample
+from controller.model.protocol import (
+    CONTAINER_ID_MAX,
+    K8S_NAME_MAX,
+    REASON_MAX,
+    Assignment,
+    HealthReport,
+    Report,
+    UsageSample,
+)
 from controller.model.resources import MILLIS_PER_CORE, Resources
 from controller.model.states import ReplicaHealth, ReplicaStatus
 from controller.model.usage import Usage

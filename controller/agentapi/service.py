@@ -27,8 +27,14 @@ from controller.db import nodes as db_nodes
 from controller.db.credentials import Issued, NodeIdentity
 from controller.db.errors import unavailable
 from controller.db.store import is_conflict
-from controller.db.tables import K8S_NAME_MAX
-from controller.model.protocol import Assignment, HealthReport, Report, ReportResult, UsageSample
+from controller.model.protocol import (
+    K8S_NAME_MAX,
+    Assignment,
+    HealthReport,
+    Report,
+    ReportResult,
+    UsageSample,
+)
 from controller.model.states import ReplicaStatus
 
 T = TypeVar("T")

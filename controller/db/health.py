@@ -25,8 +25,8 @@ from controller.db.reports import (
     locked_replicas,
     refusals,
 )
-from controller.db.tables import K8S_NAME_MAX, DeploymentReplica, replica_health_enum
-from controller.model.protocol import REASON_MAX, HealthReport, ReportResult
+from controller.db.tables import DeploymentReplica, replica_health_enum
+from controller.model.protocol import K8S_NAME_MAX, REASON_MAX, HealthReport, ReportResult
 from controller.model.states import ReplicaHealth, ReplicaStatus
 
 _HEALTHS = frozenset(str(health) for health in ReplicaHealth)

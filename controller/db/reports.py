@@ -20,8 +20,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from controller.db.queries import array_slot, core, unnested_slots, unnested_values
 from controller.db.tables import (
-    CONTAINER_ID_MAX,
-    K8S_NAME_MAX,
     REPLICA_REQUEST,
     Deployment,
     DeploymentReplica,
@@ -33,7 +31,14 @@ from controller.db.tables import (
 )
 from controller.model import actors
 from controller.model.health import HealthCheck
-from controller.model.protocol import REASON_MAX, Assignment, Report, ReportResult
+from controller.model.protocol import (
+    CONTAINER_ID_MAX,
+    K8S_NAME_MAX,
+    REASON_MAX,
+    Assignment,
+    Report,
+    ReportResult,
+)
 from controller.model.revision import Template
 from controller.model.states import (
     AGENT_REPLICA_TRANSITIONS,

@@ -44,20 +44,16 @@ from sqlalchemy.dialects.postgresql import BYTEA, JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from controller.model.nodes import NodeStatus
+from controller.model.protocol import CONTAINER_ID_MAX, K8S_NAME_MAX
 from controller.model.resources import Resources
 from controller.model.states import DeploymentStatus, ReplicaHealth, ReplicaStatus
 
-# Kubernetes object names are DNS subdomains (253 characters at most); namespaces and labels
-# are shorter, but one width for every name keeps the columns interchangeable.
-K8S_NAME_MAX = 253
 # The seed's deployment name limit (1-100 characters).
 DEPLOYMENT_NAME_MAX = 100
 # The seed's image limit (1-500 characters).
 IMAGE_MAX = 500
 # A SHA-256 hex digest of the pod template, as `controller.model` computes it.
 REVISION_MAX = 64
-# Container runtimes print 64-hex IDs; 255 leaves room for a runtime prefix (containerd://...).
-CONTAINER_ID_MAX = 255
 # Actors are "operator", "agent:<node>" or a Kubernetes field manager (at most 128 characters).
 ACTOR_MAX = 255
 

@@ -25,7 +25,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from controller.db.queries import array_slot, core, unnested_slots, unnested_values
 from controller.db.reports import refusals
 from controller.db.tables import (
-    K8S_NAME_MAX,
     Deployment,
     DeploymentReplica,
     DeploymentUsageHourly,
@@ -34,7 +33,7 @@ from controller.db.tables import (
     ReplicaUsage,
     User,
 )
-from controller.model.protocol import ReportResult, UsageSample
+from controller.model.protocol import K8S_NAME_MAX, ReportResult, UsageSample
 from controller.model.states import ReplicaStatus
 from controller.model.usage import Rollup, Sampled, Usage, fold
 

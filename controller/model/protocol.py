@@ -16,6 +16,11 @@ from controller.model.resources import Resources
 from controller.model.states import ReplicaHealth, ReplicaStatus
 from controller.model.usage import Usage
 
+# Kubernetes object names are DNS subdomains (253 characters at most); namespaces and labels
+# are shorter, but one width for every name keeps the columns interchangeable.
+K8S_NAME_MAX = 253
+# Container runtimes print 64-hex IDs; 255 leaves room for a runtime prefix (containerd://...).
+CONTAINER_ID_MAX = 255
 # A reason is a short word or sentence ("Started", "ImagePullFailed: ..."); 1,024 characters, as
 # the CRD allows a condition's reason, is plenty, and keeps an agent from filling the history.
 REASON_MAX = 1024

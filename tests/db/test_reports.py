@@ -24,8 +24,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from controller.db import engine as db_engine
 from controller.db import nodes as db_nodes
 from controller.db import reports
-from controller.db.tables import CONTAINER_ID_MAX, DeploymentReplica, ReplicaStatusHistory
-from controller.model.protocol import REASON_MAX, Report
+from controller.db.tables import DeploymentReplica, ReplicaStatusHistory
+from controller.model.protocol import CONTAINER_ID_MAX, REASON_MAX, Report
 from controller.model.resources import Resources
 from controller.model.states import REPLICA_TRANSITIONS, ReplicaStatus
 
