@@ -51,7 +51,7 @@ class RateLimiter:
         """Whether `key`'s bucket is empty now (nothing is taken)."""
         now = self._clock()
         level = self._level(key, now)
-        self._buckets[key] = (level, now)
+        self._store(key, level, now)
         return level < 1
 
     def allow(self, key: bytes, cost: float = 1.0) -> float:
@@ -63,7 +63,24 @@ class RateLimiter:
             level -= cost
         else:
             wait = (cost - level) / self._rate
+        self._store(key, level, now)
+        return wait
+
+    def allow_all(self, keys: list[bytes]) -> float:
+        """Take one from each of `keys`' buckets if every one has it: 0, else the longest wait.
+
+        An op that names many nodes (a stream's heartbeat or report batch) is allowed or
+        refused whole, as one request is: a refused op takes nothing, so an agent that retries
+        it after the wait is not charged twice for the nodes that had room.
+        """
+        now = self._clock()
+        levels = {key: self._level(key, now) for key in keys}
+        wait = max(((1.0 - level) / self._rate for level in levels.values()), default=0.0)
+        for key, level in levels.items():
+            self._store(key, level if wait > 0 else level - 1.0, now)
+        return max(wait, 0.0)
+
+    def _store(self, key: bytes, level: float, now: float) -> None:
         self._buckets[key] = (level, now)
         if len(self._buckets) > MAX_BUCKETS:
             self._buckets.popitem(last=False)
-        return wait

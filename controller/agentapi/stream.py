@@ -116,14 +116,22 @@ class Stream:
         self._watcher.changed.update(i.node_id for i in fresh.values())
         self._watcher.wake.set()
 
-    def _allowed(self, keys: list[bytes]) -> bool:
-        limiter = self._app[LIMITER]
-        return all(limiter.allow(key) == 0 for key in keys)
+    async def _over_budget(self, keys: list[bytes], noun: str, op_id: int | None = None) -> bool:
+        """Charge an op to each node it names; if one has no budget left, refuse it whole.
+
+        The refusal says in `retryAfter` (seconds) when the op would be allowed, as a request's
+        Retry-After header does: the agent sends it again then rather than dropping it.
+        """
+        wait = self._app[LIMITER].allow_all(keys)
+        if wait:
+            await self.refuse(
+                m.RATE_LIMITED, f"too many {noun}", op_id=op_id, retryAfter=round(wait, 3)
+            )
+        return wait > 0
 
     async def heartbeat(self, _: Heartbeat) -> None:
         """Renew every node of the stream; drop those whose tokens died."""
-        if not self._allowed(list(self._nodes)):
-            await self.refuse(m.RATE_LIMITED, "too many heartbeats")
+        if await self._over_budget(list(self._nodes), "heartbeats"):
             return
         try:
             valid = await self._app[SERVICE].heartbeat(list(self._nodes))
@@ -165,8 +173,7 @@ class Stream:
         if foreign:
             await self._refuse_batch(op_id, len(batch), noun, foreign)
             return
-        if not self._allowed(keys):
-            await self.refuse(m.RATE_LIMITED, f"too many {noun}", op_id=op_id)
+        if await self._over_budget(keys, noun, op_id):
             return
         try:
             accepted = await write(keys, batch)
