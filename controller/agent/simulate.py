@@ -32,6 +32,18 @@ from controller.model.simulation import DEFAULT_USAGE_SECONDS, NodeView, Simulat
 # How often the agent heartbeats and looks at what is due: well inside the 40 s heartbeat
 # grace, and the start delay's resolution. Placements need no tick: they are pushed.
 DEFAULT_TICK_SECONDS = 0.5
+# A shorter tick (the tests' and benchmarks' 0.2 s) is for reacting sooner, not for leases: the
+# agent heartbeats at most this often. A heartbeat is an op charged to every node of the stream
+# (agentapi/limits.py: 10 a second per node), and one per 0.2 s tick took half of each node's
+# budget. Twice a second still puts six heartbeats inside the shortest grace in use (the fault
+# tests' 3 s) and costs a node a fifth of its budget.
+HEARTBEAT_MIN_SECONDS = 0.5
+# docs/agent-protocol.md: the `error` of an op refused for being over its nodes' budget; the
+# refusal's `retryAfter` says in how many seconds it would be allowed.
+RATE_LIMITED = "rate_limited"
+# The longest the agent waits to send a rate-limited op again, whatever the server says: a
+# budget refills within a second or two, and a wait beyond this is a server's mistake.
+RETRY_AFTER_MAX_SECONDS = 5.0
 # Between attempts to reach the agent API the pause doubles up to this: an agent outlives an
 # outage of the API or the database, as a real one outlives a flaky link.
 RECONNECT_MAX_SECONDS = 10.0
@@ -158,6 +170,7 @@ class Session:
         self._simulator = simulator
         self._views = views
         self._tick = tick
+        self._heartbeat_every = max(tick, HEARTBEAT_MIN_SECONDS)
         self._wake = asyncio.Event()
         self._replies: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._ids = itertools.count(1)
@@ -242,27 +255,39 @@ class Session:
             if time.monotonic() - last_refresh >= REFRESH_SECONDS:
                 await self._send({"op": "refresh"})
                 last_refresh = time.monotonic()
-            await asyncio.sleep(self._tick)
+            await asyncio.sleep(self._heartbeat_every)
 
     async def _ask(self, body: dict[str, Any]) -> dict[str, Any]:
-        """Send an op with a fresh id and wait for the answer with that id."""
-        op_id = next(self._ids)
-        reply: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._replies[op_id] = reply
-        await self._send({**body, "id": op_id})
-        async with asyncio.timeout(REPLY_TIMEOUT_SECONDS):
-            return await reply
+        """Send an op with a fresh id and wait for the answer with that id.
 
-    async def _report(self, batch: list[Report]) -> None:
+        An op refused as over its nodes' budget is sent again after the wait the server names:
+        nothing of it was written, and dropping it would cost a refresh of every list and a
+        tick before the same reports were decided again.
+        """
+        while True:
+            op_id = next(self._ids)
+            reply: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+            self._replies[op_id] = reply
+            await self._send({**body, "id": op_id})
+            async with asyncio.timeout(REPLY_TIMEOUT_SECONDS):
+                answer = await reply
+            if answer.get("error") != RATE_LIMITED:
+                return answer
+            wait = float(answer.get("retryAfter") or self._tick)
+            await asyncio.sleep(min(wait, RETRY_AFTER_MAX_SECONDS))
+
+    async def _report(self, batch: list[Report]) -> bool:
+        """Send one batch of reports; whether it was written."""
         answer = await self._ask({"op": "report", "reports": [report_out(r) for r in batch]})
         if answer["op"] == "reported":
             for report in batch:
                 if report.node in self._views:
                     self._views[report.node].accepted([report])
-            return
+            return True
         # Refused (a list we acted on was stale) or the database was out: ask for fresh lists.
         logger.warning("reports %s: %s", answer["op"], answer.get("message"))
         await self._send({"op": "refresh"})
+        return False
 
     async def _record(self, op: str, key: str, bodies: list[dict[str, Any]]) -> bool:
         """Send one batch of an op the server answers `recorded`; whether it was.
@@ -300,8 +325,9 @@ class Session:
             self._wake.clear()
             items = [item for view in self._views.values() for item in view.items.values()]
             for round_ in self._simulator.decide(items):
-                for batch in batches(round_):
-                    await self._report(batch)
+                written = [await self._report(batch) for batch in batches(round_)]
+                if not all(written):
+                    break  # a later round moves replicas on from this one: it would be refused
             await self._sample(
                 [item for view in self._views.values() for item in view.items.values()]
             )

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from controller.model.placement import NodeCapacity, Strategy
 from controller.model.planner import DesiredState, Plan, plan
+from controller.model.protocol import Assignment
 from controller.model.replicas import ReplicaState
 from controller.model.resources import ZERO, Resources
 from controller.model.states import ReplicaStatus, check_replica_transition, holds_capacity
@@ -32,6 +33,21 @@ def node_id(name: str) -> uuid.UUID:
 
 def replica_id(seq: int) -> uuid.UUID:
     return uuid.uuid5(_IDS, f"replica/{seq}")
+
+
+def assignment(replica: uuid.UUID, status: ReplicaStatus, node: str = "edge-1") -> Assignment:
+    """One line of a node's list, as the agent API pushes it to an agent."""
+    return Assignment(
+        replica_id=replica,
+        node=node,
+        status=status,
+        namespace="team-a",
+        deployment="web",
+        ordinal=0,
+        image="app:1",
+        container_spec={},
+        container_id=None,
+    )
 
 
 def res(

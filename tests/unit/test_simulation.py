@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import uuid
 
+from model_builders import assignment
+
 from controller.agent.simulate import batches
 from controller.agent.wire import MAX_REPORTS
-from controller.model.protocol import Assignment, Report
+from controller.model.protocol import Report
 from controller.model.simulation import TRUST_OWN_REPORT_SECONDS, NodeView, Simulator
 from controller.model.states import ReplicaStatus
 
@@ -21,20 +23,6 @@ class Clock:
         return self.now
 
 
-def item(replica: uuid.UUID, status: ReplicaStatus) -> Assignment:
-    return Assignment(
-        replica_id=replica,
-        node="edge-1",
-        status=status,
-        namespace="team-a",
-        deployment="web",
-        ordinal=0,
-        image="app:1",
-        container_spec={},
-        container_id=None,
-    )
-
-
 def report(replica: uuid.UUID, status: ReplicaStatus) -> Report:
     return Report(node="edge-1", replica_id=replica, status=status, reason="test")
 
@@ -42,11 +30,11 @@ def report(replica: uuid.UUID, status: ReplicaStatus) -> Report:
 def test_a_stale_list_does_not_undo_a_report_just_accepted() -> None:
     clock, replica = Clock(), uuid.uuid4()
     view = NodeView(clock=clock)
-    view.receive([item(replica, R.PENDING)])
+    view.receive([assignment(replica, R.PENDING)])
     view.accepted([report(replica, R.STARTING), report(replica, R.RUNNING)])
 
     clock.now += 0.1
-    view.receive([item(replica, R.PENDING)])  # read before our reports committed
+    view.receive([assignment(replica, R.PENDING)])  # read before our reports committed
 
     assert view.items[replica].status is R.RUNNING
     assert Simulator(start_delay=0).decide(list(view.items.values())) == []
@@ -55,11 +43,11 @@ def test_a_stale_list_does_not_undo_a_report_just_accepted() -> None:
 def test_after_a_while_the_servers_list_wins_and_a_lost_report_is_sent_again() -> None:
     clock, replica = Clock(), uuid.uuid4()
     view = NodeView(clock=clock)
-    view.receive([item(replica, R.PENDING)])
+    view.receive([assignment(replica, R.PENDING)])
     view.accepted([report(replica, R.STARTING), report(replica, R.RUNNING)])
 
     clock.now += TRUST_OWN_REPORT_SECONDS + 1
-    view.receive([item(replica, R.STARTING)])  # the database lost our "running"
+    view.receive([assignment(replica, R.STARTING)])  # the database lost our "running"
 
     assert view.items[replica].status is R.STARTING
     [[again]] = Simulator(start_delay=0).decide(list(view.items.values()))
@@ -69,26 +57,26 @@ def test_after_a_while_the_servers_list_wins_and_a_lost_report_is_sent_again() -
 def test_a_replica_we_stopped_stays_gone_unless_the_server_still_lists_it_later() -> None:
     clock, replica = Clock(), uuid.uuid4()
     view = NodeView(clock=clock)
-    view.receive([item(replica, R.STOPPING)])
+    view.receive([assignment(replica, R.STOPPING)])
     view.accepted([report(replica, R.STOPPED)])
     assert replica not in view.items
 
     clock.now += 0.1
-    view.receive([item(replica, R.STOPPING)])
+    view.receive([assignment(replica, R.STOPPING)])
     assert replica not in view.items
 
     clock.now += TRUST_OWN_REPORT_SECONDS + 1
-    view.receive([item(replica, R.STOPPING)])
+    view.receive([assignment(replica, R.STOPPING)])
     assert view.items[replica].status is R.STOPPING
 
 
 def test_a_list_moves_on_from_what_we_reported_when_the_operator_acts() -> None:
     clock, replica = Clock(), uuid.uuid4()
     view = NodeView(clock=clock)
-    view.receive([item(replica, R.PENDING)])
+    view.receive([assignment(replica, R.PENDING)])
     view.accepted([report(replica, R.STARTING), report(replica, R.RUNNING)])
 
-    view.receive([item(replica, R.STOPPING)])  # the operator stops it
+    view.receive([assignment(replica, R.STOPPING)])  # the operator stops it
 
     assert view.items[replica].status is R.STOPPING
 

@@ -1,0 +1,129 @@
+"""The simulated agent's stream session against a scripted server: what it sends, and when."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any, cast
+
+import aiohttp
+from model_builders import assignment
+
+from controller.agent.simulate import HEARTBEAT_MIN_SECONDS, RATE_LIMITED, Session
+from controller.model.simulation import NodeView, Simulator
+from controller.model.states import ReplicaStatus
+
+# A tick far shorter than the heartbeat floor: what the agent does at each one shows at once.
+TICK_SECONDS = 0.01
+# Long enough for a round of reports and its answers on a loaded machine; the waits below end
+# as soon as what they wait for is seen.
+WAIT_SECONDS = 5.0
+
+
+@dataclass
+class Message:
+    data: str
+    type: aiohttp.WSMsgType = aiohttp.WSMsgType.TEXT
+
+
+class Server:
+    """A stand-in for the stream's socket: records ops and answers them as `answer` says."""
+
+    def __init__(self, answer: Callable[[dict[str, Any]], dict[str, Any] | None]) -> None:
+        self.sent: list[dict[str, Any]] = []
+        self._answer = answer
+        self._incoming: asyncio.Queue[Message] = asyncio.Queue()
+        self._sent_more = asyncio.Event()
+
+    async def send_str(self, text: str) -> None:
+        body = json.loads(text)
+        self.sent.append(body)
+        self._sent_more.set()
+        reply = self._answer(body)
+        if reply is not None:
+            self._incoming.put_nowait(Message(json.dumps({**reply, "id": body.get("id")})))
+
+    async def __aiter__(self) -> AsyncIterator[Message]:
+        while True:
+            yield await self._incoming.get()
+
+    def ops(self, name: str) -> list[dict[str, Any]]:
+        return [body for body in self.sent if body["op"] == name]
+
+    async def until(self, name: str, count: int) -> None:
+        """Until the agent has sent `count` ops named `name`."""
+        async with asyncio.timeout(WAIT_SECONDS):
+            while len(self.ops(name)) < count:
+                self._sent_more.clear()
+                await self._sent_more.wait()
+
+
+def pending(node: str) -> NodeView:
+    view = NodeView()
+    replica = uuid.uuid4()
+    view.items[replica] = assignment(replica, ReplicaStatus.PENDING, node)
+    return view
+
+
+@contextlib.asynccontextmanager
+async def session_with(server: Server, views: dict[str, NodeView]) -> AsyncIterator[None]:
+    session = Session(
+        cast(aiohttp.ClientWebSocketResponse, server),
+        simulator=Simulator(start_delay=0),  # pending -> starting -> running: two rounds
+        views=views,
+        tick=TICK_SECONDS,
+    )
+    task = asyncio.create_task(session.run())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_a_rate_limited_report_is_sent_again_after_the_wait_the_server_names() -> None:
+    refusals = [{"op": "refused", "error": RATE_LIMITED, "message": "x", "retryAfter": 0.05}]
+
+    def answer(body: dict[str, Any]) -> dict[str, Any] | None:
+        if body["op"] != "report":
+            return None
+        return refusals.pop() if refusals else {"op": "reported", "accepted": 1}
+
+    server = Server(answer)
+    async with session_with(server, {"edge-1": pending("edge-1")}):
+        await server.until("report", 3)
+    first, again, second = server.ops("report")[:3]
+    assert again["reports"] == first["reports"]  # the same batch, not dropped
+    assert again["id"] != first["id"]
+    assert [r["status"] for r in first["reports"] + second["reports"]] == ["starting", "running"]
+    assert server.ops("refresh") == []  # nothing was stale: no list needed again
+
+
+async def test_a_refused_round_is_not_followed_by_the_round_that_moves_on_from_it() -> None:
+    def answer(body: dict[str, Any]) -> dict[str, Any] | None:
+        if body["op"] != "report":
+            return None
+        return {"op": "refused", "error": "forbidden", "message": "stale", "refused": []}
+
+    server = Server(answer)
+    async with session_with(server, {"edge-1": pending("edge-1")}):
+        await server.until("refresh", 2)  # two ticks' worth
+    sent = [r["status"] for body in server.ops("report") for r in body["reports"]]
+    assert sent[0] == "starting"
+    assert set(sent) == {"starting"}  # never `running` on a refused `starting`
+
+
+async def test_a_short_tick_does_not_heartbeat_more_often_than_the_floor() -> None:
+    server = Server(lambda body: None)
+    began = time.monotonic()
+    async with session_with(server, {}):
+        await asyncio.sleep(HEARTBEAT_MIN_SECONDS * 0.6)
+    elapsed = time.monotonic() - began
+    # The first at once, then one per floor, however many ticks passed (some 30 here).
+    assert 1 <= len(server.ops("heartbeat")) <= 1 + elapsed // HEARTBEAT_MIN_SECONDS
