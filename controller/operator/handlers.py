@@ -283,6 +283,10 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
     @kopf.on.cleanup(registry=registry)
     async def cleanup(memo: kopf.Memo, **_: Any) -> None:
         await stop_runtime(memo.runtime, grace=config.shutdown_grace)
+        # Stopped by a signal, kopf (1.45) leaves its task that waits on our stop flag pending,
+        # then waits 5 s for it as a hung task before it exits. Raising the flag now (with no
+        # reason: the exit code stays 0) ends that task, and a graceful stop takes 5 s less.
+        config.shutdown.flag.set()
 
     # Probes fail at once (PERMANENT): kopf retries a failed handler after its backoff by
     # default, and the health request would hang for a minute instead of answering 500.

@@ -392,8 +392,8 @@ class Stack:
         """SIGKILL every running process of the stack, then reap them.
 
         For a caller done with the run that has no use for a graceful stop (the benchmark
-        between runs): the operator's takes about 6 s, most of it kopf waiting 5 s for tasks
-        left over after its cleanup.
+        between runs): the operator's drains its reconciles and releases its lease, and every
+        process of the run takes its turn to exit.
         """
         for process in self._processes():
             if process.running():
