@@ -11,7 +11,7 @@ when it throttled us: callers never look at the client's own exceptions.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import aiohttp
@@ -74,6 +74,23 @@ class KubeClient:
     async def close(self) -> None:
         """Release the HTTP session."""
         await self._api.close()
+
+    async def served(self, plurals: Collection[str]) -> bool:
+        """Whether the API server's discovery lists all our kinds `plurals` now.
+
+        Discovery is what kopf reads once, at its start, to choose what to watch: a kind not
+        listed then (its CRD not installed yet, or an API server just restarted that has not
+        loaded the CRDs again) is never watched for the life of the process.
+        """
+        try:
+            found = await self._objects.get_api_resources(resource.GROUP, resource.VERSION)
+        except ApiException as exc:
+            if exc.status == NOT_FOUND:
+                return False  # no kind of the group is served yet
+            raise _api_error("reading the API server's discovery", exc) from exc
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise KubeApiError(f"reading the API server's discovery: {exc}") from exc
+        return set(plurals) <= {kind.name for kind in found.resources}
 
     async def patch_status(
         self,

@@ -69,6 +69,9 @@ QUOTA_REFRESH_SECONDS = 10.0
 # Reconciles take milliseconds; one waiting out a database connect timeout (10 s) still ends
 # well inside this, and this plus the lease release fits Kubernetes' default 30 s grace period.
 DEFAULT_SHUTDOWN_GRACE_SECONDS = 20.0
+# How often the start asks whether our kinds are served yet: an API server loads its CRDs a
+# second or two after it answers, and one discovery read a second costs it nothing.
+SERVED_POLL_SECONDS = 1.0
 
 
 @dataclass(slots=True)
@@ -162,10 +165,36 @@ def apply_settings(settings: kopf.OperatorSettings, *, verbose: bool) -> None:
     settings.watching.client_timeout = 330  # a little longer than the server's own
 
 
+async def wait_until_served(kube: kube_client.KubeClient) -> None:
+    """Return once the API server serves our kinds: kopf's watches start after the startup hook.
+
+    kopf reads the API server's discovery once when it starts; an operator started while the
+    API server was restarting (up, but its CRDs not loaded again) never watched FogDeployments
+    at all, and nothing it logged said so beyond one warning. Waiting here, with a log line
+    saying why, lets kopf's one look find them.
+    """
+    plurals = (resource.PLURAL, quota_resource.PLURAL)
+    waited = False
+    while True:
+        try:
+            if await kube.served(plurals):
+                break
+            why = "not listed by its discovery (CRDs not installed, or not loaded yet)"
+        except kube_client.KubeApiError as exc:
+            why = str(exc)
+        if not waited:
+            logger.warning("waiting for the API server to serve %s: %s", "/".join(plurals), why)
+            waited = True
+        await asyncio.sleep(SERVED_POLL_SECONDS)
+    if waited:
+        logger.info("the API server serves %s now", "/".join(plurals))
+
+
 async def start_runtime(config: OperatorConfig) -> Runtime:
     """Connect to the database and the API server; start the supervised loops."""
     store = Store.connect(config.database_url)
     kube = kube_client.KubeClient(await kube_client.connect())
+    await wait_until_served(kube)
     objects = ObservedObjects()
     events = EventRecorder(kube.post_event)
     controller = Controller(
