@@ -56,18 +56,10 @@ class RateLimiter:
 
     def allow(self, key: bytes, cost: float = 1.0) -> float:
         """Take `cost` from `key`'s bucket: 0 if allowed, else seconds until it would be."""
-        now = self._clock()
-        level = self._level(key, now)
-        wait = 0.0
-        if level >= cost:
-            level -= cost
-        else:
-            wait = (cost - level) / self._rate
-        self._store(key, level, now)
-        return wait
+        return self.allow_all([key], cost)
 
-    def allow_all(self, keys: list[bytes]) -> float:
-        """Take one from each of `keys`' buckets if every one has it: 0, else the longest wait.
+    def allow_all(self, keys: list[bytes], cost: float = 1.0) -> float:
+        """Take `cost` from each of `keys`' buckets if every one has it: 0, else the longest wait.
 
         An op that names many nodes (a stream's heartbeat or report batch) is allowed or
         refused whole, as one request is: a refused op takes nothing, so an agent that retries
@@ -75,9 +67,9 @@ class RateLimiter:
         """
         now = self._clock()
         levels = {key: self._level(key, now) for key in keys}
-        wait = max(((1.0 - level) / self._rate for level in levels.values()), default=0.0)
+        wait = max(((cost - level) / self._rate for level in levels.values()), default=0.0)
         for key, level in levels.items():
-            self._store(key, level if wait > 0 else level - 1.0, now)
+            self._store(key, level if wait > 0 else level - cost, now)
         return max(wait, 0.0)
 
     def _store(self, key: bytes, level: float, now: float) -> None:
