@@ -27,6 +27,11 @@ CHECKS_PER_GRACE = 4
 MIN_INTERVAL_SECONDS = 1.0
 
 
+def check_interval(grace: timedelta) -> float:
+    """Seconds between checks at this grace: a quarter of it, but at most once a second."""
+    return max(MIN_INTERVAL_SECONDS, grace.total_seconds() / CHECKS_PER_GRACE)
+
+
 class NodeLifecycle:
     """Marks silent nodes lost; one instance per operator."""
 
@@ -42,7 +47,7 @@ class NodeLifecycle:
         self._grace = grace
         self._clock = clock  # the clock and sleep are parameters so tests can run the schedule
         self._sleep = sleep
-        self.interval = max(MIN_INTERVAL_SECONDS, grace.total_seconds() / CHECKS_PER_GRACE)
+        self.interval = check_interval(grace)
 
     async def check(self) -> list[str]:
         """One pass: the names of the nodes taken offline (none while the database is down)."""

@@ -13,6 +13,7 @@ import json
 import random
 import signal
 import time
+from datetime import timedelta
 from typing import Any
 
 import psycopg
@@ -21,7 +22,7 @@ import yaml
 from faultsite import Scale, Site
 
 from controller.operator.failpoints import ENV_VAR as FAILPOINTS_ENV
-from controller.operator.nodelifecycle import CHECKS_PER_GRACE, MIN_INTERVAL_SECONDS
+from controller.operator.nodelifecycle import check_interval
 from controller.sandbox import harness
 from controller.sandbox.harness import FogctlProcess
 
@@ -33,7 +34,7 @@ pytestmark = pytest.mark.timeout(1200)
 GRACE_SECONDS = 3.0
 # How often the operator checks for silent nodes at that grace: the check's floor of once a
 # second, not a quarter of so short a grace.
-CHECK_INTERVAL_SECONDS = max(MIN_INTERVAL_SECONDS, GRACE_SECONDS / CHECKS_PER_GRACE)
+CHECK_INTERVAL_SECONDS = check_interval(timedelta(seconds=GRACE_SECONDS))
 # After the last fault, everything converges within this. Reconciles take well under a second
 # here; the slowest path is a crash-loop-free replacement after a node loss (grace + a check
 # interval) or a reconnect after an outage (the driver's backoff), a few seconds each, and a
