@@ -44,8 +44,9 @@ COMMANDS = {
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The command tree: every command (the docs and the CLI tests use it), or `only` one.
 
-    A parser with one command parses that command's line exactly as the whole tree would;
-    help, a missing or an unknown command build the whole tree so they can list every command.
+    A parser with one command parses that command's line as the whole tree would, but reads
+    from the environment only the defaults of that command's options; help, a missing or an
+    unknown command build the whole tree so they can list every command.
     """
     parser = arguments.Parser(
         prog="fogctl", description="Operate fog-controller: database, sandbox, nodes, operator."
