@@ -33,11 +33,21 @@ from controller.kube.resource import GROUP, PLURAL, VERSION
 from controller.model.protocol import Assignment, Report
 from controller.model.resources import Resources
 from controller.model.states import ReplicaStatus
-from controller.sandbox.harness import Kubectl, Servers, Stack
+from controller.sandbox.harness import FogctlProcess, Kubectl, Servers, Stack
 
-# The operator and the agents import, connect and list before they act: about 2 s here. A run
-# starts its clock after this, so that start-up is not counted in what is measured.
-PROCESS_START_SECONDS = 3.0
+# A run starts its clock once the operator and the agents have started, so that start-up is not
+# counted in what is measured. The operator's loops run once it logs this (it leads and listens,
+# controller/db/notify.py); kopf's watches begin just before, after its startup handler.
+OPERATOR_STARTED = "listening on fog_deployment_changed"
+# Each simulated agent logs this once the agent API has taken its tokens (agent/simulate.py).
+AGENT_STARTED = "playing "
+# The operator and the agents import, connect and list in seconds (a fixed 3 s wait was too short
+# for the operator on a slow day: its first object was created before it ran). The agents
+# scenario's one agent presents 5,000 node tokens before it says it plays them, so two minutes
+# means something is broken, and the run stops there with the process's log named.
+PROCESS_START_SECONDS = 120.0
+# How often a starting process's log is read: a few times a second costs nothing.
+LOG_POLL_SECONDS = 0.1
 # The server ends a watch after this; the watch is then opened again.
 WATCH_SECONDS = 300
 # A watch the API server refuses (429 "storage is (re)initializing" for a namespace's new
@@ -301,6 +311,15 @@ async def until_serving(server: str, limit: float = AGENT_API_START_SECONDS) -> 
             await asyncio.sleep(0.1)
 
 
+async def until_logged(process: FogctlProcess, text: str, limit: float) -> None:
+    """Wait until `process` has logged `text`; TimeoutError naming its log after `limit`."""
+    deadline = time.monotonic() + limit
+    while text not in process.log.read_text():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no {text!r} within {limit:g} s: {process.log}")
+        await asyncio.sleep(LOG_POLL_SECONDS)
+
+
 class ProbeAgent:
     """The benchmark as one node's agent, over the agent API's HTTP routes with a node token.
 
@@ -392,10 +411,13 @@ async def fresh_run(
         stack.add_tokens(tokens)  # starts the agent API too
         await until_serving(stack.agent_server)
         # Agents first: registration counts as a heartbeat, and a short grace may run out.
-        for name, played in agents.items():
-            stack.agent_for(name, played, agent_args)
+        started = [stack.agent_for(name, played, agent_args) for name, played in agents.items()]
         stack.operator.start()
-        await asyncio.sleep(PROCESS_START_SECONDS)
+        for process, text in [
+            (stack.operator, OPERATOR_STARTED),
+            *((a, AGENT_STARTED) for a in started),
+        ]:
+            await until_logged(process, text, PROCESS_START_SECONDS)
         watcher.start()
         yield Run(
             url=url, namespace=namespace, prefix=prefix, watcher=watcher, stack=stack, tokens=tokens

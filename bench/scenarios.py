@@ -22,6 +22,7 @@ from cpu import Meter, Process, cpu_summary, postmaster_pid, usage
 from kubernetes_asyncio import client
 from report import percentile, summary
 from runs import (
+    PROCESS_START_SECONDS,
     ProbeAgent,
     ReadyWatch,
     Run,
@@ -35,6 +36,7 @@ from runs import (
     register_nodes,
     scalar,
     scrape_metrics,
+    until_logged,
 )
 from sqlalchemy import event
 
@@ -794,9 +796,6 @@ def placement(sizes: Sizes) -> dict[str, Any]:
 # also when the simulated agent looks at what is due without being woken; placements are pushed
 # and wake it at once, and with no start delay nothing waits for the tick.
 FLEET_TICK_SECONDS = 10
-# The fleet's agent says "playing N nodes" once the API has taken its 5,000 tokens; it has
-# imported, connected and presented them within a minute unless something is broken.
-FLEET_WELCOME_SECONDS = 120
 # The probe's reports under the burst are this far apart, so that they are spread over the
 # burst (tens of seconds) rather than all sent in its first second.
 PROBE_PACE_SECONDS = 0.5
@@ -888,14 +887,6 @@ def _cpu_seconds(process: FogctlProcess) -> float:
     return usage(process.pid)[0]
 
 
-async def _until_welcomed(agent: FogctlProcess, nodes: int) -> None:
-    deadline = time.monotonic() + FLEET_WELCOME_SECONDS
-    while f"playing {nodes} nodes" not in agent.log.read_text():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"the fleet's agent never played its {nodes} nodes: {agent.log}")
-        await asyncio.sleep(0.5)
-
-
 @dataclass
 class FleetRun:
     """One fleet run's figures besides the burst's."""
@@ -919,7 +910,8 @@ async def _fleet_once(
 ) -> tuple[FleetRun, BurstFigures, dict[str, int]]:
     stack = current.stack
     fleet = stack.extra_agents["fleet"]
-    await _until_welcomed(fleet, sizes.fleet_nodes)
+    # Started (fresh_run), it has said how many it plays: all, or the run is broken.
+    await until_logged(fleet, f"playing {sizes.fleet_nodes} nodes", PROCESS_START_SECONDS)
     # The probe's node holds exactly its two deployments: the burst cannot land there.
     samples = sizes.report_samples
     (probe_node, token), *_ = (
