@@ -26,7 +26,7 @@ from runs import (
     node_name,
     scrape_metrics,
 )
-from scenarios import IDLE_LIMIT_SECONDS, SETTLE_SECONDS, Sizes
+from scenarios import IDLE_LIMIT_SECONDS, Sizes
 
 from controller.sandbox import ports
 from controller.sandbox.harness import FogctlProcess, Servers
@@ -57,7 +57,7 @@ def _first_pass_done(text: str, objects: int) -> bool:
 
 
 async def _restart(
-    servers: Servers, operator: FogctlProcess, metrics: str, objects: int
+    servers: Servers, operator: FogctlProcess, metrics: str, objects: int, settle: float
 ) -> Restart:
     """Restart the operator; time its first pass over every object and count its API writes."""
     before = api_writes(servers.kubectl)
@@ -75,7 +75,7 @@ async def _restart(
             raise TimeoutError(f"no full pass over {objects} objects in {RESTART_LIMIT_SECONDS} s")
         await asyncio.sleep(POLL_SECONDS)
     seconds = time.monotonic() - began
-    await asyncio.sleep(SETTLE_SECONDS)  # writes a late reconcile would make
+    await asyncio.sleep(settle)  # writes a late reconcile would make
     return Restart(seconds=seconds, writes=api_writes(servers.kubectl) - before)
 
 
@@ -124,7 +124,7 @@ async def idle(servers: Servers, sizes: Sizes, api_client: client.ApiClient) -> 
         )
         print(f"  idle: {wanted} objects Ready in {time.monotonic() - began:.0f} s", flush=True)
         await watcher.stop()
-        await asyncio.sleep(SETTLE_SECONDS)
+        await asyncio.sleep(sizes.settle_seconds)
         window = sizes.idle_seconds / sizes.runs
         shares = []
         operator = current.stack.operator
@@ -138,7 +138,9 @@ async def idle(servers: Servers, sizes: Sizes, api_client: client.ApiClient) -> 
         metrics = f"http://127.0.0.1:{metrics_port}/metrics"
         restarts = []
         for run in range(sizes.runs):
-            restarts.append(await _restart(servers, operator, metrics, wanted))
+            restarts.append(
+                await _restart(servers, operator, metrics, wanted, sizes.settle_seconds)
+            )
             print(
                 f"  restart {run + 1}: all reconciled in {restarts[-1].seconds:.1f} s,"
                 f" {restarts[-1].writes:.0f} API writes",
