@@ -11,6 +11,8 @@ when it throttled us: callers never look at the client's own exceptions.
 from __future__ import annotations
 
 import os
+import urllib.parse
+import urllib.request
 from collections.abc import Collection, Mapping
 from typing import Any
 
@@ -33,6 +35,9 @@ CONFLICT = 409
 TOO_MANY_REQUESTS = 429
 # Kubernetes caps event messages at 1 KiB in practice (kubectl truncates); keep ours within.
 EVENT_MESSAGE_MAX = 1024
+# kubernetes_asyncio's own read buffer (rest.py), kept where we replace its session: a watch
+# event carries a whole object, and etcd takes requests of up to 1.5 MiB.
+READ_BUFSIZE = 2**21
 
 
 class KubeApiError(RetryableError):
@@ -60,7 +65,33 @@ async def connect() -> client.ApiClient:
             await config.load_kube_config()
     except (config.ConfigException, OSError) as exc:
         raise KubeConfigError(f"cannot load the Kubernetes configuration: {exc}") from exc
-    return client.ApiClient()
+    api = client.ApiClient()
+    _look_up_the_environment_once(api)
+    return api
+
+
+def _look_up_the_environment_once(api: client.ApiClient) -> None:
+    """Stop the client from reading the proxy variables and ~/.netrc again for every request.
+
+    kubernetes_asyncio opens its aiohttp session with trust_env=True, and aiohttp then looks up
+    the proxy environment and ~/.netrc in a worker thread for each request: two thread hand-offs
+    per status patch or event, about a tenth of the operator's CPU in the burst (py-spy,
+    docs/design/performance.md). The environment does not change while we run, so it is read
+    here once: when no proxy applies to the API server, the session is replaced by one that
+    does not trust the environment, on the same connector (its TLS settings). When a proxy does
+    apply, the library's session is kept, and it keeps finding the proxy. ~/.netrc is not how
+    Kubernetes authenticates (the kubeconfig or the service account is), so nothing is lost.
+    """
+    server = urllib.parse.urlsplit(api.configuration.host)
+    proxy = urllib.request.getproxies().get(server.scheme)
+    if proxy and not urllib.request.proxy_bypass(server.hostname or ""):
+        return
+    rest = api.rest_client
+    library_session: aiohttp.ClientSession = rest.pool_manager
+    rest.pool_manager = aiohttp.ClientSession(
+        connector=library_session.connector, read_bufsize=READ_BUFSIZE
+    )
+    library_session.detach()  # the connector is the new session's now; closed with it
 
 
 class KubeClient:
