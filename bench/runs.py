@@ -416,8 +416,8 @@ async def fresh_run(
     watcher = ReadyWatch(client.CustomObjectsApi(api_client), namespace)
     try:
         # The operator first: it is the slowest to start (kopf imports both Kubernetes
-        # clients) and needs nothing of the agent API, so the two start side by side (~2 s a
-        # run on this 2-core machine). A node whose short grace runs out before its agent is
+        # clients) and needs nothing of the agent API, so the two start side by side rather
+        # than one after the other. A node whose short grace runs out before its agent is
         # heard from comes back online with the agent's first heartbeat.
         stack.operator.start()
         stack.add_tokens(tokens)  # starts the agent API too
