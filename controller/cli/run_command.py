@@ -232,6 +232,7 @@ async def _operate(args: argparse.Namespace, url: URL) -> Shutdown:
             failure_limit=args.failure_limit,
         ),
         verbose=args.verbose,
+        namespaces=tuple(args.namespace),
         failpoints=failpoints.parse(os.environ.get(failpoints.ENV_VAR, "")),
         election=_election(args),
         metrics_address=args.metrics_bind_address,
@@ -241,8 +242,8 @@ async def _operate(args: argparse.Namespace, url: URL) -> Shutdown:
     )
     await kopf.operator(
         registry=build_registry(config),
-        clusterwide=not args.namespace,
-        namespaces=args.namespace,
+        clusterwide=not config.namespaces,
+        namespaces=config.namespaces,
         standalone=True,  # no peering objects: correctness never relied on kopf peering
         liveness_endpoint=args.liveness,
         stop_flag=config.shutdown.flag,

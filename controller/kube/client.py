@@ -1,11 +1,12 @@
 """The few Kubernetes API calls the operator makes itself.
 
-It patches status and posts events. kopf owns the watch; reconciles run in the operator's
-own workers (any of a watch event, a database notification, a requeue or the resync may start
-one), and every status write goes through one path under one per-object lock so that an older
-status never overwrites a newer one. The client is async (kubernetes_asyncio) like the rest of
-the operator. Failures leave here as KubeApiError (retryable), with the server's suggested delay
-when it throttled us: callers never look at the client's own exceptions.
+It lists FogDeployments once at start, patches status and posts events. kopf owns the watch;
+reconciles run in the operator's own workers (any of a watch event, a database notification, a
+requeue or the resync may start one), and every status write goes through one path under one
+per-object lock so that an older status never overwrites a newer one. The client is async
+(kubernetes_asyncio) like the rest of the operator. Failures leave here as KubeApiError
+(retryable), with the server's suggested delay when it throttled us: callers never look at the
+client's own exceptions.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import os
 import urllib.parse
 import urllib.request
-from collections.abc import Collection, Mapping
+from collections.abc import AsyncIterator, Collection, Mapping
 from typing import Any
 
 import aiohttp
@@ -38,6 +39,9 @@ EVENT_MESSAGE_MAX = 1024
 # kubernetes_asyncio's own read buffer (rest.py), kept where we replace its session: a watch
 # event carries a whole object, and etcd takes requests of up to 1.5 MiB.
 READ_BUFSIZE = 2**21
+# Objects per page of the listing at start, the page size of kubectl (--chunk-size) and of
+# client-go's pager: 50,000 objects are never one response held in memory at once.
+LIST_PAGE = 500
 
 
 class KubeApiError(RetryableError):
@@ -122,6 +126,34 @@ class KubeClient:
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise KubeApiError(f"reading the API server's discovery: {exc}") from exc
         return set(plurals) <= {kind.name for kind in found.resources}
+
+    async def list_deployments(self, namespace: str | None) -> AsyncIterator[list[dict[str, Any]]]:
+        """The FogDeployments of `namespace` (None: every one), a page (LIST_PAGE) at a time."""
+        scope = () if namespace is None else (namespace,)
+        listing = (
+            self._objects.list_cluster_custom_object
+            if namespace is None
+            else self._objects.list_namespaced_custom_object
+        )
+        token: str | None = None
+        while True:
+            try:
+                page = await listing(
+                    resource.GROUP,
+                    resource.VERSION,
+                    *scope,
+                    resource.PLURAL,
+                    limit=LIST_PAGE,
+                    _continue=token,
+                )
+            except ApiException as exc:
+                raise _api_error("listing FogDeployments", exc) from exc
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise KubeApiError(f"listing FogDeployments: {exc}") from exc
+            yield page["items"]
+            token = page["metadata"].get("continue")
+            if not token:
+                return
 
     async def patch_status(
         self,

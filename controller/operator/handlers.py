@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -97,6 +97,8 @@ class OperatorConfig:
     node_grace: timedelta
     restarts: RestartPolicy = field(default_factory=RestartPolicy)
     verbose: bool = False
+    # `--namespace`: the namespaces kopf watches; empty, every namespace.
+    namespaces: Sequence[str] = ()
     # Faults to inject into the loops (tests only; `FOG_FAILPOINTS`, see failpoints.py).
     failpoints: Mapping[str, tuple[int, float]] = field(default_factory=dict)
     # `--leader-elect`: the Lease to campaign for; None runs the loops at once.
@@ -215,6 +217,7 @@ async def start_runtime(config: OperatorConfig) -> Runtime:
         resync_seconds=config.resync_seconds,
         reported=controller.reported,
     )
+    await _list_first(kube, sources, config.namespaces)
     supervisor = Supervisor(failpoints=config.failpoints)
     controller.supervise(supervisor)
     events.supervise(supervisor)
@@ -249,6 +252,26 @@ async def start_runtime(config: OperatorConfig) -> Runtime:
         leadership=leadership,
         serving=await _serve(config, supervisor),
     )
+
+
+async def _list_first(
+    kube: kube_client.KubeClient, sources: Sources, namespaces: Sequence[str]
+) -> None:
+    """Queue every object in kopf's scope before the workers start (Sources.take_listing).
+
+    A listing that fails loses nothing: kopf's own listing queues every object, one by one.
+    """
+    scopes: Sequence[str | None] = namespaces or [None]
+    queued = 0
+    try:
+        for namespace in scopes:
+            queued += await sources.take_listing(
+                kube.list_deployments(namespace), finalizer=FINALIZER
+            )
+    except kube_client.KubeApiError as exc:
+        logger.warning("listing FogDeployments at start failed (%s); kopf's watch lists them", exc)
+        return
+    logger.info("queued %d FogDeployments for a first pass before the workers start", queued)
 
 
 async def _serve(config: OperatorConfig, supervisor: Supervisor) -> Serving | None:

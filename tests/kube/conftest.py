@@ -8,12 +8,14 @@ that used them.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from kubernetes_asyncio import config
 
+from controller.kube.client import KubeClient
 from controller.sandbox import controlplane, harness
 from controller.sandbox.harness import Kubectl, Stack
 
@@ -75,6 +77,19 @@ def fresh_namespace(kubectl: Kubectl) -> Iterator[str]:
         yield name
     finally:
         kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture
+async def kube(control_plane: controlplane.ControlPlane) -> AsyncIterator[KubeClient]:
+    """The operator's client, on the sandbox's kubeconfig (without touching the global one)."""
+    api = await config.new_client_from_config(
+        config_file=control_plane.kubeconfig, persist_config=False
+    )
+    client = KubeClient(api)
+    try:
+        yield client
+    finally:
+        await client.close()
 
 
 @pytest.fixture

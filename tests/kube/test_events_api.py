@@ -4,34 +4,17 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pytest
 from conftest import Kubectl
-from kubernetes_asyncio import config
 
 from controller.kube.client import KubeClient
 from controller.kube.resource import ObjectRef
 from controller.model.events import Event, EventSeries, EventType
-from controller.sandbox import controlplane
 
 REPLACED = Event(EventType.NORMAL, "Replaced", "replaced 1 failed replica")
 T0 = datetime(2026, 11, 27, 4, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-async def kube(control_plane: controlplane.ControlPlane) -> AsyncIterator[KubeClient]:
-    """The operator's client, on the sandbox's kubeconfig (without touching the global one)."""
-    api = await config.new_client_from_config(
-        config_file=control_plane.kubeconfig, persist_config=False
-    )
-    client = KubeClient(api)
-    try:
-        yield client
-    finally:
-        await client.close()
 
 
 def events(kubectl: Kubectl, namespace: str) -> list[dict[str, Any]]:
