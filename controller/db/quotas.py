@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from sqlalchemy import ColumnElement, and_, delete, func, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import InstrumentedAttribute, aliased
+from sqlalchemy.orm import aliased
 
 from controller.db import queries
 from controller.db.tables import (
@@ -38,9 +38,13 @@ from controller.model.states import CAPACITY_HOLDING_STATUSES
 _LIMITS = tuple(getattr(Quota, name) for name in QUOTA_LIMIT_COLUMNS)
 
 
-def has_quota(user_id: InstrumentedAttribute[uuid.UUID]) -> ColumnElement[bool]:
-    """Whether the tenant has a quota: one index probe, for the deployment snapshot."""
-    return select(Quota.id).where(Quota.user_id == user_id).exists()
+def has_quota(user_id: ColumnElement[uuid.UUID]) -> ColumnElement[bool]:
+    """Whether the tenant has a quota: one index probe, for the deployment snapshot.
+
+    At Core level (queries.core), as the snapshot's statement that holds it.
+    """
+    quota = queries.core(Quota)
+    return select(quota.c.id).where(quota.c.user_id == user_id).exists()
 
 
 def _amounts(row: object) -> QuotaAmounts:

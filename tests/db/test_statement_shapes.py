@@ -1,4 +1,4 @@
-"""The agent API's hot statements: one statement for any batch size, compiled once.
+"""The hot statements: one statement for any batch size, compiled once.
 
 Every request of the agent API checks tokens, and agents send heartbeats, reports, health
 verdicts and usage samples in batches of any size, and ask for the lists of any number of
@@ -6,7 +6,8 @@ nodes. Each of those must send PostgreSQL the same SQL text whatever the size (s
 prepares it once) and find SQLAlchemy's compiled form in its cache after the first call
 (docs/design/performance.md, "Issue 15 item 2"). An IN list, a VALUES list or a statement
 rebuilt with its values baked in would pass every behaviour test and silently cost a compile,
-or a prepare, per size: these tests watch what is sent, against the real database.
+or a prepare, per size: these tests watch what is sent, against the real database. The
+operator's snapshot of a batch of reconciles (`observe_many`) is held to the same.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from sqlalchemy import event
 from sqlalchemy.engine.default import CACHE_HIT
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from controller.db import credentials, health, reports, usage
+from controller.db import credentials, deployments, health, reports, usage
 from controller.db import engine as db_engine
 from controller.db import nodes as db_nodes
 from controller.model.credentials import digest
@@ -175,3 +176,18 @@ async def test_token_checks_heartbeats_and_lists_of_any_size_send_one_statement_
     assert await _each_size(sessions, sent, assignments, several) == [
         {replica for node, replica in everything if node in NODES[:n]} for n in several
     ]
+
+
+async def test_the_snapshot_of_a_batch_of_any_size_is_three_statements_compiled_once(
+    sessions: async_sessionmaker[AsyncSession], sent: Sent, fleet: Any
+) -> None:
+    """Locks, deployment rows, replicas: the same three statements for 1, 2 or 5 keys."""
+
+    async def observe(session: AsyncSession, _offset: int, size: int) -> tuple[int, int]:
+        keys = [("team-a", "web")] + [("team-a", f"absent-{i}") for i in range(size - 1)]
+        snapshots = await deployments.observe_many(session, keys)
+        assert len(sent) == 3, sent
+        return len(snapshots), len(snapshots[("team-a", "web")].replicas)
+
+    every_replica = 2 * sum(SIZES)  # the fleet's deployment: pending and running ones
+    assert await _each_size(sessions, sent, observe) == [(n, every_replica) for n in SIZES]
