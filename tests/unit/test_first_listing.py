@@ -1,16 +1,22 @@
-"""The listing at start: objects with our finalizer are queued in one piece, once.
+"""Queued in pieces that batch: the listing at start, in one piece; the resync, in shares.
 
 `Sources.take_listing` runs before the workers start, so that a restart's first pass goes in
-full batches; kopf's own listing, which follows, must then cost no second reconcile.
+full batches; kopf's own listing, which follows, must then cost no second reconcile. The resync
+queues a share of the objects a second, each share one batch.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+import pytest
+
+from controller.operator import sources as sources_module
 from controller.operator.objects import Key, ObservedObjects
 from controller.operator.sources import Sources
+from controller.operator.supervisor import Progress
 
 FINALIZER = "fogcompute.io/finalizer"
 
@@ -29,7 +35,7 @@ def body(name: str, *, generation: int = 1, **metadata: Any) -> dict[str, Any]:
     }
 
 
-def sources(queued: list[Key]) -> Sources:
+def sources(queued: list[Key], *, resync_seconds: float = 600) -> Sources:
     async def nothing(_ids: Sequence[Any]) -> list[Key]:
         return []
 
@@ -42,7 +48,7 @@ def sources(queued: list[Key]) -> Sources:
         forget=lambda key: None,
         listen=no_listener,
         keys_of=nothing,
-        resync_seconds=600,
+        resync_seconds=resync_seconds,
     )
 
 
@@ -87,3 +93,36 @@ async def test_an_empty_listing_queues_nothing() -> None:
     queued: list[Key] = []
     assert await sources(queued).take_listing(pages(), finalizer=FINALIZER) == 0
     assert queued == []
+
+
+async def test_the_resync_queues_every_object_once_a_pass_in_shares_a_second_apart(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Shares, not single keys: a share queued at once is one batch for one worker."""
+    queued: list[Key] = []
+    source = sources(queued, resync_seconds=10.0)  # 10 shares of a second
+    names = [f"d{index:02d}" for index in range(25)]
+    await source.take_listing(
+        pages([body(n, finalizers=[FINALIZER]) for n in names]), finalizer=FINALIZER
+    )
+    queued.clear()
+    timeline: list[Any] = []
+
+    async def sleep(seconds: float) -> None:
+        timeline.append(seconds)
+        timeline.append(list(queued))
+        queued.clear()
+        if sum(isinstance(t, float) for t in timeline) > 13:  # one pass (9 shares) and a bit
+            raise asyncio.CancelledError
+
+    monkeypatch.setattr(sources_module.asyncio, "sleep", sleep)
+    with pytest.raises(asyncio.CancelledError):
+        await source.resync(Progress())
+    pauses = [t for t in timeline if isinstance(t, float)]
+    shares = [t for t in timeline if isinstance(t, list)][1:]  # what each pause was followed by
+    # ceil(25 / 10) = 3 objects a share, 9 shares, 10 * 3 / 25 = 1.2 s apart: 10.8 s a pass.
+    assert pauses[:9] == [pytest.approx(1.2)] * 9
+    first_pass = [key for share in shares[:9] for key in share]
+    assert [len(share) for share in shares[:9]] == [3] * 8 + [1]
+    assert sorted(first_pass) == [("ns", n) for n in names]  # every object, once
+    assert sorted(key for share in shares[9:12] for key in share) == [("ns", n) for n in names[:9]]
