@@ -260,8 +260,9 @@ def _cost_rows(s: dict[str, Any]) -> list[str]:
         i = s["idle"]
         label = (
             f"Idle: {i['objects']:,} Ready objects x {i['replicas_each']} replicas on"
-            f" {i['nodes']:,} nodes ({i.get('agent_processes', 1)} agent processes),"
-            f" {i['seconds']:.0f} s"
+            f" {i['nodes']:,} nodes ({i.get('agent_processes', 1)} agent processes"
+            + (f", usage sampled every {u} s" if (u := i.get("agent_usage_seconds")) else "")
+            + f"), {i['seconds']:.0f} s"
         )
         lines += [
             row(
