@@ -24,7 +24,7 @@ from controller.db.errors import DatabaseUnavailableError, SchemaMismatchError
 from controller.kube import election
 from controller.kube.election import ElectionSettings
 from controller.model.restarts import RestartPolicy
-from controller.operator import failpoints, logs
+from controller.operator import failpoints, garbage, logs
 from controller.operator.handlers import (
     DEFAULT_SHUTDOWN_GRACE_SECONDS,
     OperatorConfig,
@@ -198,6 +198,7 @@ def _own_namespace() -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
+    garbage.tune_collector()  # first: the schema check below allocates plenty too
     url = urls.resolve(args.database_url)
     kopf.configure(verbose=args.verbose)
     logs.configure(LogFormat(args.log_format))

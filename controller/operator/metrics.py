@@ -19,6 +19,10 @@ time from an agent's report reaching the operator to the object's status saying 
 a worker took in one batch (`fog_reconcile_batch_keys`: how much batching shares), and the
 history partitions a retention dropped (`fog_history_partitions_dropped_total{table}`).
 
+prometheus-client's `python_gc_*{generation}`: the cycle collector's runs and what they found,
+as controller-runtime operators export Go's `go_gc_*` (garbage.py says why the operator tunes
+it, and these show whether full collections come back).
+
 One process-wide instance (`METRICS`), as prometheus-client's own default registry is, so that
 code without a handle on the runtime (leader election) can set its gauge; tests make their own
 `Metrics()` with a registry of its own.
@@ -236,6 +240,7 @@ class Metrics:
             ["table"],
             registry=r,
         )
+        prometheus_client.GCCollector(registry=r)
 
     def queue(self, clock: Callable[[], float] = time.monotonic) -> QueueMetrics[K]:
         """The work-queue metrics of the controller's queue."""

@@ -104,6 +104,11 @@ def test_metrics_move_with_the_work(stack: Stack, kubectl: Kubectl, namespace: s
     assert metric(after, "fog_nodes", status="offline") == 0
     assert metric(after, "fog_database_round_trip_seconds_count") >= 1
     assert metric(after, "fog_placement_failures_total", reason="InsufficientCapacity") == 0
+    # The collector was tuned at start (operator/garbage.py): reconciles, watch events and
+    # scrapes brought at most a young collection or two, not one every 700 allocations.
+    young = {"generation": "0"}
+    collections = metric(after, "python_gc_collections_total", **young)
+    assert collections - metric(before, "python_gc_collections_total", **young) <= 2
 
     # One replica more than the nodes hold: placement fails, by reason, and is counted.
     kubectl("scale", "-n", namespace, "fogdeploy/web", "--replicas=9")
