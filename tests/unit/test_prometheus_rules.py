@@ -27,8 +27,12 @@ def exported() -> dict[str, set[str]]:
     names: dict[str, set[str]] = {}
     registries = [Metrics().registry, AgentApiMetrics().registry]
     for collector in [c for r in registries for c in list(r._collector_to_names)]:
-        for family in collector.describe():
+        # prometheus-client's own collectors (python_gc_*) only collect: their labels are
+        # on the samples.
+        describe = getattr(collector, "describe", collector.collect)
+        for family in describe():
             labels = set(getattr(collector, "_labelnames", ()))
+            labels |= {label for sample in family.samples for label in sample.labels}
             for suffix in SUFFIXES.get(family.type, ("",)):
                 names[family.name + suffix] = labels | ({"le"} if suffix == "_bucket" else set())
     return names
