@@ -130,14 +130,20 @@ class Stream:
         return wait > 0
 
     async def heartbeat(self, _: Heartbeat) -> None:
-        """Renew every node of the stream; drop those whose tokens died."""
-        if await self._over_budget(list(self._nodes), "heartbeats"):
+        """Renew every node of the stream; drop those whose tokens died.
+
+        Only the nodes this heartbeat asked about can be found dead by it: a hello answered
+        while it waited on the database adds nodes it never looked up, and compared with the
+        stream's nodes as they were when the answer came, those were dropped as revoked.
+        """
+        asked = list(self._nodes)
+        if await self._over_budget(asked, "heartbeats"):
             return
         try:
-            valid = await self._app[SERVICE].heartbeat(list(self._nodes))
+            valid = await self._app[SERVICE].heartbeat(asked)
         except UnauthenticatedError:
             valid = {}
-        await self._drop(set(self._nodes) - set(valid))
+        await self._drop(set(asked) - set(valid))
         await self.send({"op": "heartbeat", "renewed": len(valid)})
 
     async def report(self, op: StreamReports) -> None:

@@ -14,6 +14,7 @@ import uuid
 from typing import Any
 
 import aiohttp
+import psycopg
 from conftest import AgentApi, Answer
 
 # Something pushed arrives in milliseconds; a test waits this long before calling it missing.
@@ -123,6 +124,43 @@ def test_a_revoked_token_is_dropped_from_its_stream_at_once(api: AgentApi) -> No
         assert str(placed) not in ids(refreshed)
 
     run(api, work)
+
+
+def test_a_hello_answered_during_a_heartbeat_keeps_its_nodes(api: AgentApi) -> None:
+    """A heartbeat in flight judges only the nodes it asked about, not ones added meanwhile."""
+    token_a, token_b = api.node_token("edge-a"), api.node_token("edge-b")
+    url = api.database_url
+    holder = psycopg.connect(host=url.host, port=url.port, user=url.username, dbname=url.database)
+
+    async def work(client: Client) -> None:
+        await client.send(op="hello", tokens=[token_a])
+        assert (await client.next("welcome"))["nodes"] == ["edge-a"]
+        # edge-a's lease row held: the heartbeat waits on it in the database.
+        holder.execute(
+            "SELECT 1 FROM node_leases WHERE node_id ="
+            " (SELECT id FROM nodes WHERE name = 'edge-a') FOR UPDATE"
+        )
+        await client.send(op="heartbeat")
+        await asyncio.to_thread(_until_waiting_on_a_lock, api)
+        await client.send(op="hello", tokens=[token_b])
+        assert (await client.next("welcome"))["nodes"] == ["edge-b"]
+        holder.rollback()
+        assert (await client.next("heartbeat"))["renewed"] == 1
+        await client.send(op="heartbeat")
+        # Dropped as revoked before the fix: the heartbeat answered {edge-a} for {edge-a, edge-b}.
+        assert (await client.next("heartbeat"))["renewed"] == 2
+
+    try:
+        run(api, work)
+    finally:
+        holder.close()
+
+
+def _until_waiting_on_a_lock(api: AgentApi) -> None:
+    deadline = time.monotonic() + PUSH_TIMEOUT_SECONDS
+    while not api.sql("SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock'"):
+        assert time.monotonic() < deadline, "the heartbeat never reached the held row"
+        time.sleep(0.05)
 
 
 def test_a_malformed_op_is_refused_naming_the_field(api: AgentApi) -> None:
