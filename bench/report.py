@@ -280,6 +280,14 @@ def _cost_rows(s: dict[str, Any]) -> list[str]:
             ),
             row(
                 "",
+                "operator restarted: seconds until kopf's watch handed over its listing",
+                cell(i["seconds_restart_to_watch_listed"])
+                if "seconds_restart_to_watch_listed" in i
+                else "not measured",
+                "",
+            ),
+            row(
+                "",
                 "API writes (FogDeployments, Events) the restart caused",
                 cell(i["api_writes_on_restart"]),
                 "0",

@@ -360,6 +360,7 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
     # async, though it never awaits: kopf runs plain functions in a thread pool.
     @kopf.on.event(*target, id="observe", registry=registry)
     async def observe(body: kopf.Body, event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+        METRICS.watched(event.get("type"))
         memo.runtime.sources.observe(body, deleted=event.get("type") == "DELETED")
 
     @kopf.on.delete(*target, id="finalize", registry=registry)

@@ -16,8 +16,11 @@ means the same thing it has the same name, labels and unit:
 Ours, prefixed `fog_`: replicas and nodes by status (`fog_replicas`, `fog_nodes`, refreshed by
 the health loop, see health.py), placement failures by reason, the database round trip, and the
 time from an agent's report reaching the operator to the object's status saying so, the keys
-a worker took in one batch (`fog_reconcile_batch_keys`: how much batching shares), and the
-history partitions a retention dropped (`fog_history_partitions_dropped_total{table}`).
+a worker took in one batch (`fog_reconcile_batch_keys`: how much batching shares), the
+history partitions a retention dropped (`fog_history_partitions_dropped_total{table}`), and the
+FogDeployment events kopf's watch handed over by type (`fog_watch_events_total{type}`; `listed`
+for its listing, which at a restart goes on after the first pass: the start is over when it
+reaches the object count).
 
 prometheus-client's `python_gc_*{generation}`: the cycle collector's runs and what they found,
 as controller-runtime operators export Go's `go_gc_*` (garbage.py says why the operator tunes
@@ -240,6 +243,13 @@ class Metrics:
             ["table"],
             registry=r,
         )
+        self.watch_events = Counter(
+            "fog_watch_events_total",
+            "FogDeployment events kopf's watch handed to the operator, by type (listed: its "
+            "listing, at start or after a watch it could not resume)",
+            ["type"],
+            registry=r,
+        )
         prometheus_client.GCCollector(registry=r)
 
     def queue(self, clock: Callable[[], float] = time.monotonic) -> QueueMetrics[K]:
@@ -252,6 +262,10 @@ class Metrics:
         if result == ERROR:
             self.reconcile_errors.labels(controller=CONTROLLER).inc()
         self.reconcile_time.labels(controller=CONTROLLER).observe(seconds)
+
+    def watched(self, event_type: str | None) -> None:
+        """Count one event kopf's watch handed over; its type None is a listed object."""
+        self.watch_events.labels(type=(event_type or "listed").lower()).inc()
 
     def batched(self, keys: int) -> None:
         """A worker took `keys` keys from the queue as one batch."""

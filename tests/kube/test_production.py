@@ -310,3 +310,8 @@ def test_a_restart_reconciles_every_object_in_full_batches(
     assert metric(after, "fog_reconcile_batch_keys_count") <= 3
     log = stack.operator.log.read_text()
     assert f"queued {objects} FogDeployments for a first pass before the workers start" in log
+    # kopf's watch lists them too, on its own schedule: the metric says when that is over.
+    wait_for(
+        "kopf's listing handed over",
+        lambda: metric(scrape(base), "fog_watch_events_total", type="listed") >= objects,
+    )

@@ -65,6 +65,16 @@ async def test_the_work_queue_reports_client_go_metrics() -> None:
     assert value(samples, "workqueue_adds_total", **name) == 3
 
 
+def test_watch_events_are_counted_by_type_and_a_listed_object_is_listed() -> None:
+    metrics = Metrics()
+    for event_type in (None, None, "ADDED", "MODIFIED", "DELETED", None):
+        metrics.watched(event_type)
+    samples = scrape(metrics)
+    assert value(samples, "fog_watch_events_total", type="listed") == 3
+    for kind in ("added", "modified", "deleted"):
+        assert value(samples, "fog_watch_events_total", type=kind) == 1
+
+
 def test_reconciles_are_counted_by_result_and_timed() -> None:
     metrics = Metrics()
     metrics.reconciled("success", 0.01)
