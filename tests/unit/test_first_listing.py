@@ -126,3 +126,17 @@ async def test_the_resync_queues_every_object_once_a_pass_in_shares_a_second_apa
     assert [len(share) for share in shares[:9]] == [3] * 8 + [1]
     assert sorted(first_pass) == [("ns", n) for n in names]  # every object, once
     assert sorted(key for share in shares[9:12] for key in share) == [("ns", n) for n in names[:9]]
+
+
+async def test_every_connection_of_the_listener_requeues_every_object() -> None:
+    """The first too: a report sent before the first LISTEN succeeded was heard by nobody."""
+    queued: list[Key] = []
+    source = sources(queued)
+    await source.take_listing(
+        pages([body(n, finalizers=[FINALIZER]) for n in "ab"]), finalizer=FINALIZER
+    )
+    queued.clear()
+    source.connected()
+    assert sorted(queued) == [("ns", "a"), ("ns", "b")]
+    source.connected()
+    assert sorted(queued) == [("ns", "a"), ("ns", "a"), ("ns", "b"), ("ns", "b")]
