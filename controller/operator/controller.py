@@ -21,6 +21,7 @@ has moved), and the traceback says where to look.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -52,6 +53,12 @@ WORKERS = 4
 # locks and its candidate nodes longer, and its keys that go alone (a quota's gate) run one
 # after another within it.
 BATCH = 32
+# How long the workers wait at start for the notification listener's first connection. Until
+# LISTEN is in force an agent's report is heard by nobody; started after it, a reconcile's
+# placements cannot be reported unheard. A listener that has not connected by then waits for
+# the database, which the workers need too; its first connection requeues every object
+# (sources.py), covering whatever they did meanwhile.
+LISTENING_WAIT_SECONDS = 5.0
 
 
 class Action(StrEnum):
@@ -110,6 +117,7 @@ class Controller:
         # When an agent's report about each key reached us (its notification), until the
         # object's status is up to date with it: fog_report_to_status_seconds.
         self._reported: dict[Key, float] = {}
+        self._listening: asyncio.Event | None = None  # set by `supervise`
 
     def enqueue(self, key: Key) -> None:
         """Reconcile `key` soon (de-duplicated by the queue)."""
@@ -126,8 +134,15 @@ class Controller:
         self.queue.succeeded(key)
         self._reported.pop(key, None)
 
-    def supervise(self, supervisor: Supervisor, *, workers: int = WORKERS) -> None:
-        """Put the workers under `supervisor`."""
+    def supervise(
+        self,
+        supervisor: Supervisor,
+        *,
+        workers: int = WORKERS,
+        listening: asyncio.Event | None = None,
+    ) -> None:
+        """Put the workers under `supervisor`; they start once `listening` is set (or a bound)."""
+        self._listening = listening
         for number in range(workers):
             supervisor.add(f"worker-{number}", self.work)
 
@@ -136,6 +151,9 @@ class Controller:
 
         Returns once the queue shuts down.
         """
+        if self._listening is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._listening.wait(), LISTENING_WAIT_SECONDS)
         while True:
             try:
                 keys = await self.queue.get_batch(BATCH)

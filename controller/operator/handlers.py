@@ -223,7 +223,7 @@ async def start_runtime(config: OperatorConfig) -> Runtime:
     )
     await _list_first(kube, sources, config.namespaces)
     supervisor = Supervisor(failpoints=config.failpoints)
-    controller.supervise(supervisor)
+    controller.supervise(supervisor, listening=sources.listening)
     events.supervise(supervisor)
     supervisor.add("notifications", sources.listen)
     supervisor.add("notified-keys", sources.resolve)

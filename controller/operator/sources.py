@@ -85,6 +85,8 @@ class Sources:
         self._notified_at: float | None = None  # when the oldest of them arrived
         self._pending = asyncio.Event()
         self._connections = 0
+        # Set once LISTEN is first in force: the controller's workers start then (controller.py).
+        self.listening = asyncio.Event()
 
     def observe(self, body: Mapping[str, Any], *, deleted: bool) -> bool:
         """Record a watch event; queue a reconcile if the object is new or its spec changed.
@@ -147,10 +149,12 @@ class Sources:
         too: the workers start beside the listener, and with the database restarting as the
         operator started, an object's reconcile placed replicas whose report came before the
         first LISTEN succeeded; it waited for the resync (the fault suite's database restart,
-        once in a CI run). Keys still queued from the listing at start cost nothing more.
+        once in a CI run). The workers wait for the first connection (a few seconds at most), so
+        the keys queued by the listing at start are still queued, and cost nothing more.
         """
         self._connections += 1
         count = self.requeue_all()
+        self.listening.set()
         if self._connections > 1:
             logger.info("notifications resumed: reconciling all %d objects once", count)
 

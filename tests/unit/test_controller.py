@@ -24,7 +24,7 @@ from controller.operator.controller import Action, Controller, Decision, decide
 from controller.operator.metrics import CONTROLLER, Metrics
 from controller.operator.objects import ObservedObjects
 from controller.operator.reconciler import Outcome
-from controller.operator.supervisor import Progress
+from controller.operator.supervisor import Progress, Supervisor
 from controller.operator.sync import FIRST_STATUS_HOLD_SECONDS, Syncer
 from controller.operator.workqueue import WorkQueue
 
@@ -168,6 +168,25 @@ async def test_a_worker_marks_the_key_done_even_when_the_sync_fails() -> None:
     worker.cancel()
     queue.close()
     assert len(controller.syncer.calls) == 2  # type: ignore[attr-defined]
+
+
+async def test_the_workers_start_once_the_listener_is_listening() -> None:
+    """A placement reconciled before LISTEN is in force may be reported unheard."""
+    queue: WorkQueue[tuple[str, str]] = WorkQueue()
+    controller = Controller(syncer=FakeSyncer(None, None), queue=queue)  # type: ignore[arg-type]
+    listening = asyncio.Event()
+    controller.supervise(Supervisor(), workers=1, listening=listening)
+    worker = asyncio.create_task(controller.work(Progress()))
+    queue.add(KEY)
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert controller.syncer.calls == []  # type: ignore[attr-defined]
+    listening.set()
+    for _ in range(20):
+        await asyncio.sleep(0)
+    worker.cancel()
+    queue.close()
+    assert len(controller.syncer.calls) == 1  # type: ignore[attr-defined]
 
 
 # --- the Syncer: what reaches the status ----------------------------------------------------
