@@ -40,6 +40,9 @@ class ObservedObjects:
 
     def __init__(self) -> None:
         self._objects: dict[Key, Observed] = {}
+        # Objects whose last reconcile found nothing to do and nothing to wait for, with no
+        # news of them since (`settle`): the resync passes them by on most rounds.
+        self._settled: set[Key] = set()
 
     def observe(self, body: Mapping[str, Any], *, deleted: bool) -> bool:
         """Record one watch event; True if the object needs a reconcile because of it.
@@ -55,6 +58,7 @@ class ObservedObjects:
         key = (ref.namespace, ref.name)
         if deleted or meta.get("deletionTimestamp"):
             self._objects.pop(key, None)
+            self._settled.discard(key)
             return False
         prior = self._objects.get(key)
         self._objects[key] = Observed(
@@ -62,7 +66,10 @@ class ObservedObjects:
             spec=copy.deepcopy(dict(body.get("spec") or {})),
             status=copy.deepcopy(dict(body.get("status") or {})),
         )
-        return prior is None or prior.ref.uid != ref.uid or prior.ref.generation != ref.generation
+        due = prior is None or prior.ref.uid != ref.uid or prior.ref.generation != ref.generation
+        if due:
+            self._settled.discard(key)
+        return due
 
     def get(self, key: Key) -> Observed | None:
         """The object as last seen, or None if it is gone or being deleted."""
@@ -71,6 +78,22 @@ class ObservedObjects:
     def forget(self, key: Key) -> None:
         """Drop `key` (its deletion is being finalized)."""
         self._objects.pop(key, None)
+        self._settled.discard(key)
+
+    def settle(self, key: Key, *, settled: bool) -> None:
+        """Record whether the last reconcile of `key` left it settled (Outcome.settled)."""
+        if settled and key in self._objects:
+            self._settled.add(key)
+        else:
+            self._settled.discard(key)
+
+    def unsettle_all(self) -> None:
+        """Every object is due at the next resync (news may have been missed)."""
+        self._settled.clear()
+
+    def unsettled_keys(self) -> list[Key]:
+        """The live objects not known to be settled, in no particular order."""
+        return [key for key in self._objects if key not in self._settled]
 
     def keys(self) -> list[Key]:
         """Every live object's key, in no particular order."""

@@ -70,6 +70,11 @@ class Outcome:
     # Replicas the plan could not place, and the condition reason the status gave for it.
     unplaced: int = 0
     reason: str | None = None
+    # Nothing was left to do or to wait for: an empty plan, every desired replica available
+    # on the rolled-out revision, no quota holding it back, no wake-up due. Until news of the
+    # object comes (the watch, a notification), another reconcile would find the same; the
+    # resync passes such objects by on most rounds (sources.py).
+    settled: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -441,6 +446,11 @@ class Reconciler:
                 requeue_after=(wake - now).total_seconds() if wake else None,
                 unplaced=plan.unplaced,
                 reason=reason,
+                settled=plan.is_empty
+                and wake is None
+                and held_by is None
+                and status.rolled_out
+                and status.ready_replicas == spec.replicas,
             ),
         )
 

@@ -262,6 +262,7 @@ class Syncer:
             self._held.add(key)
         for event in outcome.events:
             self._events.record(observed.ref, event)
+        self._objects.settle(key, settled=outcome.settled and hold is None)
         return _sooner(outcome.requeue_after, hold)
 
     async def _failed(
@@ -273,6 +274,7 @@ class Syncer:
         retry_delay: float,
     ) -> Exception:
         """Say in the status why the reconcile failed, where a person can act on it; `error`."""
+        self._objects.settle(key, settled=False)
         ref = observed.ref
         if isinstance(error, InvalidSpecError):
             await self._fail(

@@ -157,3 +157,26 @@ async def test_full_nodes_come_after_those_with_room_closest_first(
     assert await read(closest=False) == ["roomy"]
     assert await read(closest=True) == ["roomy", "half-core", "little-memory", "tiny"]
     assert await read(closest=True, limit=2) == ["roomy", "half-core"]
+
+
+async def test_only_a_reconcile_with_nothing_to_do_or_wait_for_is_settled(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """`settled` lets the resync pass an object by: never while it waits for room or agents."""
+    driver = Driver(sessions)
+    body = spec(2)
+    starved = await reconcile(driver, body)  # no node yet
+    assert starved.unplaced == 2
+    assert not starved.settled
+    await add_node(sessions, "edge-1")
+    placed = await reconcile(driver, body)
+    assert placed.status["phase"] == "Scheduled"
+    assert not placed.settled  # it placed them; the agents have yet to run them
+    await run_agents(sessions, agents("edge-1"))
+    ready = await reconcile(driver, body)
+    assert ready.status["ready"] == "2/2"
+    assert ready.settled
+    assert (await reconcile(driver, body)).settled
+    driver.bump()
+    scaled = await reconcile(driver, spec(3))
+    assert not scaled.settled

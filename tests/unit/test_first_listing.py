@@ -8,6 +8,7 @@ queues a share of the objects a second, each share one batch.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -126,6 +127,77 @@ async def test_the_resync_queues_every_object_once_a_pass_in_shares_a_second_apa
     assert [len(share) for share in shares[:9]] == [3] * 8 + [1]
     assert sorted(first_pass) == [("ns", n) for n in names]  # every object, once
     assert sorted(key for share in shares[9:12] for key in share) == [("ns", n) for n in names[:9]]
+
+
+async def test_settled_objects_are_resynced_on_every_sixth_round_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """At rest nearly every object is settled; rounds between the full ones pass them by."""
+    queued: list[Key] = []
+    source = sources(queued, resync_seconds=2.0)  # 2 shares a round
+    await source.take_listing(
+        pages([body(n, finalizers=[FINALIZER]) for n in "abcd"]), finalizer=FINALIZER
+    )
+    queued.clear()
+    for name in "abc":
+        source.objects.settle(("ns", name), settled=True)
+    monkeypatch.setattr(sources_module, "SETTLED_ROUNDS", 3)
+    pauses: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        pauses.append(seconds)
+        if len(pauses) > 7:
+            raise asyncio.CancelledError
+
+    monkeypatch.setattr(sources_module.asyncio, "sleep", sleep)
+    with pytest.raises(asyncio.CancelledError):
+        await source.resync(Progress())
+    # Rounds: every object (2 shares), d alone, d alone, every object again, d alone.
+    assert [key[1] for key in queued] == [*"abcd", "d", "d", *"abcd", "d"]
+
+
+async def test_news_of_an_object_unsettles_it() -> None:
+    queued: list[Key] = []
+    reached = asyncio.Event()  # b was queued
+    notified = uuid.uuid4()
+
+    def enqueue(key: Key) -> None:
+        queued.append(key)
+        if key == ("ns", "b"):
+            reached.set()
+
+    async def keys_of(ids: Sequence[Any]) -> list[Key]:
+        return [("ns", "b")] if ids == [notified] else []
+
+    source = Sources(
+        objects=ObservedObjects(),
+        enqueue=enqueue,
+        forget=lambda key: None,
+        listen=lambda **_: pytest.fail("not listening in this test"),
+        keys_of=keys_of,
+        resync_seconds=600,
+    )
+    await source.take_listing(
+        pages([body(n, finalizers=[FINALIZER]) for n in "abcd"]), finalizer=FINALIZER
+    )
+    reached.clear()
+    for name in "abcd":
+        source.objects.settle(("ns", name), settled=True)
+    assert source.objects.unsettled_keys() == []
+
+    source.observe(body("a", generation=2), deleted=False)  # the spec changed
+    source.notified(str(notified))  # an agent reported on b
+    resolving = asyncio.create_task(source.resolve(Progress()))
+    await asyncio.wait_for(reached.wait(), timeout=5)  # a lookup without I/O: at once
+    resolving.cancel()
+    assert sorted(source.objects.unsettled_keys()) == [("ns", "a"), ("ns", "b")]
+
+    source.requeue_all()  # notifications were lost: nothing is known settled
+    assert sorted(source.objects.unsettled_keys()) == [("ns", n) for n in "abcd"]
+    source.objects.settle(("ns", "c"), settled=True)
+    source.objects.settle(("ns", "c"), settled=False)  # its reconcile failed
+    source.objects.settle(("ns", "gone"), settled=True)  # not an object: not recorded
+    assert len(source.objects.unsettled_keys()) == 4
 
 
 async def test_every_connection_of_the_listener_requeues_every_object() -> None:
