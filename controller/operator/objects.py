@@ -87,6 +87,10 @@ class ObservedObjects:
         else:
             self._settled.discard(key)
 
+    def is_settled(self, key: Key) -> bool:
+        """Whether the last reconcile of `key` left it settled, with no news of it since."""
+        return key in self._settled
+
     def unsettle_all(self) -> None:
         """Every object is due at the next resync (news may have been missed)."""
         self._settled.clear()

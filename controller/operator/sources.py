@@ -223,10 +223,15 @@ class Sources:
     async def resync(self, progress: Progress) -> None:
         """Queue the known objects once per interval, evenly spread in shares, forever.
 
-        Every SETTLED_ROUNDS-th round (the first included) takes every object; the others
-        take those not settled.
+        Every SETTLED_ROUNDS-th round takes every object; the others take those not settled
+        when their share's turn comes (settled since the round began counts: the round that
+        starts with the operator finds every object unsettled, and the first pass settles
+        them within a minute or two). The count starts as if a full round had just ended,
+        because one had: at start the first listing queues every object. Taking them all again
+        would repeat that pass right after every restart, at 50,000 objects 10 minutes of 83
+        reconciles a second.
         """
-        rounds = 0
+        rounds = 1
         while True:
             if not len(self.objects):
                 await asyncio.sleep(min(self._resync_seconds, EMPTY_RESYNC_SECONDS))
@@ -244,5 +249,6 @@ class Sources:
             for start in range(0, len(keys), size):
                 await asyncio.sleep(pause)
                 for key in keys[start : start + size]:
-                    self._enqueue(key)
+                    if every or not self.objects.is_settled(key):
+                        self._enqueue(key)
                 progress.beat()

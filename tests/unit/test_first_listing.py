@@ -152,8 +152,35 @@ async def test_settled_objects_are_resynced_on_every_sixth_round_only(
     monkeypatch.setattr(sources_module.asyncio, "sleep", sleep)
     with pytest.raises(asyncio.CancelledError):
         await source.resync(Progress())
-    # Rounds: every object (2 shares), d alone, d alone, every object again, d alone.
-    assert [key[1] for key in queued] == [*"abcd", "d", "d", *"abcd", "d"]
+    # The start queued every object, so: d alone, d alone, every object (2 shares), d alone,
+    # d alone, and the next full round's first share.
+    assert [key[1] for key in queued] == ["d", "d", *"abcd", "d", "d", *"ab"]
+
+
+async def test_a_round_passes_by_objects_settled_since_it_began(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The round that starts with the operator finds nothing settled; the first pass settles."""
+    queued: list[Key] = []
+    source = sources(queued, resync_seconds=2.0)  # 2 shares a round: a b, then c d
+    await source.take_listing(
+        pages([body(n, finalizers=[FINALIZER]) for n in "abcd"]), finalizer=FINALIZER
+    )
+    queued.clear()
+    pauses: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        pauses.append(seconds)
+        if len(pauses) == 1:  # the first pass settles c and d before the round reaches them
+            for name in "cd":
+                source.objects.settle(("ns", name), settled=True)
+        if len(pauses) > 2:
+            raise asyncio.CancelledError
+
+    monkeypatch.setattr(sources_module.asyncio, "sleep", sleep)
+    with pytest.raises(asyncio.CancelledError):
+        await source.resync(Progress())
+    assert [key[1] for key in queued] == ["a", "b"]
 
 
 async def test_news_of_an_object_unsettles_it() -> None:
