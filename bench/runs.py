@@ -121,19 +121,31 @@ class ReadyWatch:
         Ended, the task would leave every later `until` waiting out its limit for changes that
         happened: a single run failed so at its first object after the server's 429.
         """
+        since: str | None = None  # where the last watch ended; None: every object again
         while True:
-            stream = watch.Watch().stream(
-                self.api.list_namespaced_custom_object,
-                GROUP,
-                VERSION,
-                self.namespace,
-                PLURAL,
-                timeout_seconds=WATCH_SECONDS,
-            )
+            stream = watch.Watch()
+            resume = {"resource_version": since} if since else {}
             try:
-                async for item in stream:
-                    self._record(item["object"])
+                async for item in stream.stream(
+                    self.api.list_namespaced_custom_object,
+                    GROUP,
+                    VERSION,
+                    self.namespace,
+                    PLURAL,
+                    timeout_seconds=WATCH_SECONDS,
+                    allow_watch_bookmarks=True,
+                    **resume,
+                ):
+                    if item["type"] != "BOOKMARK":
+                        self._record(item["object"])
+                # Ended by the server (its timeout, or it closed a watcher that fell behind):
+                # go on from the last event. Opened afresh, the watch sent every object of the
+                # namespace again, 50,000 at full size, each time the server closed it.
+                since = stream.resource_version or since
             except ApiException as exc:
+                if exc.status == 410:  # that point has left the server's watch cache
+                    since = None
+                    continue
                 if exc.status != 429 and (exc.status or 0) < 500:
                     raise
                 await asyncio.sleep(WATCH_RETRY_SECONDS)
