@@ -176,6 +176,12 @@ class Session:
         self._ids = itertools.count(1)
         self.welcomed: set[str] = set()
         self._outage = False  # the database behind the agent API is out
+        # Each node's last list as the server sent it and as parsed. The refresh every
+        # REFRESH_SECONDS sends every list again, nearly always unchanged: at 20,000 objects
+        # (500 nodes and 50,000 replicas an agent process) parsing them all again, and the
+        # passes of the work loop over every replica that they woke, took about a core for
+        # the four agent processes at rest (docs/design/performance.md).
+        self._lists: dict[str, tuple[list[Any], list[Assignment]]] = {}
 
     async def _send(self, body: dict[str, Any]) -> None:
         await self._socket.send_str(json.dumps(body))
@@ -202,11 +208,19 @@ class Session:
             handler(message)
 
     def _assignments(self, message: dict[str, Any]) -> None:
-        node = str(message["node"])
-        self._views.setdefault(node, NodeView()).receive(
-            assignment_in(node, item) for item in message["assignments"]
-        )
-        self._wake.set()
+        """Take a node's list; wake the work loop only if it changes what the node runs.
+
+        A list that changes nothing brings no work the next tick would not find as well.
+        """
+        node, sent = str(message["node"]), message["assignments"]
+        last = self._lists.get(node)
+        if last is not None and last[0] == sent:
+            items = last[1]  # parsing is a pure function of what was sent
+        else:
+            items = [assignment_in(node, item) for item in sent]
+            self._lists[node] = (sent, items)
+        if self._views.setdefault(node, NodeView()).receive(items):
+            self._wake.set()
 
     def _welcome(self, message: dict[str, Any]) -> None:
         self.welcomed.update(message["nodes"])
@@ -221,6 +235,7 @@ class Session:
         for node in message["nodes"]:
             self.welcomed.discard(node)
             self._views.pop(node, None)  # what it ran is now an orphan and stops
+            self._lists.pop(node, None)
             logger.warning("node %s: token revoked; no longer playing it", node)
         self._wake.set()
         if not self.welcomed:

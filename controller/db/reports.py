@@ -121,7 +121,9 @@ def _assignments_statement(statuses: AbstractSet[ReplicaStatus], *, one_node: bo
             ),
             replicas.c.status.in_(sorted(statuses)),
         )
-        .order_by(nodes.c.name, replicas.c.created_at)
+        # The id last: replicas placed in one transaction share created_at, and a list sent
+        # again in another order would look changed to an agent that compares (simulate.py).
+        .order_by(nodes.c.name, replicas.c.created_at, replicas.c.id)
     )
 
 

@@ -202,8 +202,12 @@ class NodeView:
     # Our accepted reports still trusted over the server's lists: status and when reported.
     reported: dict[uuid.UUID, tuple[ReplicaStatus, float]] = field(default_factory=dict)
 
-    def receive(self, items: Iterable[Assignment]) -> None:
-        """Replace the list with one the server sent."""
+    def receive(self, items: Iterable[Assignment]) -> bool:
+        """Replace the list with one the server sent; whether what the node runs changed.
+
+        Most lists change nothing: the agent asks for every list again every 30 s, and a
+        push may repeat what our own accepted reports already applied here.
+        """
         now = self.clock()
         self.reported = {
             key: (status, at)
@@ -219,7 +223,9 @@ class NodeView:
                 if _PROGRESS.get(ours[0], -1) > _PROGRESS.get(item.status, 3):
                     item = replace(item, status=ours[0])
             fresh[item.replica_id] = item
+        changed = fresh != self.items
         self.items = fresh
+        return changed
 
     def health_accepted(self, reports: Iterable[HealthReport]) -> None:
         """Apply our health reports the server accepted to the replicas of this node.

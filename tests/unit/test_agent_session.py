@@ -15,6 +15,7 @@ import aiohttp
 from model_builders import assignment
 
 from controller.agent.simulate import HEARTBEAT_MIN_SECONDS, RATE_LIMITED, Session
+from controller.agent.wire import assignment_out
 from controller.model.simulation import NodeView, Simulator
 from controller.model.states import ReplicaStatus
 
@@ -23,6 +24,8 @@ TICK_SECONDS = 0.01
 # Long enough for a round of reports and its answers on a loaded machine; the waits below end
 # as soon as what they wait for is seen.
 WAIT_SECONDS = 5.0
+# A start delay the tests wait out in full: short, but far longer than a pass of the agent.
+START_DELAY = 0.05
 
 
 @dataclass
@@ -52,6 +55,10 @@ class Server:
         while True:
             yield await self._incoming.get()
 
+    def push(self, body: dict[str, Any]) -> None:
+        """A message the server sends without being asked."""
+        self._incoming.put_nowait(Message(json.dumps(body)))
+
     def ops(self, name: str) -> list[dict[str, Any]]:
         return [body for body in self.sent if body["op"] == name]
 
@@ -71,12 +78,17 @@ def pending(node: str) -> NodeView:
 
 
 @contextlib.asynccontextmanager
-async def session_with(server: Server, views: dict[str, NodeView]) -> AsyncIterator[None]:
+async def session_with(
+    server: Server,
+    views: dict[str, NodeView],
+    tick: float = TICK_SECONDS,
+    start_delay: float = 0.0,  # none: pending -> starting -> running in two rounds of one pass
+) -> AsyncIterator[None]:
     session = Session(
         cast(aiohttp.ClientWebSocketResponse, server),
-        simulator=Simulator(start_delay=0),  # pending -> starting -> running: two rounds
+        simulator=Simulator(start_delay=start_delay),
         views=views,
-        tick=TICK_SECONDS,
+        tick=tick,
     )
     task = asyncio.create_task(session.run())
     try:
@@ -127,3 +139,29 @@ async def test_a_short_tick_does_not_heartbeat_more_often_than_the_floor() -> No
     elapsed = time.monotonic() - began
     # The first at once, then one per floor, however many ticks passed (some 30 here).
     assert 1 <= len(server.ops("heartbeat")) <= 1 + elapsed // HEARTBEAT_MIN_SECONDS
+
+
+async def test_a_list_sent_again_unchanged_is_not_parsed_again_and_wakes_nothing() -> None:
+    # A tick longer than the test: only a list that changes something makes the agent act
+    # before it. `first` may go on to running once START_DELAY has passed, at the next pass.
+    server = Server(lambda body: {"op": "reported", "accepted": 1} if "reports" in body else None)
+    first, second, third = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    listed = [
+        assignment_out(assignment(first, ReplicaStatus.PENDING)),
+        assignment_out(assignment(second, ReplicaStatus.RUNNING)),
+    ]
+    views: dict[str, NodeView] = {}
+    async with session_with(server, views, tick=60.0, start_delay=START_DELAY):
+        server.push({"op": "assignments", "node": "edge-1", "assignments": listed})
+        await server.until("report", 1)  # first: starting
+        parsed = views["edge-1"].items[second]
+        await asyncio.sleep(START_DELAY * 2)
+        server.push({"op": "assignments", "node": "edge-1", "assignments": listed})
+        await asyncio.sleep(0.2)  # a pass it set off would report first as running
+        assert len(server.ops("report")) == 1
+        assert views["edge-1"].items[second] is parsed  # not parsed again
+        pending = [assignment_out(assignment(third, ReplicaStatus.PENDING))]
+        server.push({"op": "assignments", "node": "edge-1", "assignments": listed + pending})
+        await server.until("report", 2)
+    reported = {(r["replicaId"], r["status"]) for r in server.ops("report")[1]["reports"]}
+    assert (str(third), "starting") in reported

@@ -54,6 +54,18 @@ def test_after_a_while_the_servers_list_wins_and_a_lost_report_is_sent_again() -
     assert (again.replica_id, again.status) == (replica, R.RUNNING)
 
 
+def test_receiving_says_whether_the_list_changed_what_the_node_runs() -> None:
+    clock, replica, other = Clock(), uuid.uuid4(), uuid.uuid4()
+    view = NodeView(clock=clock)
+    assert view.receive([assignment(replica, R.PENDING)])  # new work
+    assert not view.receive([assignment(replica, R.PENDING)])  # the same list again
+    view.accepted([report(replica, R.STARTING)])
+    clock.now += 0.1
+    assert not view.receive([assignment(replica, R.PENDING)])  # behind our own report
+    assert view.receive([assignment(replica, R.STARTING), assignment(other, R.PENDING)])
+    assert view.receive([assignment(other, R.PENDING)])  # one gone
+
+
 def test_a_replica_we_stopped_stays_gone_unless_the_server_still_lists_it_later() -> None:
     clock, replica = Clock(), uuid.uuid4()
     view = NodeView(clock=clock)
