@@ -252,3 +252,35 @@ async def test_a_node_with_the_longest_name_can_report(
     async with sessions() as session:
         actors = (await session.execute(select(ReplicaStatusHistory.actor))).scalars().all()
     assert reports.agent_actor(name) in actors
+
+
+async def test_replicas_placed_together_are_listed_in_id_order_every_time(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """One transaction's replicas share created_at; the list's order must not depend on luck.
+
+    The simulated agent takes a list equal to the last one as sent for unchanged (and parses
+    nothing): an order that differs between two reads of the same rows defeats that.
+    """
+    ids = sorted((uuid.uuid4() for _ in range(12)), reverse=True)  # inserted last-first
+    async with sessions() as session, session.begin():
+        deployment = await rows.deployment(session, await rows.user(session), target_replicas=24)
+        for node, name in enumerate((NODE, OTHER_NODE)):
+            edge = await rows.node(session, name)
+            for ordinal, replica in enumerate(ids[node::2]):
+                await rows.replica(
+                    session,
+                    deployment,
+                    2 * ordinal + node,
+                    node_id=edge.id,
+                    id=replica,
+                    cpu_millicores=500,
+                )
+    async with sessions() as session:
+        one = await reports.assignments(session, nodes=[NODE])
+        both = await reports.assignments(session, nodes=[NODE, OTHER_NODE])
+    assert [item.replica_id for item in one] == sorted(ids[0::2])
+    assert [(item.node, item.replica_id) for item in both] == [
+        *((NODE, replica) for replica in sorted(ids[0::2])),
+        *((OTHER_NODE, replica) for replica in sorted(ids[1::2])),
+    ]
