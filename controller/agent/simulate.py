@@ -50,9 +50,13 @@ RECONNECT_MAX_SECONDS = 10.0
 # A report batch not answered in this long is taken as lost with the connection, which is
 # then re-opened (the server answers within milliseconds unless the database is down).
 REPLY_TIMEOUT_SECONDS = 30.0
-# Lists are pushed when they change; the agent also asks for all of them this often, so that
-# a push lost in any way (a server restarted between a commit and its push) is repaired in
-# seconds rather than never. One read of every node's list per 30 s is cheap at any fleet size.
+# Lists are pushed when someone else changes them; our own reports change them too, and a
+# report the database lost (a crash with asynchronous commit) or one a stale list crossed
+# leaves our view wrong. This often the agent asks again for the lists of the nodes it
+# reported on since they were last read (`scope: reported`), so that such a view is repaired
+# in seconds rather than never. Not every list: at 20,000 objects (four agents of 50,000
+# replicas), reading and sending them all every 30 s was most of the agent API's quarter of
+# a core at rest.
 REFRESH_SECONDS = 30.0
 # How often a silenced agent looks whether it may speak again or must stop.
 SILENCE_POLL_SECONDS = 0.2
@@ -176,11 +180,12 @@ class Session:
         self._ids = itertools.count(1)
         self.welcomed: set[str] = set()
         self._outage = False  # the database behind the agent API is out
-        # Each node's last list as the server sent it and as parsed. The refresh every
-        # REFRESH_SECONDS sends every list again, nearly always unchanged: at 20,000 objects
-        # (500 nodes and 50,000 replicas an agent process) parsing them all again, and the
-        # passes of the work loop over every replica that they woke, took about a core for
-        # the four agent processes at rest (docs/design/performance.md).
+        # Each node's last list as the server sent it and as parsed. Lists often come again
+        # unchanged (all of them after a refusal's refresh, a node's after our own reports):
+        # at 20,000 objects (500 nodes and 50,000 replicas an agent process), when the
+        # periodic refresh still asked for all, parsing them again and the passes of the
+        # work loop over every replica that they woke took about a core for the four agent
+        # processes at rest (docs/design/performance.md).
         self._lists: dict[str, tuple[list[Any], list[Assignment]]] = {}
 
     async def _send(self, body: dict[str, Any]) -> None:
@@ -268,7 +273,7 @@ class Session:
         while True:
             await self._send({"op": "heartbeat"})
             if time.monotonic() - last_refresh >= REFRESH_SECONDS:
-                await self._send({"op": "refresh"})
+                await self._send({"op": "refresh", "scope": "reported"})
                 last_refresh = time.monotonic()
             await asyncio.sleep(self._heartbeat_every)
 

@@ -132,9 +132,16 @@ class Heartbeat(_Body):
 
 
 class Refresh(_Body):
-    """Stream op `refresh`: send every node's complete list again."""
+    """Stream op `refresh`: send lists again, every node's or only those this stream touched.
+
+    `all` (the default) is what an agent asks for after a refusal: its view went wrong in a way
+    the server cannot know. `reported` is the periodic check: only the nodes this stream
+    reported on since their lists were last read, as everything else that changes a list is
+    pushed anyway (stream.py).
+    """
 
     op: Literal["refresh"]
+    scope: Literal["all", "reported"] = "all"
 
 
 class StreamReports(_Body):

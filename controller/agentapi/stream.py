@@ -75,6 +75,11 @@ class Stream:
         self._watcher.take()  # nothing to read before the first hello
         self._slots = asyncio.Semaphore(CONCURRENT_OPS)
         self._tasks: set[asyncio.Task[None]] = set()
+        # Nodes whose lists this stream's own reports may have changed since they were last
+        # read (whether the write committed or not: an answer lost to an outage leaves it
+        # unknown). The database pushes every other change; an agent's own does not come back
+        # to it, so these are what a `reported` refresh reads again.
+        self._reported: set[bytes] = set()
 
     async def send(self, body: dict[str, Any]) -> None:
         """Send one message; a closed socket ends the stream's work quietly."""
@@ -149,7 +154,9 @@ class Stream:
     async def report(self, op: StreamReports) -> None:
         """Write a batch for the stream's nodes, all or none."""
         batch = [item.to_report() for item in op.reports]
-        await self._write(op.id, batch, "reports", self._app[SERVICE].report, answer="reported")
+        await self._write(
+            op.id, batch, "reports", self._app[SERVICE].report, answer="reported", listed=True
+        )
 
     async def usage(self, op: StreamUsage) -> None:
         """Record usage samples of the stream's nodes' running replicas, all or none."""
@@ -160,7 +167,12 @@ class Stream:
         """Record health changes of the stream's nodes' running replicas, all or none."""
         batch = [item.to_health() for item in op.reports]
         await self._write(
-            op.id, batch, "health reports", self._app[SERVICE].health, answer="recorded"
+            op.id,
+            batch,
+            "health reports",
+            self._app[SERVICE].health,
+            answer="recorded",
+            listed=True,
         )
 
     async def _write(
@@ -171,8 +183,12 @@ class Stream:
         write: Callable[[list[bytes], list[Item]], Awaitable[int]],
         *,
         answer: str,
+        listed: bool = False,
     ) -> None:
-        """Authorize a batch per node as requests are, write it, answer `answer` or refused."""
+        """Authorize a batch per node as requests are, write it, answer `answer` or refused.
+
+        `listed`: what the batch writes shows in its nodes' lists (a status, a health verdict).
+        """
         names = {item.node for item in batch}
         keys = [key for key, identity in self._nodes.items() if identity.node in names]
         foreign = foreign_reports(batch, allowed={self._nodes[key].node for key in keys})
@@ -189,6 +205,11 @@ class Stream:
         except ReportRefusedError as exc:
             await self._refuse_batch(op_id, len(batch), noun, exc.refused)
             return
+        finally:
+            # After the write, not before: a list read that began before this mark will be
+            # read again; one that began after it sees the write's commit.
+            if listed:
+                self._reported.update(keys)
         await self.send({"op": answer, "id": op_id, "accepted": accepted})
 
     async def _refuse_batch(
@@ -201,9 +222,14 @@ class Stream:
             refused=refused_items(refused),
         )
 
-    async def refresh(self, _: Refresh) -> None:
-        """Push every node's complete list again (after a refusal, say)."""
-        self._watcher.everything = True
+    async def refresh(self, op: Refresh) -> None:
+        """Push lists again: every node's (after a refusal, say) or those of `_reported`."""
+        if op.scope == "all":
+            self._watcher.everything = True
+        else:
+            self._watcher.changed.update(
+                self._nodes[key].node_id for key in self._reported if key in self._nodes
+            )
         self._watcher.wake.set()
 
     # -- pushes ----------------------------------------------------------------------------
@@ -211,6 +237,7 @@ class Stream:
     async def _drop(self, keys: set[bytes]) -> None:
         """Forget revoked tokens' nodes and tell the client."""
         gone = [self._nodes.pop(key) for key in keys if key in self._nodes]
+        self._reported.difference_update(keys)
         if gone:
             self._app[EVENTS].forget(self._watcher, [i.node_id for i in gone], keys)
             self._app[METRICS].stream_nodes.dec(len(gone))
@@ -229,6 +256,7 @@ class Stream:
             ]
             if not keys:
                 continue
+            self._reported.difference_update(keys)  # this read sees what they wrote
             try:
                 lists = await self._app[SERVICE].assignments(keys)
             except Exception as exc:  # whatever it was, pushes must go on

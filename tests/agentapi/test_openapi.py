@@ -191,6 +191,7 @@ async def test_stream_ops_and_messages_match_the_document(api: AgentApi) -> None
         {"op": "heartbeat"},
         {"op": "report", "id": 3, "reports": [report("edge-a", replica, "running")]},
         {"op": "usage", "id": 4, "samples": [sample("edge-a", replica)]},
+        {"op": "refresh", "scope": "reported"},
     ]
     for op in ops:
         conforms(op, "/components/schemas/StreamOp")
@@ -214,6 +215,9 @@ async def test_stream_ops_and_messages_match_the_document(api: AgentApi) -> None
         assert (await _next(socket, "reported"))["accepted"] == 1
         await socket.send_str(json.dumps(ops[5]))
         assert (await _next(socket, "recorded"))["accepted"] == 1
+        await socket.send_str(json.dumps(ops[6]))  # edge-a's reports since its list was read
+        refreshed = await _next(socket, "assignments")
+        assert [item["status"] for item in refreshed["assignments"]] == ["running"]
         await socket.send_str("not json")
         assert (await _next(socket, "refused"))["error"] == "invalid"
         api.fogctl("node", "revoke", "edge-a")

@@ -106,6 +106,38 @@ def test_a_report_on_the_stream_is_written_and_answered(api: AgentApi) -> None:
     assert api.status_of(mine)[0] == "starting"
 
 
+def test_a_reported_refresh_sends_only_the_lists_the_streams_own_reports_touched(
+    api: AgentApi,
+) -> None:
+    """The periodic refresh reads again only what the agent itself changed, and only once."""
+    token_a, token_b = api.node_token("edge-a"), api.node_token("edge-b")
+    mine = api.place("edge-a", name="web")
+
+    async def work(client: Client) -> None:
+        await client.send(op="hello", tokens=[token_a, token_b])
+        await client.next("assignments", node="edge-a")
+        await client.next("assignments", node="edge-b")
+        report = {"node": "edge-a", "replicaId": str(mine), "status": "starting", "reason": "x"}
+        await client.send(op="report", id=1, reports=[report])
+        await client.next("reported", id=1)
+
+        await client.send(op="refresh", scope="reported")
+        again = await client.next("assignments")
+        assert again["node"] == "edge-a"
+        assert [item["status"] for item in again["assignments"]] == ["starting"]
+
+        # Read once since the report: nothing is due now. A placement on edge-b is pushed
+        # after it; had the refresh sent a list, that would have come first.
+        await client.send(op="refresh", scope="reported")
+        await client.send(op="heartbeat")
+        await client.next("heartbeat")
+        placed = await asyncio.to_thread(api.place, "edge-b", name="db")
+        pushed = await client.next("assignments")
+        assert (pushed["node"], ids(pushed)) == ("edge-b", {str(placed)})
+
+    run(api, work)
+
+
 def test_a_revoked_token_is_dropped_from_its_stream_at_once(api: AgentApi) -> None:
     token_a, token_b = api.node_token("edge-a"), api.node_token("edge-b")
 

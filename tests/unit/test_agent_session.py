@@ -12,8 +12,10 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import aiohttp
+import pytest
 from model_builders import assignment
 
+from controller.agent import simulate
 from controller.agent.simulate import HEARTBEAT_MIN_SECONDS, RATE_LIMITED, Session
 from controller.agent.wire import assignment_out
 from controller.model.simulation import NodeView, Simulator
@@ -129,6 +131,19 @@ async def test_a_refused_round_is_not_followed_by_the_round_that_moves_on_from_i
     sent = [r["status"] for body in server.ops("report") for r in body["reports"]]
     assert sent[0] == "starting"
     assert set(sent) == {"starting"}  # never `running` on a refused `starting`
+    # After a refusal every list again: what the agent did wrong is not the server's to know.
+    assert all("scope" not in body for body in server.ops("refresh"))
+
+
+async def test_the_periodic_refresh_asks_only_for_the_lists_its_reports_touched(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(simulate, "REFRESH_SECONDS", 0.0)  # at every heartbeat
+    monkeypatch.setattr(simulate, "HEARTBEAT_MIN_SECONDS", TICK_SECONDS)
+    server = Server(lambda body: None)
+    async with session_with(server, {}):
+        await server.until("refresh", 2)
+    assert [body.get("scope") for body in server.ops("refresh")[:2]] == ["reported"] * 2
 
 
 async def test_a_short_tick_does_not_heartbeat_more_often_than_the_floor() -> None:
