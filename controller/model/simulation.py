@@ -205,8 +205,8 @@ class NodeView:
     def receive(self, items: Iterable[Assignment]) -> bool:
         """Replace the list with one the server sent; whether what the node runs changed.
 
-        Most lists change nothing: the agent asks for every list again every 30 s, and a
-        push may repeat what our own accepted reports already applied here.
+        Many lists change nothing: every list comes again after a refusal's refresh, and a
+        node's after our own reports, which are already applied here.
         """
         now = self.clock()
         self.reported = {
