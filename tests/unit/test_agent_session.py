@@ -51,14 +51,14 @@ class Server:
         self._sent_more.set()
         reply = self._answer(body)
         if reply is not None:
-            self._incoming.put_nowait(Message(json.dumps({**reply, "id": body.get("id")})))
+            self.push({**reply, "id": body.get("id")})
 
     async def __aiter__(self) -> AsyncIterator[Message]:
         while True:
             yield await self._incoming.get()
 
     def push(self, body: dict[str, Any]) -> None:
-        """A message the server sends without being asked."""
+        """A message from the server: an answer, or one it sends without being asked."""
         self._incoming.put_nowait(Message(json.dumps(body)))
 
     def ops(self, name: str) -> list[dict[str, Any]]:
