@@ -1,7 +1,8 @@
-"""What the operator tells kopf about watching: page size and timeouts.
+"""What the operator tells kopf about watching: how it first sees the objects, and timeouts.
 
-kopf lists every object in one response, as it must here: in pages, a listing slower than the
-API server keeps a continue token ended in a 410 that kopf does not retry, and the operator
+kopf's first view is a streaming list (a watch that begins with every object): a one-response
+listing, read and decoded whole, set a restart's peak RSS, and in pages a listing slower than
+the API server keeps a continue token ended in a 410 that kopf does not retry, and the operator
 stopped (a 50,000-object fill; docs/design/performance.md).
 """
 
@@ -12,12 +13,14 @@ import kopf
 from controller.operator.handlers import apply_settings
 
 
-def test_kopf_lists_in_one_response_that_no_continue_token_can_outlive() -> None:
+def test_kopf_streams_its_first_view_and_never_lists_in_pages() -> None:
     settings = kopf.OperatorSettings()
     settings.watching.chunk_size = 500  # as this operator once set it
+    assert settings.watching.initial_streaming is False  # kopf's default: a list
 
     apply_settings(settings, verbose=False)
 
+    assert settings.watching.initial_streaming is True
     assert settings.watching.chunk_size is None
 
 
