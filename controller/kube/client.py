@@ -28,10 +28,14 @@ from controller.model.events import Occurrence
 
 # Shown as the source of our events in `kubectl describe`.
 COMPONENT = "fog-controller"
+# HTTP 200: the request was served.
+OK = 200
 # HTTP 404: the object is gone (deleted between the notification and our read).
 NOT_FOUND = 404
 # HTTP 409: an object of that name exists already (an earlier attempt's create got through).
 CONFLICT = 409
+# HTTP 422: the API server refused a request's parameters (Invalid).
+UNPROCESSABLE = 422
 # HTTP 429: the API server's priority and fairness throttled us; it says how long to wait.
 TOO_MANY_REQUESTS = 429
 # Kubernetes caps event messages at 1 KiB in practice (kubectl truncates); keep ours within.
@@ -42,6 +46,13 @@ READ_BUFSIZE = 2**21
 # Objects per page of the listing at start, the page size of kubectl (--chunk-size) and of
 # client-go's pager: 50,000 objects are never one response held in memory at once.
 LIST_PAGE = 500
+# The probe for streaming lists selects by a label no object carries, so that its answer is
+# the initial-events bookmark alone, and the server ends it after a second in any case.
+PROBE_SELECTOR = f"{resource.GROUP}/streaming-list-probe=none"
+PROBE_SERVER_SECONDS = 1
+# The probe's own bound: the API server answered our discovery just before, so an answer
+# slower than this means trouble, and the operator then lists as kopf does by default.
+PROBE_TIMEOUT_SECONDS = 10
 
 
 class KubeApiError(RetryableError):
@@ -126,6 +137,45 @@ class KubeClient:
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise KubeApiError(f"reading the API server's discovery: {exc}") from exc
         return set(plurals) <= {kind.name for kind in found.resources}
+
+    async def serves_streaming_lists(self, namespace: str | None) -> bool:
+        """Whether the API server serves FogDeployments as a streaming list (sendInitialEvents).
+
+        Kubernetes serves a watch that begins with every object as an event from 1.34 on (the
+        WatchList feature gate: alpha from 1.27, on in 1.32, off again in 1.33), and refuses
+        the parameter with 422 Invalid where the gate is off. kopf asked for one where it is
+        not served fails its watch and stops the operator, so we ask first, with a watch that
+        selects nothing. `namespace` None asks cluster-wide, as kopf would watch.
+        """
+        scope = "" if namespace is None else f"/namespaces/{urllib.parse.quote(namespace)}"
+        try:
+            response = await self._api.call_api(
+                f"/apis/{resource.GROUP}/{resource.VERSION}{scope}/{resource.PLURAL}",
+                "GET",
+                query_params=[
+                    ("watch", "true"),
+                    ("sendInitialEvents", "true"),
+                    ("resourceVersionMatch", "NotOlderThan"),
+                    ("allowWatchBookmarks", "true"),
+                    ("labelSelector", PROBE_SELECTOR),
+                    ("timeoutSeconds", str(PROBE_SERVER_SECONDS)),
+                ],
+                auth_settings=["BearerToken"],
+                _preload_content=False,  # the raw response: a watch is a stream
+                _request_timeout=PROBE_TIMEOUT_SECONDS,
+            )
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise KubeApiError(f"asking for a streaming list: {exc}") from exc
+        try:
+            if response.status == UNPROCESSABLE:
+                return False
+            if response.status != OK:
+                raise KubeApiError(
+                    f"asking for a streaming list: {response.status} {response.reason}"
+                )
+            return True
+        finally:
+            response.close()  # the status says it all; the bookmark need not be read
 
     async def list_deployments(self, namespace: str | None) -> AsyncIterator[list[dict[str, Any]]]:
         """The FogDeployments of `namespace` (None: every one), a page (LIST_PAGE) at a time."""

@@ -79,10 +79,17 @@ def _etcd_argv(etcd: Path, data: Path, client_port: int, peer_port: int) -> list
 
 
 def _apiserver_argv(
-    apiserver: Path, keys: pki.Pki, etcd_port: int, port: int, folder: Path
+    apiserver: Path,
+    keys: pki.Pki,
+    etcd_port: int,
+    port: int,
+    folder: Path,
+    feature_gates: str | None = None,
 ) -> list[str]:
+    gates = [] if feature_gates is None else [f"--feature-gates={feature_gates}"]
     return [
         str(apiserver),
+        *gates,
         f"--etcd-servers=http://127.0.0.1:{etcd_port}",
         f"--secure-port={port}",
         "--bind-address=127.0.0.1",
@@ -218,11 +225,15 @@ def start(folder: Path, *, attached: bool) -> ControlPlane:
     raise last_error
 
 
-def restart_apiserver(plane: ControlPlane, *, down_for: float = 0.0) -> ControlPlane:
+def restart_apiserver(
+    plane: ControlPlane, *, down_for: float = 0.0, feature_gates: str | None = None
+) -> ControlPlane:
     """Stop kube-apiserver, wait `down_for` seconds, start it again on the same port.
 
     etcd keeps running, so every object survives, as in a rolling upgrade of the API server.
-    The new process is tied to this process, like the one the tests started.
+    The new process is tied to this process, like the one the tests started. `feature_gates`
+    (kube-apiserver's --feature-gates, e.g. "WatchList=false") stand in for an API server of
+    another version or configuration; the next restart without them drops them.
     """
     folder = Path(plane.folder)
     found = binaries.ensure(log=folder / "build.log")
@@ -230,7 +241,14 @@ def restart_apiserver(plane: ControlPlane, *, down_for: float = 0.0) -> ControlP
     processes.stop(plane.apiserver_pid)
     time.sleep(down_for)
     apiserver = processes.spawn(
-        _apiserver_argv(found.kube_apiserver, keys, plane.etcd_port, plane.apiserver_port, folder),
+        _apiserver_argv(
+            found.kube_apiserver,
+            keys,
+            plane.etcd_port,
+            plane.apiserver_port,
+            folder,
+            feature_gates,
+        ),
         log=folder / "kube-apiserver.log",
         attached=True,
     )

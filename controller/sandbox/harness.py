@@ -429,9 +429,11 @@ class Servers:
         """The environment of a fogctl process aimed at these servers and one database."""
         return fogctl_env(kubeconfig=self.plane.kubeconfig, database_url=database_url)
 
-    def restart_apiserver(self, *, down_for: float = 0.0) -> None:
+    def restart_apiserver(self, *, down_for: float = 0.0, feature_gates: str | None = None) -> None:
         """kube-apiserver down for `down_for` seconds and back on the same port (etcd kept)."""
-        self.plane = controlplane.restart_apiserver(self.plane, down_for=down_for)
+        self.plane = controlplane.restart_apiserver(
+            self.plane, down_for=down_for, feature_gates=feature_gates
+        )
 
     def restart_database(self, *, down_for: float = 0.0) -> None:
         """PostgreSQL crashes, stays down for `down_for` seconds, and recovers its data."""

@@ -250,6 +250,25 @@ def test_apiserver_restarted_under_load(site: Site) -> None:
     assert site.stack.operator.running()
 
 
+def test_an_apiserver_that_does_not_stream_lists_gets_kopfs_listing(site: Site) -> None:
+    # An API server before Kubernetes 1.34, or with its WatchList gate off, refuses the
+    # streaming list kopf would be told to use, and kopf's watch would fail: the operator asks
+    # first and lets kopf list as it always did.
+    site.servers.restart_apiserver(feature_gates="WatchList=false")
+    try:
+        start_fleet(site)
+        busy(site, 4, 2)
+        converge_and_check(site, "without_streaming_lists", expect_objects=4)
+        restart(site.stack.operator)  # kopf lists the objects that are there now
+        busy(site, 4, 3)
+        converge_and_check(site, "without_streaming_lists_restarted", expect_objects=4)
+        assert site.stack.operator.running()
+        log = site.stack.operator.log.read_text()
+        assert log.count("the API server does not serve streaming lists") == 2
+    finally:
+        site.servers.restart_apiserver()
+
+
 def test_two_operators_on_one_database_through_churn(site: Site, scale: Scale) -> None:
     flaky = start_fleet(site, own_agent="edge-4")
     assert flaky is not None

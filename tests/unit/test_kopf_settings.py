@@ -1,27 +1,68 @@
 """What the operator tells kopf about watching: how it first sees the objects, and timeouts.
 
-kopf's first view is a streaming list (a watch that begins with every object): a one-response
-listing, read and decoded whole, set a restart's peak RSS, and in pages a listing slower than
-the API server keeps a continue token ended in a 410 that kopf does not retry, and the operator
-stopped (a 50,000-object fill; docs/design/performance.md).
+kopf's first view is a streaming list where the API server serves one: a one-response listing,
+read and decoded whole, set a restart's peak RSS. It is never a listing in pages: one slower
+than the API server keeps a continue token ended in a 410 that kopf does not retry, and the
+operator stopped (a 50,000-object fill; docs/design/performance.md). Whether the API server
+streams lists is asked of a real one in tests/kube/test_listing.py and the fault suite.
 """
 
 from __future__ import annotations
 
+import logging
+
 import kopf
+import pytest
 
-from controller.operator.handlers import apply_settings
+from controller.kube.client import KubeApiError
+from controller.operator.handlers import apply_settings, choose_first_view
 
 
-def test_kopf_streams_its_first_view_and_never_lists_in_pages() -> None:
+def test_kopf_never_lists_in_pages() -> None:
     settings = kopf.OperatorSettings()
     settings.watching.chunk_size = 500  # as this operator once set it
-    assert settings.watching.initial_streaming is False  # kopf's default: a list
 
     apply_settings(settings, verbose=False)
 
-    assert settings.watching.initial_streaming is True
     assert settings.watching.chunk_size is None
+
+
+class Answers:
+    """The API server's answer to the streaming-list question, as our client gives it."""
+
+    def __init__(self, answer: bool | KubeApiError) -> None:
+        self.answer = answer
+        self.asked: list[str | None] = []
+
+    async def serves_streaming_lists(self, namespace: str | None) -> bool:
+        self.asked.append(namespace)
+        if isinstance(self.answer, KubeApiError):
+            raise self.answer
+        return self.answer
+
+
+@pytest.mark.parametrize(
+    ("answer", "streams"),
+    [(True, True), (False, False), (KubeApiError("asking: 503 Service Unavailable"), False)],
+)
+async def test_kopf_streams_its_first_view_only_where_the_api_server_says_it_can(
+    answer: bool | KubeApiError, streams: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = kopf.OperatorSettings()
+    kube = Answers(answer)
+
+    with caplog.at_level(logging.WARNING):
+        await choose_first_view(settings, kube, ["team-a", "team-b"])  # type: ignore[arg-type]
+
+    assert settings.watching.initial_streaming is streams
+    assert kube.asked == ["team-a"]  # where kopf watches (and RBAC lets us), not cluster-wide
+    assert ("does not serve streaming lists" in caplog.text) is not streams
+
+
+async def test_an_operator_of_every_namespace_asks_cluster_wide() -> None:
+    kube = Answers(True)
+    await choose_first_view(kopf.OperatorSettings(), kube, [])  # type: ignore[arg-type]
+    assert kube.asked == [None]
 
 
 def test_the_client_waits_longer_than_the_server_keeps_a_watch_open() -> None:
