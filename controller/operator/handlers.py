@@ -184,17 +184,19 @@ async def choose_first_view(
     served, kopf's watch fails and stops the operator, so the API server is asked first; an
     API server that cannot say gets kopf's listing, which every version serves.
     """
+    lists = "kopf lists FogDeployments in one response, which raises a restart's peak memory"
     try:
         streams = await kube.serves_streaming_lists(namespaces[0] if namespaces else None)
     except kube_client.KubeApiError as exc:
-        logger.warning("could not ask whether the API server streams lists (%s); kopf lists", exc)
+        logger.warning("could not ask whether the API server streams lists (%s): %s", exc, lists)
         streams = False
-    if not streams:
-        logger.warning(
-            "the API server does not serve streaming lists (Kubernetes before 1.34, or its"
-            " WatchList feature gate off): kopf lists FogDeployments in one response, which"
-            " raises a restart's peak memory"
-        )
+    else:
+        if not streams:
+            logger.warning(
+                "the API server does not serve streaming lists (Kubernetes before 1.34, or its"
+                " WatchList feature gate off): %s",
+                lists,
+            )
     settings.watching.initial_streaming = streams
 
 
