@@ -111,11 +111,20 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _page(path: Path) -> str | None:
+    """The page's text, or None for a page not yet written."""
+    return path.read_text() if path.exists() else None
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, one run each")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "latest.json")
-    parser.add_argument("--markdown", type=Path, help="write the table to this file")
+    parser.add_argument(
+        "--markdown",
+        type=Path,
+        help="write the table into this page, between its marks (a new page if there is none)",
+    )
     parser.add_argument("--only", action="append", choices=SCENARIOS)
     parser.add_argument(
         "--runs",
@@ -127,6 +136,12 @@ def main() -> int:
         "--history-rows", type=int, help="history rows of the history scenario (a size between)"
     )
     args = parser.parse_args()
+    # Checked before the hour of runs, not after: a page that cannot take the table is refused now.
+    if args.markdown:
+        try:
+            report.splice(_page(args.markdown), "")
+        except ValueError as error:
+            parser.error(f"--markdown {args.markdown}: {error}")
     began = time.monotonic()
     result = asyncio.run(main_async(args))
     result["total_seconds"] = round(time.monotonic() - began, 1)
@@ -135,7 +150,8 @@ def main() -> int:
     table = report.markdown(result)
     print(table)
     if args.markdown:
-        args.markdown.write_text(table)
+        # Read again: the page may have been edited while the benchmarks ran.
+        args.markdown.write_text(report.splice(_page(args.markdown), table))
     print(f"results: {args.out} ({result['total_seconds']:.0f} s)")
     return 0
 

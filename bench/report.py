@@ -384,6 +384,28 @@ def _each_figure(runs: int) -> str:
     return f"Each figure: median of {runs} runs (min - max)."
 
 
+# Where the table goes in BENCHMARKS.md. The rest of that page is the record kept by hand (runs of
+# single scenarios, earlier figures and what they showed); `make bench` rewrites only what lies
+# between these two lines, so that an hour of benchmarks cannot wipe out that record.
+BEGIN = "<!-- written by make bench (bench/fogbench.py --markdown) from here ... -->"
+END = "<!-- ... to here; what follows is kept as it is -->"
+
+
+def splice(page: str | None, table: str) -> str:
+    """`page` with the part between BEGIN and END replaced by `table`; a new page if None.
+
+    Raises ValueError, naming the marks, for a page that lacks them: such a page is someone's
+    own writing, and overwriting it would lose it.
+    """
+    if page is None:
+        return f"{BEGIN}\n{table}{END}\n"
+    head, begin, rest = page.partition(BEGIN)
+    _, end, tail = rest.partition(END)
+    if not begin or not end:
+        raise ValueError(f"the page has no {BEGIN!r} ... {END!r} lines to write the table between")
+    return f"{head}{BEGIN}\n{table}{END}{tail}"
+
+
 def markdown(result: dict[str, Any]) -> str:
     """The BENCHMARKS.md page for one result."""
     s = result["scenarios"]
