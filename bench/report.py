@@ -130,6 +130,7 @@ def _latency_rows(s: dict[str, Any]) -> list[str]:
         g = s["single"]
         lines += _pair(
             f"Single: 10 replicas, {g['repeats']} times"
+            + (f", started {g['pace_seconds']} s apart or more" if g.get("pace_seconds") else "")
             + (f" after {g['warmups']} untimed" if g.get("warmups") else ""),
             ("apply-to-Ready p50 (s)", g["apply_to_ready_p50_s"], ""),
             ("apply-to-Ready p99 (s)", g["apply_to_ready_p99_s"], "<= 0.3"),
