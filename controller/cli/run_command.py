@@ -30,6 +30,7 @@ from controller.operator.handlers import (
     OperatorConfig,
     Shutdown,
     build_registry,
+    streaming_lists_withdrawn,
 )
 from controller.operator.logs import LogFormat
 
@@ -241,12 +242,23 @@ async def _operate(args: argparse.Namespace, url: URL) -> Shutdown:
         shutdown_grace=args.shutdown_grace_seconds,
         history_retention=args.history_retention,
     )
-    await kopf.operator(
-        registry=build_registry(config),
-        clusterwide=not config.namespaces,
-        namespaces=config.namespaces,
-        standalone=True,  # no peering objects: correctness never relied on kopf peering
-        liveness_endpoint=args.liveness,
-        stop_flag=config.shutdown.flag,
-    )
+    try:
+        await kopf.operator(
+            registry=build_registry(config),
+            clusterwide=not config.namespaces,
+            namespaces=config.namespaces,
+            standalone=True,  # no peering objects: correctness never relied on kopf peering
+            liveness_endpoint=args.liveness,
+            stop_flag=config.shutdown.flag,
+        )
+    except Exception as exc:
+        if not streaming_lists_withdrawn(exc):
+            raise
+        # kopf has stopped every task by now. A new start asks again and lists: the pod's
+        # restart does that; saying so in one line beats a traceback of kopf's internals.
+        raise CommandError(
+            "the API server no longer serves the streaming lists kopf was told to use at start"
+            " (its WatchList feature gate is off now, or it was downgraded below Kubernetes"
+            " 1.34): start the operator again; it asks again and lists instead"
+        ) from exc
     return config.shutdown

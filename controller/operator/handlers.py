@@ -27,6 +27,7 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
+from http import HTTPStatus
 from typing import Any
 
 import kopf
@@ -198,6 +199,18 @@ async def choose_first_view(
                 lists,
             )
     settings.watching.initial_streaming = streams
+
+
+def streaming_lists_withdrawn(error: BaseException) -> bool:
+    """Whether kopf stopped because the API server refused a streaming list it had served.
+
+    The question at start (`choose_first_view`) holds for that API server; one restarted
+    without the WatchList gate (a downgrade, or the gate turned off) refuses kopf's next first
+    view with 422, and kopf stops. kopf's API errors are private classes, so the error is known
+    by its status and by the parameter the API server names.
+    """
+    status = getattr(error, "status", None)
+    return status == HTTPStatus.UNPROCESSABLE_ENTITY and "sendInitialEvents" in str(error)
 
 
 async def wait_until_served(kube: kube_client.KubeClient) -> None:

@@ -269,6 +269,31 @@ def test_an_apiserver_that_does_not_stream_lists_gets_kopfs_listing(site: Site) 
         site.servers.restart_apiserver()
 
 
+def test_an_apiserver_that_stops_streaming_lists_stops_the_operator_in_one_line(
+    site: Site,
+) -> None:
+    # Started against an API server that streams lists, the operator told kopf to use them.
+    # Restarted without the WatchList gate (a downgrade), the API server refuses kopf's next
+    # first view with 422 and kopf stops: the operator exits saying why in one line, and a new
+    # start (the pod's restart) asks again and lists.
+    start_fleet(site)
+    busy(site, 4, 2)
+    converge_and_check(site, "before_streaming_lists_went", expect_objects=4)
+    busy(site, 4, 3)  # writes past every watch's last resourceVersion: each must start over
+    site.servers.restart_apiserver(feature_gates="WatchList=false")
+    operator = site.stack.operator
+    try:
+        harness.wait_for("the operator stops", lambda: not operator.running(), CONVERGE_SECONDS)
+        assert operator.exit_code() == 1
+        last = operator.log.read_text().rstrip().splitlines()[-1]
+        assert last.startswith("fogctl: error: the API server no longer serves the streaming lists")
+        operator.start()
+        converge_and_check(site, "after_streaming_lists_went", expect_objects=4)
+        assert "the API server does not serve streaming lists" in operator.log.read_text()
+    finally:
+        site.servers.restart_apiserver()
+
+
 def test_two_operators_on_one_database_through_churn(site: Site, scale: Scale) -> None:
     flaky = start_fleet(site, own_agent="edge-4")
     assert flaky is not None

@@ -15,7 +15,11 @@ import kopf
 import pytest
 
 from controller.kube.client import KubeApiError
-from controller.operator.handlers import apply_settings, choose_first_view
+from controller.operator.handlers import (
+    apply_settings,
+    choose_first_view,
+    streaming_lists_withdrawn,
+)
 
 
 def test_kopf_never_lists_in_pages() -> None:
@@ -86,3 +90,33 @@ def test_the_client_waits_longer_than_the_server_keeps_a_watch_open() -> None:
     assert server is not None
     assert client is not None
     assert client > server
+
+
+class RefusedError(Exception):
+    """Like kopf's (private) API errors: the message, and the HTTP status as `status`."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@pytest.mark.parametrize(
+    ("error", "withdrawn"),
+    [
+        (
+            RefusedError(
+                "sendInitialEvents: Forbidden: sendInitialEvents is forbidden for watch unless"
+                " the WatchList feature gate is enabled",
+                422,
+            ),
+            True,
+        ),
+        (RefusedError("spec.replicas: Invalid value", 422), False),
+        (RefusedError("sendInitialEvents is forbidden", 403), False),
+        (RuntimeError("sendInitialEvents"), False),
+    ],
+)
+def test_only_a_refused_streaming_list_reads_as_streaming_lists_withdrawn(
+    error: Exception, withdrawn: bool
+) -> None:
+    assert streaming_lists_withdrawn(error) is withdrawn
