@@ -75,7 +75,7 @@ SINGLE_WARMUPS = 1
 # each of the 10 nodes got a replica every 0.1 s and its agent sent three ops for each (the
 # starting and running reports, the first usage sample) besides two heartbeats a second: 32
 # ops a second against the agent API's per-node budget of 10 (agentapi/limits.py, a burst of
-# 50), so from about the 21st object every object waited 160-250 ms in that limit
+# 50), so from about the 21st object every object waited 100-250 ms in that limit
 # (docs/design/performance.md, 2026-11-29) and the figure measured the limit, not an apply.
 # One every 0.5 s is 8 ops a second per node: within the budget, and still two new
 # deployments a second on the same 10 nodes.
