@@ -27,7 +27,6 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from http import HTTPStatus
 from typing import Any
 
 import kopf
@@ -210,7 +209,7 @@ def streaming_lists_withdrawn(error: BaseException) -> bool:
     by its status and by the parameter the API server names.
     """
     status = getattr(error, "status", None)
-    return status == HTTPStatus.UNPROCESSABLE_ENTITY and "sendInitialEvents" in str(error)
+    return status == kube_client.UNPROCESSABLE and "sendInitialEvents" in str(error)
 
 
 async def wait_until_served(kube: kube_client.KubeClient) -> None:
