@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from operator import attrgetter
@@ -58,7 +58,7 @@ from controller.model.desired import DesiredDeployment
 from controller.model.nodes import NodeStatus
 from controller.model.placement import NodeCapacity, Strategy
 from controller.model.planner import Assignment, DesiredState, Plan, ReplicaTransition
-from controller.model.quota import QUOTA_EXCEEDED, QuotaGate
+from controller.model.quota import QUOTA_EXCEEDED, NamespaceQuotas, QuotaGate
 from controller.model.replicas import ReplicaState
 from controller.model.resources import MILLIS_PER_CORE, Resources
 from controller.model.states import (
@@ -494,14 +494,29 @@ async def observe(session: AsyncSession, *, namespace: str, name: str) -> Snapsh
     return (await observe_many(session, [key]))[key]
 
 
+async def quota_gates(
+    session: AsyncSession, snapshots: Iterable[Snapshot]
+) -> dict[uuid.UUID, NamespaceQuotas]:
+    """The quotas, locked, and usage of the namespaces with a quota the snapshots are in.
+
+    With the age rank of each stored deployment among them (db/quotas.py `gates`), by tenant.
+    """
+    wanted: dict[uuid.UUID, list[uuid.UUID]] = {}
+    for snapshot in snapshots:
+        if snapshot.quota_limited and snapshot.user_id is not None:
+            ids = wanted.setdefault(snapshot.user_id, [])
+            if snapshot.deployment is not None:
+                ids.append(snapshot.deployment.id)
+    return await quotas.gates(session, wanted) if wanted else {}
+
+
 async def quota_gate(session: AsyncSession, *, snapshot: Snapshot) -> QuotaGate | None:
-    """The namespace's quotas, locked, and its usage (db/quotas.py); None without a quota."""
-    if not snapshot.quota_limited or snapshot.user_id is None:
+    """What one deployment's placement decides on; None without a quota."""
+    found = await quota_gates(session, [snapshot])
+    if snapshot.user_id not in found:
         return None
     stored = snapshot.deployment
-    return await quotas.gate(
-        session, user_id=snapshot.user_id, deployment_id=stored.id if stored else None
-    )
+    return found[snapshot.user_id].gate(stored.id if stored else None)
 
 
 @dataclass(frozen=True, slots=True)

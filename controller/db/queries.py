@@ -24,6 +24,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, BYTEA
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import QueryableAttribute
 from sqlalchemy.orm.util import AliasedClass
 from sqlalchemy.sql.elements import Cast
 from sqlalchemy.sql.selectable import TableValuedAlias
@@ -32,7 +33,7 @@ from controller.db.tables import Base, Deployment, User
 
 
 def live(
-    user_id: uuid.UUID | ColumnElement[uuid.UUID],
+    user_id: uuid.UUID | ColumnElement[uuid.UUID] | QueryableAttribute[uuid.UUID],
     deployment: type[Deployment] | AliasedClass[Deployment] = Deployment,
 ) -> ColumnElement[bool]:
     """Whether `deployment` is one of the tenant's that are not soft-deleted.

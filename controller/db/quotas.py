@@ -1,8 +1,9 @@
 """FogQuotas in PostgreSQL: the stored limits, and a namespace's usage read under their lock.
 
-A placement in a namespace that has quotas calls `gate` inside its own transaction, before it
-reads candidate nodes: `gate` locks the namespace's quota rows (FOR UPDATE, in name order, so
-two placements take them in one order) and only then reads the usage. Under READ COMMITTED that
+A placement in a namespace that has quotas calls `gates` inside its own transaction, before it
+reads candidate nodes (a batch calls it once for all its namespaces): `gates` locks the
+namespace's quota rows (FOR UPDATE, in name order, so two placements take them in one order)
+and only then reads the usage. Under READ COMMITTED that
 read sees everything committed by the placement that held the lock before, so two placements
 of one namespace serialise and the second sees what the first took; the lock is held to commit.
 Namespaces without a quota never call it (the snapshot says whether there is one), so they pay
@@ -14,6 +15,8 @@ way round, so they cannot deadlock.
 from __future__ import annotations
 
 import uuid
+from collections import defaultdict
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import ColumnElement, and_, delete, func, select, tuple_, update
@@ -30,8 +33,8 @@ from controller.db.tables import (
     Quota,
     User,
 )
+from controller.model.quota import NamespaceQuotas, QuotaAmounts
 from controller.model.quota import Quota as QuotaLimits
-from controller.model.quota import QuotaAmounts, QuotaGate
 from controller.model.resources import Resources
 from controller.model.states import CAPACITY_HOLDING_STATUSES
 
@@ -82,36 +85,54 @@ async def usage(session: AsyncSession, user_id: uuid.UUID) -> QuotaAmounts:
     )
 
 
-async def gate(
-    session: AsyncSession, *, user_id: uuid.UUID, deployment_id: uuid.UUID | None
-) -> QuotaGate | None:
-    """Lock the tenant's quotas and read its usage and this deployment's age rank.
+async def gates(
+    session: AsyncSession, wanted: Mapping[uuid.UUID, Collection[uuid.UUID]]
+) -> dict[uuid.UUID, NamespaceQuotas]:
+    """Lock the tenants' quotas; read their usage and the age rank of the deployments given.
 
-    None when the tenant has no quota (any more). The rank counts the live deployments older
-    than this one, by (created_at, id); a deployment not stored yet is the newest.
+    One lock statement for every tenant, in (tenant, name) order: a lone reconcile locks one
+    tenant's rows in name order, a batch several tenants' in the same order, so no two
+    placements take them in opposite orders. A tenant without a quota (any more) is absent.
+    The rank counts the live deployments older than each one, by (created_at, id).
     """
-    rows = list(
-        await session.execute(
-            select(Quota.name, *_LIMITS)
-            .where(Quota.user_id == user_id)
-            .order_by(Quota.name)
-            .with_for_update()
-        )
+    rows = await session.execute(
+        select(Quota.user_id, Quota.name, *_LIMITS)
+        .where(Quota.user_id.in_(sorted(wanted)))
+        .order_by(Quota.user_id, Quota.name)
+        .with_for_update()
     )
-    if not rows:
-        return None
-    older = select(func.count()).select_from(Deployment).where(queries.live(user_id))
-    if deployment_id is not None:
-        mine = aliased(Deployment)
-        older = older.join(mine, mine.id == deployment_id).where(
-            tuple_(Deployment.created_at, Deployment.id) < tuple_(mine.created_at, mine.id)
+    limits: dict[uuid.UUID, list[QuotaLimits]] = defaultdict(list)
+    for row in rows:
+        limits[row.user_id].append(QuotaLimits(name=row.name, hard=_amounts(row)))
+    ids = [deployment_id for tenant in limits for deployment_id in wanted[tenant]]
+    ranks = await _ranks(session, ids) if ids else {}
+    return {
+        tenant: NamespaceQuotas(
+            quotas=tuple(quotas),
+            used=await usage(session, tenant),
+            ranks={deployment_id: ranks[deployment_id] for deployment_id in wanted[tenant]},
         )
-    rank = (await session.execute(older)).scalar_one()
-    return QuotaGate(
-        quotas=tuple(QuotaLimits(name=row.name, hard=_amounts(row)) for row in rows),
-        used=await usage(session, user_id),
-        rank=rank,
+        for tenant, quotas in limits.items()
+    }
+
+
+async def _ranks(session: AsyncSession, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
+    """How many live deployments of its tenant are older than each deployment, by id."""
+    mine, older = aliased(Deployment), aliased(Deployment)
+    statement = (
+        select(mine.id, func.count(older.id))
+        .select_from(mine)
+        .outerjoin(
+            older,
+            and_(
+                queries.live(mine.user_id, older),
+                tuple_(older.created_at, older.id) < tuple_(mine.created_at, mine.id),
+            ),
+        )
+        .where(mine.id.in_(ids))
+        .group_by(mine.id)
     )
+    return {row[0]: int(row[1]) for row in await session.execute(statement)}
 
 
 @dataclass(frozen=True, slots=True)

@@ -83,6 +83,7 @@ class Transaction:
         "observe",
         "observe_many",
         "quota_gate",
+        "quota_gates",
         "record_revisions",
         "revisions",
         "soft_delete",
@@ -93,6 +94,7 @@ class Transaction:
         self.observe = functools.partial(deployments.observe, session)
         self.observe_many = functools.partial(deployments.observe_many, session)
         self.quota_gate = functools.partial(deployments.quota_gate, session)
+        self.quota_gates = functools.partial(deployments.quota_gates, session)
         self.candidate_nodes = functools.partial(deployments.candidate_nodes, session)
         self.apply_many = functools.partial(deployments.apply_many, session)
         self.soft_delete = functools.partial(deployments.soft_delete, session)

@@ -128,6 +128,11 @@ class Plan:
         """Whether there is nothing to write."""
         return not (self.create or self.assign or self.transitions)
 
+    @property
+    def unhoused(self) -> int:
+        """Replicas left without a node that a node could have taken: no quota held them."""
+        return self.unplaced - self.quota_held
+
 
 # Order in which surplus replicas are stopped: those that serve nobody yet go first.
 _SCALE_DOWN_TIER = {ReplicaStatus.PENDING: 1, ReplicaStatus.STARTING: 2, ReplicaStatus.RUNNING: 3}
@@ -390,15 +395,16 @@ def plan_many(
     Each plan sees the nodes as the plans before it left them (their allocations folded in, as
     Placement.apply_to does), so together they never hold more of a node than it has: the
     batched reconcile (issue 15 item 1) places many deployments from one node read. A plan that
-    leaves a replica without a place takes nothing from the snapshot, because the caller does
-    not apply it: it plans that deployment again on its own, with the wider node read a lone
-    reconcile makes. Returns the plans, in order, and the nodes as the accepted plans left them.
+    leaves a replica without a place (`unhoused`: replicas a quota held back are not) takes
+    nothing from the snapshot, because the caller does not apply it: it plans that deployment
+    again on its own, with the wider node read a lone reconcile makes. Returns the plans, in
+    order, and the nodes as the accepted plans left them.
     """
     current = tuple(nodes)
     plans: list[Plan] = []
     for desired, replicas in wants:
         made = plan(desired=desired, replicas=replicas, nodes=current)
-        if not made.unplaced:
+        if not made.unhoused:
             current = Placement(
                 node_ids=(), unplaced=0, shortfall=None, allocated=made.allocated
             ).apply_to(nodes=current)

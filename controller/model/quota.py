@@ -17,12 +17,17 @@ What counts, and why:
   deployments of the namespace may; a newer one gets `QuotaExceeded` and places none. Replicas
   a deployment already runs are never stopped by a quota, whichever limit was lowered: a quota
   governs what is placed next, as Kubernetes' ResourceQuota governs what is created next.
+
+A batch of reconciles (issue 15 item 1) asks the gate once per namespace for all its keys
+(`admit`): each key is admitted against the usage plus what the keys before it were admitted,
+so that the batch never admits more than the quota holds.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -81,6 +86,16 @@ class QuotaAmounts:
         """A namespace's usage: what its capacity-holding replicas request, and the counts."""
         return cls(*held.as_tuple(), replicas, fog_deployments)
 
+    def placing(self, request: Resources, count: int) -> QuotaAmounts:
+        """The usage once `count` more replicas of `request` hold capacity."""
+        per_replica = _per_replica(request)
+        return QuotaAmounts(
+            *(
+                (value or 0) + per_replica.get(resource, 0) * count
+                for resource, value in self.by_resource().items()
+            )
+        )
+
     def as_status(self) -> dict[str, float | int]:
         """The amounts that are set, in the CRD's names and units (CPU in cores)."""
         return {
@@ -113,6 +128,76 @@ class QuotaGate:
     quotas: tuple[Quota, ...]
     used: QuotaAmounts
     rank: int
+
+
+@dataclass(frozen=True, slots=True)
+class NamespaceQuotas:
+    """A namespace's quotas and usage, read under the quotas' lock, and deployments' ages.
+
+    `ranks` holds, for each stored deployment asked about, how many live deployments of the
+    namespace are older; one not stored yet is the newest, so its rank is every live one.
+    """
+
+    quotas: tuple[Quota, ...]
+    used: QuotaAmounts
+    ranks: Mapping[uuid.UUID, int]
+
+    def gate(self, deployment_id: uuid.UUID | None) -> QuotaGate:
+        """What the deployment's placement decides on when it is the only one asking."""
+        rank = (
+            (self.used.fog_deployments or 0) if deployment_id is None else self.ranks[deployment_id]
+        )
+        return QuotaGate(quotas=self.quotas, used=self.used, rank=rank)
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """One key of a batch at the gate: its deployment (None: new), request, and wants."""
+
+    deployment_id: uuid.UUID | None
+    request: Resources
+    wanted: int  # replicas it would place, quota aside
+
+
+def admit(namespace: NamespaceQuotas, claims: Sequence[Claim]) -> list[QuotaGate | None]:
+    """The gate each claim of one batch decides on, in claim order; None: it goes alone.
+
+    Claims are taken oldest first (stored ones by rank, then the new ones in order, as they
+    will be inserted), each against the usage plus every replica the claims before it were
+    admitted, in full: the nodes may take fewer, never more, so the batch cannot pass a
+    limit. A new deployment ranks after the new ones admitted before it. A claim cut short by
+    the batch itself (it would be admitted more now, alone) is left to its own reconcile after
+    the batch commits, which reads what was placed rather than what was admitted (a status must
+    not blame the quota for room the batch only reserved), and so is every younger claim: a
+    younger deployment never takes room an older one was refused, as if each went alone.
+    """
+    order = sorted(
+        range(len(claims)),
+        key=lambda index: (
+            claims[index].deployment_id is None,
+            namespace.gate(claims[index].deployment_id).rank,
+            index,
+        ),
+    )
+    gates: list[QuotaGate | None] = [None] * len(claims)
+    used, news = namespace.used, 0
+    for index in order:
+        claim = claims[index]
+        alone = namespace.gate(claim.deployment_id)
+        new = claim.deployment_id is None
+        shared = replace(alone, used=used, rank=alone.rank + (news if new else 0))
+        room = allowance(gate=shared, request=claim.request).replicas
+        if room is not None and room < claim.wanted:
+            own = allowance(gate=alone, request=claim.request).replicas
+            if own is None or room < own:
+                break
+        gates[index] = shared
+        used = used.placing(
+            claim.request, claim.wanted if room is None else min(room, claim.wanted)
+        )
+        if new:
+            news += 1
+    return gates
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,11 +9,13 @@ A worker hands over every key it took from the queue at once (`reconcile_batch`,
 item 1, as Nomad's plan applier batches plans): the batch is one transaction with a fixed
 number of statements (one lock statement, one read per table, one write per table), and the
 decisions per deployment are the same pure steps a lone reconcile takes (`_intend`,
-`_conclude`). The rare and complex cases take the lone path after the batch, each in its own
-transaction: a deployment that needs the quota gate (in a namespace with a FogQuota, one that
-places or is new), a deployment the batch's node read left without room (the lone path reads
-again, unlocked, and names the closest node), and every key of a batch whose transaction
-conflicted.
+`_conclude`). Keys that place in a namespace with a FogQuota pass its gate together: one lock
+and one usage read per namespace, each key admitted against what the keys before it took
+(model/quota.py `admit`). The rare and complex cases take the lone path after the batch, each
+in its own transaction: a deployment the batch's earlier keys cut short at the quota gate (the
+lone path reads what was placed, not what the batch reserved), a deployment the batch's node
+read left without room (the lone path reads again, unlocked, and names the closest node), and
+every key of a batch whose transaction conflicted.
 """
 
 from __future__ import annotations
@@ -144,10 +146,11 @@ class Reconciler:
         """Reconcile the requests in one transaction; None for a key that must go alone.
 
         Tried once. A key left None takes `reconcile_alone` afterwards: one the batch did not
-        decide (the quota gate, no room on the group's nodes), and every key if the batch's
-        transaction conflicted (an over-commit the node CHECK constraints refused, a deadlock,
-        a replica an agent moved) or raised anything unexpected, so that one key's bug fails
-        that key alone. An outage or a lost lease is every key's error: alone, each would
+        decide (cut short at the quota gate by the batch's earlier keys, or younger than one
+        that was; no room on the group's nodes), and every key if the batch's transaction
+        conflicted (an over-commit the node CHECK constraints refused, a deadlock, a replica an
+        agent moved) or raised anything unexpected, so that one key's bug fails that key
+        alone. An outage or a lost lease is every key's error: alone, each would
         meet it again at once.
         """
         if len(requests) <= 1:  # a batch of one buys nothing: the lone path
@@ -223,18 +226,16 @@ class Reconciler:
         if plan.unplaced or snapshot.deployment is None:
             gate = await tx.quota_gate(snapshot=snapshot)
             if gate is not None:
-                allowed = quota.allowance(gate=gate, request=desired.request)
-                held_by = allowed.message(gate=gate, request=desired.request, wanted=plan.unplaced)
-                desired = replace(desired, quota_room=allowed.replicas)
+                desired, held_by = _capped(desired, gate, wanted=plan.unplaced)
                 plan = planner.plan(desired=desired, replicas=snapshot.replicas, nodes=())
         for lock in (True, False):
-            if plan.unplaced == plan.quota_held:  # nothing left that a node could take
+            if not plan.unhoused:  # nothing left that a node could take
                 break
             nodes = await tx.candidate_nodes(
                 node_selector=desired.node_selector,
                 request=desired.request,
                 strategy=desired.strategy,
-                limit=_candidates(plan.unplaced - plan.quota_held),
+                limit=_candidates(plan.unhoused),
                 lock=lock,
                 closest=not lock,
             )
@@ -257,67 +258,117 @@ class Reconciler:
     ) -> dict[int, Outcome]:
         """The batch's transaction: the outcomes it wrote, by index; the others go alone.
 
-        Three statements observe every key, one reads their revision rows; the plans that need
+        Three statements observe every key, one reads their revision rows; keys that place in
+        a namespace with a quota pass its gate together (`_gate_batch`); the plans that need
         no node are final at once, the others are planned per group of keys with the same node
         selector and strategy, on one locked node read per group and one in-memory capacity
         snapshot that every accepted plan takes its room from (planner.plan_many), shared
-        across groups (a node two selectors match is read twice but planned on once).
+        across groups (a node two selectors match is read twice but planned on once). A key
+        whose plan still leaves a replica a node could take goes alone.
         """
         keys = [(request.ref.namespace, request.ref.name) for request in requests]
         snapshots = await tx.observe_many(keys)
         ids = [s.deployment.id for s in snapshots.values() if s.deployment is not None]
         known = await tx.revisions(ids) if ids else {}
-        plans: dict[int, planner.Plan] = {}
-        nodeless: dict[int, planner.Plan] = {}
-        groups: dict[tuple[tuple[tuple[str, str], ...], str], list[int]] = defaultdict(list)
         intents: dict[int, _Intent] = {}
+        plans: dict[int, planner.Plan] = {}
         for index, (request, key) in enumerate(zip(requests, keys, strict=True)):
             snapshot = snapshots[key]
             stored = snapshot.deployment
             intent = self._intend(request, snapshot, known[stored.id] if stored else ())
-            plan = planner.plan(desired=intent.desired, replicas=snapshot.replicas, nodes=())
-            if snapshot.quota_limited and (plan.unplaced or stored is None):
-                continue  # the quota gate (`_plan`) locks and counts: the lone path
             intents[index] = intent
-            if plan.unplaced:
-                nodeless[index] = plan
-                desired = intent.desired
-                groups[(tuple(sorted(desired.node_selector.items())), desired.strategy)].append(
-                    index
-                )
-            else:
-                plans[index] = plan
+            plans[index] = planner.plan(
+                desired=intent.desired, replicas=snapshot.replicas, nodes=()
+            )
+        aims = {index: intent.desired for index, intent in intents.items()}
+        held: dict[int, str | None] = {}
+        gated = {
+            index: (intent, plans[index].unplaced)
+            for index, intent in intents.items()
+            if intent.snapshot.quota_limited
+            and (plans[index].unplaced or intent.snapshot.deployment is None)
+        }
+        admitted = await self._gate_batch(tx, gated) if gated else {}
+        for index in gated:
+            if index not in admitted:  # cut short by the batch's own keys: the lone path
+                del plans[index]
+                continue
+            aims[index], held[index] = admitted[index]
+            plans[index] = planner.plan(
+                desired=aims[index], replicas=intents[index].snapshot.replicas, nodes=()
+            )
+        groups: dict[tuple[tuple[tuple[str, str], ...], str], list[int]] = defaultdict(list)
+        for index, plan in plans.items():
+            if plan.unhoused:
+                aim = aims[index]
+                groups[(tuple(sorted(aim.node_selector.items())), aim.strategy)].append(index)
         taken: dict[uuid.UUID, NodeCapacity] = {}  # nodes as this batch's plans left them
         budget = MAX_BATCH_CANDIDATES  # nodes the batch may still lock, all groups together
         for members in groups.values():
             if budget <= 0:  # the remaining groups' keys take the lone path
                 break
-            wanted = [intents[index] for index in members]
-            limit = min(budget, sum(_candidates(nodeless[index].unplaced) for index in members))
+            limit = min(budget, sum(_candidates(plans[index].unhoused) for index in members))
             budget -= limit
-            first = wanted[0].desired
+            first = aims[members[0]]
             read = await tx.candidate_nodes(
                 node_selector=first.node_selector,
-                request=_smallest(intent.desired.request for intent in wanted),
+                request=_smallest(aims[index].request for index in members),
                 strategy=first.strategy,
                 limit=limit,
                 lock=True,
             )
             made, left = planner.plan_many(
-                wants=[(intent.desired, intent.snapshot.replicas) for intent in wanted],
+                wants=[(aims[index], intents[index].snapshot.replicas) for index in members],
                 nodes=[taken.get(node.node_id, node) for node in read],
             )
             taken.update((node.node_id, node) for node in left)
-            plans.update(
-                (index, plan)
-                for index, plan in zip(members, made, strict=True)
-                if not plan.unplaced
-            )
+            plans.update(zip(members, made, strict=True))
         decisions = {
-            index: self._conclude(intents[index], plan, None) for index, plan in plans.items()
+            index: self._conclude(
+                intents[index], plan, held.get(index) if plan.quota_held else None
+            )
+            for index, plan in plans.items()
+            if not plan.unhoused
         }
         await self._write(tx, list(decisions.values()))
         return {index: decision.outcome for index, decision in decisions.items()}
+
+    @staticmethod
+    async def _gate_batch(
+        tx: Transaction, gated: Mapping[int, tuple[_Intent, int]]
+    ) -> dict[int, tuple[planner.DesiredState, str | None]]:
+        """The quota gate for a batch's keys (with the replicas each wants placed), at once.
+
+        One lock statement and one usage read per namespace (db/quotas.py `gates`), then
+        model/quota.py `admit` in age order: each admitted key's desired state capped at what
+        the quota admits it, and the message naming the limit that held the rest. A key
+        missing from the result was cut short by the keys before it and goes alone.
+        """
+        namespaces = await tx.quota_gates(intent.snapshot for intent, _ in gated.values())
+        members: dict[uuid.UUID | None, list[int]] = defaultdict(list)
+        for index, (intent, _) in gated.items():
+            members[intent.snapshot.user_id].append(index)
+        admitted: dict[int, tuple[planner.DesiredState, str | None]] = {}
+        for tenant, indexes in members.items():
+            namespace = namespaces.get(tenant) if tenant is not None else None
+            if namespace is None:  # its quota was deleted since the snapshot: nothing limits
+                admitted.update((index, (gated[index][0].desired, None)) for index in indexes)
+                continue
+            claims = [
+                quota.Claim(
+                    deployment_id=intent.snapshot.deployment.id
+                    if intent.snapshot.deployment
+                    else None,
+                    request=intent.desired.request,
+                    wanted=wanted,
+                )
+                for intent, wanted in (gated[index] for index in indexes)
+            ]
+            for index, gate in zip(indexes, quota.admit(namespace, claims), strict=True):
+                if gate is not None:
+                    intent, wanted = gated[index]
+                    admitted[index] = _capped(intent.desired, gate, wanted=wanted)
+        return admitted
 
     def _intend(
         self, request: Request, snapshot: Snapshot, known: tuple[KnownRevision, ...]
@@ -487,6 +538,19 @@ class Reconciler:
                     promoted_by=canary.OPERATOR if verdict.promote else None,
                     abort_reason=verdict.abort,
                 )
+
+
+def _capped(
+    desired: planner.DesiredState, gate: quota.QuotaGate, *, wanted: int
+) -> tuple[planner.DesiredState, str | None]:
+    """The desired state placing no more than the quota admits, and what held the rest.
+
+    `wanted` is how many replicas the deployment would place, quota aside; the message is
+    None when the quota admits them all.
+    """
+    allowed = quota.allowance(gate=gate, request=desired.request)
+    message = allowed.message(gate=gate, request=desired.request, wanted=wanted)
+    return replace(desired, quota_room=allowed.replicas), message
 
 
 def _candidates(unplaced: int) -> int:

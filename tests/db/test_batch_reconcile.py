@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event, func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from test_quota_enforcement import placed
 from test_reconciler import Driver, add_node, agents, condition, reconcile_many, spec
 
 from controller.db import engine as db_engine
@@ -176,23 +177,32 @@ def counted(engine: AsyncEngine) -> Iterator[list[str]]:
         event.remove(engine.sync_engine, "before_cursor_execute", count)
 
 
+@pytest.mark.parametrize("quota", [False, True], ids=["plain", "quota"])
 async def test_a_batch_costs_the_same_statements_for_two_objects_as_for_twelve(
-    engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]
+    engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession], quota: bool
 ) -> None:
     for index in range(6):
         await add_node(sessions, f"edge-{index}", cpu=64, memory=131072)
     small = Fleet(sessions, [f"s-{index}" for index in range(2)], ns="small")
     large = Fleet(sessions, [f"l-{index}" for index in range(12)], ns="large")
+    if quota:  # generous: every key passes the gate, new ones included, in the batch
+        for ns in ("small", "large"):
+            await set_quota(sessions, ns, replicas=1000, fog_deployments=100)
     figures: dict[str, list[int]] = {"small": [], "large": []}
+    gates: list[int] = []
     for _ in range(3):  # create (new namespace, rows, replicas, revisions); started; at rest
         for label, fleet in (("small", small), ("large", large)):
             with counted(engine) as issued:
-                await fleet.reconcile([spec(3, cpu=0.5)] * len(fleet.drivers))
+                statuses = await fleet.reconcile([spec(3, cpu=0.5)] * len(fleet.drivers))
             figures[label].append(len(issued))
+            gates.append(sum("FROM quotas" in s and "FOR UPDATE" in s for s in issued))
         await agents(sessions)
     assert figures["small"] == figures["large"], figures
+    assert {s["phase"] for s in statuses} == {"Running"}
     # Lock, deployments, replicas and failure counts, revisions: four reads at rest.
     assert figures["large"][-1] == 4, figures
+    # With a quota, the creating batch locks its rows once; nothing to place after that.
+    assert gates == ([1, 1] if quota else [0, 0]) + [0] * 4, gates
 
 
 async def test_a_batch_whose_transaction_conflicts_places_every_key_alone(
@@ -266,20 +276,24 @@ async def test_two_batches_creating_the_same_namespaces_in_opposite_orders_both_
     assert names == ["ns1", "ns2"]
 
 
+async def set_quota(sessions: async_sessionmaker[AsyncSession], ns: str, **hard: int) -> None:
+    await Store(sessions).save_quota(
+        QuotaRecord(
+            namespace=ns,
+            name="q",
+            uid=f"uid-{ns}",
+            generation=1,
+            hard=QuotaAmounts(**hard),
+            actor="test",
+        )
+    )
+
+
 async def test_keys_at_rest_in_a_quota_namespace_are_batched(
     engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]
 ) -> None:
     await add_node(sessions, "edge-0", cpu=64, memory=262144)
-    await Store(sessions).save_quota(
-        QuotaRecord(
-            namespace="limited",
-            name="q",
-            uid="u",
-            generation=1,
-            hard=QuotaAmounts(replicas=1000),
-            actor="test",
-        )
-    )
+    await set_quota(sessions, "limited", replicas=1000)
     fleet = Fleet(sessions, [f"d-{index}" for index in range(8)], ns="limited")
     for driver in fleet.drivers:  # created alone: a new deployment goes through the quota gate
         await driver.reconcile(spec(1, cpu=0.5))
@@ -287,6 +301,54 @@ async def test_keys_at_rest_in_a_quota_namespace_are_batched(
         await fleet.reconcile([spec(1, cpu=0.5)] * 8)
     # Nothing to place, so no quota gate: the batch's four reads, as in any namespace.
     assert len(issued) == 4, issued
+
+
+async def test_a_batch_under_a_binding_quota_leaves_the_same_rows_as_each_alone(
+    engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    for index in range(4):
+        await add_node(sessions, f"edge-{index}", cpu=16, memory=65536)
+    for ns in ("alone", "batch"):  # 15 replicas wanted, 7 admitted; the sixth deployment none
+        await set_quota(sessions, ns, replicas=7, fog_deployments=5)
+    alone = [Driver(sessions, name=name, ns="alone") for name in NAMES]
+    batch = Fleet(sessions, NAMES, ns="batch")
+    for round_ in range(3):  # create; agents start them; at rest under the quota
+        statuses_alone = [
+            await driver.reconcile(body) for driver, body in zip(alone, BODIES, strict=True)
+        ]
+        with counted(engine) as issued:
+            statuses_batch = await batch.reconcile(BODIES)
+        if round_ == 0:
+            # app-0..2 (1 + 3 + 0 replicas) in the batch; app-3 wants 5 where 3 are left:
+            # cut short by the batch, it goes alone, and so do the two younger ones.
+            assert sum("pg_advisory_xact_lock" in s for s in issued) == 4
+        assert [summary(s) for s in statuses_batch] == [summary(s) for s in statuses_alone]
+        stalled = [condition(s, "Stalled")["message"] for s in statuses_batch]
+        assert stalled == [condition(s, "Stalled")["message"] for s in statuses_alone]
+        await agents(sessions)
+    assert [message.split(";")[0] for message in stalled[3:]] == [
+        "quota q: replicas 7/7 used, 2 more requested",
+        "quota q: replicas 7/7 used, 2 more requested",
+        "quota q: fogDeployments 5/5 used, 1 more requested",
+    ]
+    assert await rows_of(sessions, "batch") == await rows_of(sessions, "alone")
+    assert await placed(sessions, "batch") == 7
+
+
+async def test_concurrent_batches_in_one_namespace_never_pass_the_quota(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    for index in range(3):
+        await add_node(sessions, f"edge-{index}", cpu=8)
+    await set_quota(sessions, "racers", replicas=9, cpu_millis=9000)
+    fleets = [
+        Fleet(sessions, [f"racer-{fleet}-{index}" for index in range(4)], ns="racers")
+        for fleet in range(3)
+    ]
+    for _ in range(3):  # several rounds: later ones see what the first left
+        await asyncio.gather(*(fleet.reconcile([spec(2)] * 4) for fleet in fleets))
+        await agents(sessions)
+    assert await placed(sessions, "racers") == 9
 
 
 async def test_one_keys_bug_in_a_batch_fails_that_key_alone(

@@ -8,6 +8,7 @@ node over-committed.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -18,12 +19,16 @@ from model_builders import Cluster, desired, node, requests, res, status_of
 
 from controller.kube.quota import read_hard
 from controller.kube.resource import InvalidSpecError, spec_manager
+from controller.model.planner import plan
 from controller.model.quota import (
     QUOTA_EXCEEDED,
+    Claim,
+    NamespaceQuotas,
     Quota,
     QuotaAmounts,
     QuotaGate,
     QuotaResource,
+    admit,
     allowance,
     quota_status,
 )
@@ -172,6 +177,56 @@ def test_status_says_quota_exceeded_with_the_message() -> None:
     assert status.unplaced_replicas == 1
 
 
+# --- a batch at the gate (admit) ------------------------------------------------------------
+
+OLD, YOUNG = uuid.UUID(int=1), uuid.UUID(int=2)
+
+
+def namespace(hard: QuotaAmounts, usage: QuotaAmounts | None = None) -> NamespaceQuotas:
+    return NamespaceQuotas(
+        quotas=(Quota("q", hard),), used=usage or used(), ranks={OLD: 0, YOUNG: 1}
+    )
+
+
+def test_a_batch_admits_the_oldest_first_against_what_the_ones_before_took() -> None:
+    team = namespace(QuotaAmounts(replicas=10), used(replicas=2, fog_deployments=2))
+    young, old = Claim(YOUNG, res(100), wanted=3), Claim(OLD, res(100), wanted=4)
+    first, second = admit(team, [young, old])
+    assert first is not None
+    assert second is not None
+    assert (second.used.replicas, first.used.replicas) == (2, 6)  # OLD first, whatever order
+    assert allowance(gate=first, request=res(100)).replicas == 4
+
+
+def test_a_key_the_batch_cut_short_goes_alone_and_one_the_quota_cut_stays() -> None:
+    team = namespace(QuotaAmounts(replicas=10))
+    claims = [Claim(OLD, res(100), wanted=6), Claim(YOUNG, res(100), 6), Claim(None, res(100), 1)]
+    gates = admit(team, claims)
+    assert gates[0] is not None
+    assert gates[1] is None  # alone it would get 6; the batch left it 4
+    assert gates[2] is None  # it fits, but it is younger than one the batch refused
+    # Cut by the quota itself (12 > 10 alone too) and not further by the batch: stays.
+    over = admit(team, [Claim(OLD, res(100), wanted=12), Claim(YOUNG, res(100), wanted=0)])
+    assert over[0] is not None
+    assert over[1] is not None
+    allowed = allowance(gate=over[0], request=res(100))
+    assert allowed.message(gate=over[0], request=res(100), wanted=12) == (
+        "quota q: replicas 10/10 used, 2 more requested"
+    )
+
+
+def test_new_deployments_rank_after_the_new_ones_admitted_before_them() -> None:
+    team = namespace(QuotaAmounts(fog_deployments=3), used(fog_deployments=2))
+    first, second = admit(team, [Claim(None, res(100), 1), Claim(None, res(100), 1)])
+    assert first is not None
+    assert first.rank == 2  # the third deployment: admitted
+    assert second is None  # the fourth only because of the third: alone, after it is stored
+    # Past the limit already: both are held by the quota itself, each with its own rank.
+    full = namespace(QuotaAmounts(fog_deployments=2), used(fog_deployments=2))
+    held = admit(full, [Claim(None, res(100), 1), Claim(None, res(100), 1)])
+    assert [gate.rank if gate else None for gate in held] == [2, 3]
+
+
 # --- properties ---------------------------------------------------------------------------
 
 limits = st.builds(
@@ -251,6 +306,106 @@ def test_property_reconciles_in_any_order_never_pass_a_quota_nor_a_node(
             assert n.allocated.fits_in(n.capacity), "a node was over-committed"
         if hard.fog_deployments is not None and rank >= hard.fog_deployments:
             assert _holding(cluster) == 0, "a deployment beyond fogDeployments placed"
+
+
+class _Namespace:
+    """One namespace's deployments on shared nodes, by age, as the database records them."""
+
+    def __init__(
+        self, hard: QuotaAmounts, capacity: Resources, specs: list[tuple[Resources, int]]
+    ) -> None:
+        self.hard, self.specs = hard, specs
+        self.nodes = {n.node_id: n for n in (node("n1", capacity), node("n2", capacity))}
+        self.deployments = [Cluster(nodes=self.nodes) for _ in specs]  # the nodes are shared
+        self.ids = [uuid.uuid4() for _ in specs]
+        self.created: list[int] = []  # deployments by age, as their rows were inserted
+
+    def read(self) -> NamespaceQuotas:
+        """What db/quotas.py `gates` reads under the lock: usage, live count, ranks."""
+        ranks = {self.ids[index]: rank for rank, index in enumerate(self.created)}
+        usage = replace(_usage(self.deployments), fog_deployments=len(self.created))
+        return NamespaceQuotas(quotas=(Quota("q", self.hard),), used=usage, ranks=ranks)
+
+    def claim(self, index: int) -> Claim:
+        request, replicas = self.specs[index]
+        wants = plan(
+            desired=desired(replicas, request=request),
+            replicas=list(self.deployments[index].replicas.values()),
+            nodes=(),
+        )
+        stored = self.ids[index] if index in self.created else None
+        return Claim(stored, request, wanted=wants.unplaced)
+
+    def place(self, index: int, gate: QuotaGate, *, alone: bool) -> bool:
+        """Plan and apply one deployment's placement; False if it must go alone."""
+        request, replicas = self.specs[index]
+        spec = replace(
+            desired(replicas, request=request),
+            quota_room=allowance(gate=gate, request=request).replicas,
+        )
+        step = self.deployments[index].plan(spec)
+        if step.unhoused and not alone:  # the batch found it no node: the lone path
+            return False
+        self.deployments[index].apply(step, spec)
+        if index not in self.created:
+            self.created.append(index)
+        limit = self.hard.fog_deployments
+        if limit is not None and self.created.index(index) >= limit:
+            assert _holding(self.deployments[index]) == 0, "placed beyond fogDeployments"
+        return True
+
+    def passed(self, before: QuotaAmounts) -> set[QuotaResource]:
+        """Limits the usage passes now and did not before."""
+        return _over(_usage(self.deployments), self.hard) - _over(before, self.hard)
+
+
+@given(
+    hard=limits,
+    capacity=st.builds(
+        res, st.integers(0, 8000), st.integers(0, 16384), st.integers(0, 4), st.integers(0, 200)
+    ),
+    specs=st.lists(st.tuples(requests, st.integers(0, 6)), min_size=1, max_size=5),
+    batches=st.lists(
+        st.tuples(st.lists(st.integers(0, 4), min_size=1, max_size=5), st.booleans()),
+        min_size=1,
+        max_size=8,
+    ),
+)
+def test_property_batches_at_the_gate_never_pass_a_quota_nor_a_node(
+    hard: QuotaAmounts,
+    capacity: Resources,
+    specs: list[tuple[Resources, int]],
+    batches: list[tuple[list[int], bool]],
+) -> None:
+    """Deployments of one namespace pass the gate a batch at a time, new ones among them.
+
+    What the batched reconcile does under the quota lock: one usage read, `admit` in age
+    order, each admitted key placed on the nodes as the keys before it left them, and a key
+    that `admit` left out, or that found no node, placed alone afterwards with the usage read
+    again. Agents start and stop replicas between batches.
+    """
+    team = _Namespace(hard, capacity, specs)
+    for picked, agents_run in batches:
+        members = list(dict.fromkeys(index % len(specs) for index in picked))
+        before = team.read()
+        gates = admit(before, [team.claim(index) for index in members])
+        # The new ones are inserted in claim order, as the batch's one INSERT does.
+        later = [
+            index
+            for index, gate in zip(members, gates, strict=True)
+            if gate is None or not team.place(index, gate, alone=False)
+        ]
+        assert not team.passed(before.used), "the batch passed a quota"
+        for index in later:
+            alone = team.read()
+            stored = team.ids[index] if index in team.created else None
+            team.place(index, alone.gate(stored), alone=True)
+            assert not team.passed(alone.used), "a key alone passed a quota"
+        for each in team.nodes.values():
+            assert each.allocated.fits_in(each.capacity), "a node was over-committed"
+        if agents_run:
+            for deployment in team.deployments:
+                deployment.agents_act()
 
 
 # --- the kube layer's parse ---------------------------------------------------------------
